@@ -1,0 +1,57 @@
+#pragma once
+// average: the centralized round. Every rank ends with the same vector,
+// (1/n) sum_k decode(encode_k(v_k)) with the sum taken in a fixed order, so
+// synchronous runs are bit-reproducible. The reduction is chosen by
+// reduction_for_v<C> (core/traits.hpp): raw floats go around the ring; other
+// encodings are allgathered and every rank decodes them in rank order.
+//
+//   distopt::collective::averager<distopt::compress::identity> avg;
+//   avg.average(t, gradient, compressor, g);   // in place
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "distopt/collective/allgather.hpp"
+#include "distopt/collective/ring_allreduce.hpp"
+#include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/concepts.hpp"
+#include "distopt/core/rng.hpp"
+#include "distopt/core/traits.hpp"
+#include "distopt/core/transport_ref.hpp"
+
+namespace distopt::collective {
+
+template <compressor C>
+class averager {
+ public:
+  /// Replaces `v` by the average over all ranks of the (compressed) vectors.
+  void average(transport_ref t, std::span<float> v, C& c, rng& g) {
+    if constexpr (reduction_for_v<C> == reduction::ring_on_floats) {
+      ring_allreduce(t, v, reduce_op::mean, ring_);
+    } else {
+      wire_.clear();
+      c.encode(v, wire_, g);
+      allgather(t, wire_, parts_);
+      decoded_.resize(v.size());
+      const float n = static_cast<float>(t.size());
+      for (std::size_t k = 0; k < parts_.size(); ++k) {
+        c.decode(parts_[k], decoded_);
+        if (k == 0)
+          std::copy(decoded_.begin(), decoded_.end(), v.begin());
+        else
+          for (std::size_t i = 0; i < v.size(); ++i) v[i] += decoded_[i];
+      }
+      for (float& x : v) x /= n;
+    }
+  }
+
+ private:
+  allreduce_workspace ring_;
+  byte_buffer wire_;
+  std::vector<byte_buffer> parts_;
+  std::vector<float> decoded_;
+};
+
+}  // namespace distopt::collective

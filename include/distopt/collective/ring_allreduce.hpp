@@ -1,0 +1,103 @@
+#pragma once
+// Ring allreduce (reduce-scatter then allgather; Patarasuk & Yuan 2009), written once
+// against transport_ref so it runs on every backend.
+//
+// The data is cut into n chunks (chunk c is [c*len/n, (c+1)*len/n)). Chunk c travels
+// the ring starting at rank c, so its sum is always formed in the fixed order
+//     ((x_c + x_{c+1}) + x_{c+2}) + ... + x_{c+n-1}      (indices mod n)
+// and then copied to every rank: results are bit-identical on every rank, every run
+// and every transport. For the mean, the owner of a chunk divides its sum by n once.
+// Each chunk moves in segments of `segment_floats`, forwarded as soon as they are
+// reduced, so consecutive steps overlap. Cost per rank: 2(n-1) messages per segment
+// column, 2(n-1)/n * len floats sent.
+//
+//   distopt::collective::allreduce_workspace ws;                    // reuse across calls
+//   distopt::collective::ring_allreduce(t, grad, distopt::collective::reduce_op::mean, ws);
+
+#include <algorithm>
+#include <cstddef>
+#include <span>
+
+#include "distopt/collective/detail/float_bytes.hpp"
+#include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/tag.hpp"
+#include "distopt/core/transport_ref.hpp"
+
+namespace distopt::collective {
+
+enum class reduce_op { sum, mean };
+
+/// Buffers reused across calls, so that steady-state calls allocate nothing.
+struct allreduce_workspace {
+  byte_buffer incoming;
+  /// Floats per message; chunks larger than this are pipelined.
+  std::size_t segment_floats = std::size_t{1} << 16;
+};
+
+inline constexpr tag ring_allreduce_tag{detail::reserved_tag_base + 1};
+
+/// In-place allreduce of `data` over all ranks of `t`. Every rank must pass the same length.
+inline void ring_allreduce(transport_ref t, std::span<float> data, reduce_op op, allreduce_workspace& ws,
+                           tag tg = ring_allreduce_tag) {
+  const int n = t.size();
+  const int r = t.rank();
+  if (n == 1) return;  // sum of one, and x / 1 == x exactly
+  const int next = (r + 1) % n;
+  const int prev = (r + n - 1) % n;
+  const std::size_t len = data.size();
+  const std::size_t seg = std::max<std::size_t>(ws.segment_floats, 1);
+  auto chunk = [&](int c) {
+    const std::size_t b = len * static_cast<std::size_t>(c) / static_cast<std::size_t>(n);
+    const std::size_t e = len * static_cast<std::size_t>(c + 1) / static_cast<std::size_t>(n);
+    return data.subspan(b, e - b);
+  };
+  auto send = [&](std::span<const float> piece) { t.send(next, tg, std::as_bytes(piece)); };
+  // Visits chunk c in segments; an empty chunk is one empty segment, so every rank
+  // sends and receives the same number of messages.
+  auto for_each_segment = [&](int c, auto&& visit) {
+    const std::span<float> whole = chunk(c);
+    std::size_t off = 0;
+    do {
+      const std::size_t m = std::min(seg, whole.size() - off);
+      visit(whole.subspan(off, m));
+      off += m;
+    } while (off < whole.size());
+  };
+  // Calls body(piece, incoming) for each segment of chunk c as it arrives from prev.
+  auto receive_chunk = [&](int c, auto&& body) {
+    for_each_segment(c, [&](std::span<float> piece) {
+      t.recv(prev, tg, ws.incoming);
+      body(piece, detail::received_floats(ws.incoming, piece.size(), "ring_allreduce", r, prev));
+    });
+  };
+
+  // Reduce-scatter: in step s, rank r receives the partial sum of chunk r-1-s and adds its own.
+  for_each_segment(r, send);
+  const float divisor = static_cast<float>(n);
+  for (int s = 0; s < n - 1; ++s) {
+    const int c = ((r - 1 - s) % n + n) % n;
+    const bool owner = s == n - 2;  // the last addition completes chunk r+1
+    receive_chunk(c, [&](std::span<float> piece, std::span<const float> in) {
+      float* x = piece.data();
+      const float* a = in.data();
+      const std::size_t m = piece.size();
+      if (owner && op == reduce_op::mean) {
+        for (std::size_t i = 0; i < m; ++i) x[i] = (a[i] + x[i]) / divisor;
+      } else {
+        for (std::size_t i = 0; i < m; ++i) x[i] = a[i] + x[i];
+      }
+      send(piece);  // next step's input (or, for the owner, the allgather's first message)
+    });
+  }
+  // Allgather: in step s, rank r receives finished chunk r-s and forwards it unless it is the last hop.
+  for (int s = 0; s < n - 1; ++s) {
+    const int c = ((r - s) % n + n) % n;
+    const bool forward = s < n - 2;
+    receive_chunk(c, [&](std::span<float> piece, std::span<const float> in) {
+      std::copy(in.begin(), in.end(), piece.begin());
+      if (forward) send(piece);
+    });
+  }
+}
+
+}  // namespace distopt::collective

@@ -1,0 +1,3 @@
+#pragma once
+// All compressors. Include this or one compressor's header; never detail/.
+#include "distopt/compress/identity.hpp"

@@ -1,0 +1,33 @@
+#pragma once
+// The error hierarchy. Every message names what was wrong and how to fix it.
+
+#include <stdexcept>
+#include <string>
+
+namespace distopt {
+
+/// Base of every exception distopt throws.
+class error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Bad options, shapes or policy parameters; thrown at construction.
+class config_error : public error {
+ public:
+  using error::error;
+};
+
+/// A peer was lost, a deadline passed, a frame was malformed or a handshake refused.
+class transport_error : public error {
+ public:
+  using error::error;
+};
+
+/// Non-finite values (NaN or Inf) where finite ones are required.
+class numeric_error : public error {
+ public:
+  using error::error;
+};
+
+}  // namespace distopt

@@ -1,0 +1,77 @@
+#pragma once
+// transport_ref: a non-owning, type-erased reference to any transport, so that an
+// optimizer type names only its four policies and the backend is chosen at run time.
+// Erasure happens once per message, at the byte boundary (as in Gloo); everything
+// above it stays templated.
+//
+//   distopt::thread_transport& endpoint = ...;
+//   distopt::transport_ref t(endpoint);   // endpoint must outlive t
+//   t.send(1, distopt::tag{0}, bytes);
+
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <span>
+#include <type_traits>
+
+#include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/concepts.hpp"
+#include "distopt/core/tag.hpp"
+
+namespace distopt {
+
+/// A transport whose receives accept an explicit timeout (besides its default deadline).
+template <class T>
+concept transport_with_timeout = transport<T> &&
+    requires(T& t, int peer, tag tg, byte_buffer& out, std::chrono::milliseconds d) { t.recv(peer, tg, out, d); };
+
+class transport_ref {
+ public:
+  template <transport T>
+    requires(!std::same_as<std::remove_cvref_t<T>, transport_ref>)
+  transport_ref(T& t) noexcept  // NOLINT(google-explicit-constructor): a reference converts implicitly
+      : object_(std::addressof(t)), vtable_(&vtable_for<T>) {}
+
+  int rank() const { return vtable_->rank(object_); }
+  int size() const { return vtable_->size(object_); }
+  void send(int peer, tag tg, std::span<const std::byte> bytes) const { vtable_->send(object_, peer, tg, bytes); }
+  /// Blocks until a message arrives or the transport's own deadline passes.
+  void recv(int peer, tag tg, byte_buffer& out) const { vtable_->recv(object_, peer, tg, out, std::nullopt); }
+  /// Blocks at most `timeout` (for transports that support it; others use their own deadline).
+  void recv(int peer, tag tg, byte_buffer& out, std::chrono::milliseconds timeout) const {
+    vtable_->recv(object_, peer, tg, out, timeout);
+  }
+  bool try_recv(int peer, tag tg, byte_buffer& out) const { return vtable_->try_recv(object_, peer, tg, out); }
+
+ private:
+  struct vtable {
+    int (*rank)(void*);
+    int (*size)(void*);
+    void (*send)(void*, int, tag, std::span<const std::byte>);
+    void (*recv)(void*, int, tag, byte_buffer&, std::optional<std::chrono::milliseconds>);
+    bool (*try_recv)(void*, int, tag, byte_buffer&);
+  };
+
+  template <class T>
+  static constexpr vtable vtable_for{
+      [](void* o) { return static_cast<int>(static_cast<T*>(o)->rank()); },
+      [](void* o) { return static_cast<int>(static_cast<T*>(o)->size()); },
+      [](void* o, int peer, tag tg, std::span<const std::byte> b) { static_cast<T*>(o)->send(peer, tg, b); },
+      [](void* o, int peer, tag tg, byte_buffer& out, std::optional<std::chrono::milliseconds> d) {
+        if constexpr (transport_with_timeout<T>) {
+          if (d) return static_cast<T*>(o)->recv(peer, tg, out, *d);
+        }
+        static_cast<T*>(o)->recv(peer, tg, out);
+      },
+      [](void* o, int peer, tag tg, byte_buffer& out) { return static_cast<T*>(o)->try_recv(peer, tg, out); },
+  };
+
+  void* object_;
+  const vtable* vtable_;
+};
+
+static_assert(transport<transport_ref>, "transport_ref must itself satisfy the transport concept");
+
+}  // namespace distopt

@@ -1,0 +1,3 @@
+#pragma once
+// All local-steps policies. Include this or one policy's header; never detail/.
+#include "distopt/local_steps/fixed.hpp"

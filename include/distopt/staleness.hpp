@@ -1,0 +1,3 @@
+#pragma once
+// All staleness policies. Include this or one policy's header; never detail/.
+#include "distopt/staleness/synchronous.hpp"

@@ -1,0 +1,3 @@
+#pragma once
+// All topologies. Include this or one topology's header; never detail/.
+#include "distopt/topology/allreduce.hpp"

@@ -1,0 +1,49 @@
+#pragma once
+// metered: wraps a transport_ref and records bytes, messages and time blocked in
+// a statistics object. The optimizer talks through one, so its stats() are exact.
+
+#include <chrono>
+#include <span>
+
+#include "distopt/core/statistics.hpp"
+#include "distopt/core/transport_ref.hpp"
+
+namespace distopt {
+
+class metered_transport {
+ public:
+  metered_transport(transport_ref inner, statistics& stats, std::chrono::milliseconds timeout) noexcept
+      : inner_(inner), stats_(&stats), timeout_(timeout) {}
+
+  int rank() const { return inner_.rank(); }
+  int size() const { return inner_.size(); }
+  void send(int peer, tag tg, std::span<const std::byte> bytes) {
+    inner_.send(peer, tg, bytes);
+    stats_->bytes_sent += bytes.size();
+    ++stats_->messages_sent;
+  }
+  void recv(int peer, tag tg, byte_buffer& out) { recv(peer, tg, out, timeout_); }
+  void recv(int peer, tag tg, byte_buffer& out, std::chrono::milliseconds timeout) {
+    const auto start = std::chrono::steady_clock::now();
+    inner_.recv(peer, tg, out, timeout);
+    stats_->time_blocked += std::chrono::steady_clock::now() - start;
+    count_received(out);
+  }
+  bool try_recv(int peer, tag tg, byte_buffer& out) {
+    if (!inner_.try_recv(peer, tg, out)) return false;
+    count_received(out);
+    return true;
+  }
+
+ private:
+  void count_received(const byte_buffer& out) {
+    stats_->bytes_received += out.size();
+    ++stats_->messages_received;
+  }
+
+  transport_ref inner_;
+  statistics* stats_;
+  std::chrono::milliseconds timeout_;
+};
+
+}  // namespace distopt
