@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -31,8 +32,9 @@ class averager {
     if constexpr (reduction_for_v<C> == reduction::ring_on_floats) {
       ring_allreduce(t, v, reduce_op::mean, ring_);
     } else {
+      if (!state_) state_.emplace(make_compressor_state(c, v.size()));
       wire_.clear();
-      c.encode(v, wire_, g);
+      encode(c, v, wire_, g, *state_);
       allgather(t, wire_, parts_);
       decoded_.resize(v.size());
       const float n = static_cast<float>(t.size());
@@ -49,6 +51,7 @@ class averager {
 
  private:
   allreduce_workspace ring_;
+  std::optional<compressor_state_t<C>> state_;  // made at the first round, when the size is known
   byte_buffer wire_;
   std::vector<byte_buffer> parts_;
   std::vector<float> decoded_;

@@ -22,7 +22,9 @@ enum class exchange_kind {
 /// Compressor: what goes on the wire.
 ///
 /// Requirements, for `C c`, input `in`, output `out`, `byte_buffer wire`, `bytes`, `rng g`:
-///  1. `c.encode(in, wire, g)` appends the encoding of `in` to `wire`.
+///  1. `c.encode(in, wire, g)` appends the encoding of `in` to `wire`; a compressor with
+///     per-worker memory (error feedback, PowerSGD, EF21) instead declares a nested
+///     `state`, makes it with `c.make_state(n)` and encodes with `c.encode(in, wire, g, s)`.
 ///  2. `c.decode(bytes, out)` writes the reconstruction; `out.size()` is the encoded
 ///     length. Malformed `bytes` throw `transport_error`, never read out of bounds.
 ///  3. `C::unbiased` is true iff E[decode(encode(x))] == x.
@@ -36,14 +38,23 @@ enum class exchange_kind {
 ///     std::size_t max_encoded_bytes(std::size_t n) const { return 4 * n; }
 ///   };
 template <class C>
+concept stateful_encoder = requires(C& c, std::span<const float> in, byte_buffer& wire, rng& g, std::size_t n) {
+  typename C::state;
+  { c.make_state(n) } -> std::same_as<typename C::state>;
+  requires requires(typename C::state& s) { c.encode(in, wire, g, s); };
+};
+
+template <class C>
 concept compressor = std::copyable<C> &&
     requires(C& c, std::span<const float> in, std::span<float> out, byte_buffer& wire,
              std::span<const std::byte> bytes, rng& g, std::size_t n) {
-      c.encode(in, wire, g);
       c.decode(bytes, out);
       { C::unbiased } -> std::convertible_to<bool>;
       { c.max_encoded_bytes(n) } -> std::convertible_to<std::size_t>;
-    };
+    } &&
+    (stateful_encoder<C> || requires(C& c, std::span<const float> in, byte_buffer& wire, rng& g) {
+      c.encode(in, wire, g);
+    });
 
 /// Transport: ordered, tagged point-to-point bytes between ranks 0..size()-1.
 ///
