@@ -2,6 +2,7 @@
 // problems::least_squares — f(x) = 1/(2m) ||A x - b||^2 over m rows of A.
 // Gradient on a batch B: (1/|B|) sum_{i in B} (a_i . x - b_i) a_i.
 // The minimiser solves A^T A x = A^T b (tests compare with Eigen's solve).
+// Const member functions are safe to call from several workers at once.
 //
 //   distopt::problems::least_squares p(A, b);
 //   p.gradient(x, batch, g);
@@ -34,8 +35,7 @@ class least_squares {
   }
   /// Full-batch gradient.
   void gradient(const Eigen::Ref<const Eigen::VectorXf>& x, Eigen::VectorXf& g) const {
-    residual_ = a_ * x - b_;
-    g.noalias() = a_.transpose() * residual_;
+    g.noalias() = a_.transpose() * (a_ * x - b_);
     g /= static_cast<float>(a_.rows());
   }
   /// Mean gradient over the rows in `batch`.
@@ -52,7 +52,6 @@ class least_squares {
  private:
   Eigen::MatrixXf a_;
   Eigen::VectorXf b_;
-  mutable Eigen::VectorXf residual_;
 };
 
 }  // namespace distopt::problems

@@ -4,6 +4,7 @@
 //   f(x) = (1/m) sum_i log(1 + exp(-y_i a_i . x)) + (lambda/2) ||x||^2
 //   grad = -(1/m) sum_i y_i sigma(-y_i a_i . x) a_i + lambda x,   sigma(z) = 1/(1+e^-z)
 // Strongly convex for lambda > 0, so it has one optimum (tests find it by Newton).
+// Const member functions are safe to call from several workers at once.
 //
 //   distopt::problems::logistic_regression p(A, y, /*lambda=*/1e-3f);
 //   p.gradient(x, batch, g);
@@ -49,9 +50,9 @@ class logistic_regression {
   }
   /// Full-batch gradient.
   void gradient(const Eigen::Ref<const Eigen::VectorXf>& x, Eigen::VectorXf& g) const {
-    weights_ = y_.array() * (a_ * x).array();
-    for (Eigen::Index i = 0; i < weights_.size(); ++i) weights_(i) = -y_(i) * sigmoid(-weights_(i));
-    g.noalias() = a_.transpose() * weights_;
+    Eigen::VectorXf weights = y_.array() * (a_ * x).array();
+    for (Eigen::Index i = 0; i < weights.size(); ++i) weights(i) = -y_(i) * sigmoid(-weights(i));
+    g.noalias() = a_.transpose() * weights;
     g /= static_cast<float>(a_.rows());
     g += lambda_ * x;
   }
@@ -75,7 +76,6 @@ class logistic_regression {
   Eigen::MatrixXf a_;
   Eigen::VectorXf y_;
   float lambda_;
-  mutable Eigen::VectorXf weights_;
 };
 
 }  // namespace distopt::problems
