@@ -9,6 +9,7 @@
 #include "distopt/core/byte_buffer.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/errors.hpp"
+#include "distopt/core/layout.hpp"
 #include "distopt/core/options.hpp"
 #include "distopt/core/rng.hpp"
 #include "distopt/core/statistics.hpp"

@@ -3,4 +3,5 @@
 #include "distopt/data/partition.hpp"
 #include "distopt/problems/least_squares.hpp"
 #include "distopt/problems/logistic_regression.hpp"
+#include "distopt/problems/mlp.hpp"
 #include "distopt/problems/synthetic.hpp"

@@ -1,0 +1,220 @@
+// The flagship: several workers train a classifier on the real Fashion-MNIST data
+// (Debian package dataset-fashion-mnist) under several communication strategies,
+// one after another, and compare them side by side: test accuracy, bytes each
+// worker sent, wall time and messages. Writes a CSV for scripts/plot.
+//
+//   build/examples/fashion_mnist --workers 4 --epochs 5 --configs sgd,local4,ef-topk
+//   build/examples/fashion_mnist --list-configs
+
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <distopt/data/idx.hpp>
+#include <distopt/distopt.hpp>
+
+namespace {
+
+namespace compress = distopt::compress;
+namespace topology = distopt::topology;
+namespace staleness = distopt::staleness;
+namespace local_steps = distopt::local_steps;
+
+struct settings {
+  int workers = 4;
+  std::string model = "mlp";
+  int hidden = 128;
+  int epochs = 5;
+  std::size_t batch = 64;
+  float learning_rate = 0.05f;
+  float momentum = 0.9f;
+  std::uint64_t seed = 1;
+  std::size_t train_samples = 0;  // 0: all
+  std::string csv = "fashion_mnist.csv";
+};
+
+struct epoch_record {
+  int epoch;
+  double test_accuracy, test_loss, seconds;
+  std::uint64_t bytes_sent;  // per worker, cumulative
+};
+
+struct run_result {
+  std::string name;
+  std::vector<epoch_record> epochs;
+  std::uint64_t messages = 0;
+};
+
+struct experiment {
+  const distopt::data::labelled_images& train;
+  const distopt::data::labelled_images& test;
+  const distopt::problems::mlp& net;
+  const settings& s;
+};
+
+// Trains with one optimizer type; rank 0 evaluates on the test split after each epoch.
+template <class Optimizer>
+run_result train(const experiment& ex, const std::string& name, typename Optimizer::compressor_type c = {}) {
+  run_result result{name, {}, 0};
+  const auto& s = ex.s;
+  const std::size_t steps_per_epoch = ex.net.samples() / (s.batch * static_cast<std::size_t>(s.workers));
+  const Eigen::VectorXf x0 = ex.net.initial_parameters(s.seed);
+  distopt::run_threads(s.workers, [&](distopt::transport_ref t) {
+    distopt::data::minibatch_sampler batches(distopt::data::iid_shard(ex.net.samples(), t.rank(), t.size(), s.seed),
+                                             s.batch, s.seed, t.rank());
+    Optimizer opt(t, x0, {.learning_rate = s.learning_rate, .momentum = s.momentum, .seed = s.seed}, c);
+    Eigen::VectorXf g;
+    const auto start = std::chrono::steady_clock::now();
+    std::chrono::duration<double> evaluating{0};
+    for (int epoch = 1; epoch <= s.epochs; ++epoch) {
+      for (std::size_t b = 0; b < steps_per_epoch; ++b) {
+        ex.net.gradient(opt.parameters(), batches.next(), g);
+        opt.step(g);
+      }
+      if (epoch == s.epochs) opt.finish();
+      if (t.rank() != 0) continue;
+      const auto eval_start = std::chrono::steady_clock::now();
+      const auto e = ex.net.evaluate(opt.parameters(), ex.test.features, ex.test.labels);
+      evaluating += std::chrono::steady_clock::now() - eval_start;
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start - evaluating).count();
+      result.epochs.push_back({epoch, e.accuracy, e.loss, seconds, opt.stats().bytes_sent});
+      std::printf("  %-10s epoch %2d/%d  test loss %.4f  test acc %6.2f%%  sent %8.2f MB/worker  %6.1f s\n",
+                  name.c_str(), epoch, s.epochs, e.loss, 100.0 * e.accuracy,
+                  static_cast<double>(opt.stats().bytes_sent) / 1e6, seconds);
+      std::fflush(stdout);
+    }
+    if (t.rank() == 0) result.messages = opt.stats().messages_sent;
+  });
+  return result;
+}
+
+using config_runner = std::function<run_result(const experiment&, const std::string&)>;
+
+struct config {
+  std::string description;
+  config_runner run;
+};
+
+template <class C, class T, class S, class L>
+config_runner runner(C c = {}) {
+  return [c](const experiment& ex, const std::string& name) {
+    return train<distopt::optimizer<C, T, S, L>>(ex, name, c);
+  };
+}
+
+// The named configurations, by the name used on the command line.
+std::map<std::string, config> configurations() {
+  using sync = staleness::synchronous;
+  using every = local_steps::every_step;
+  return {
+      {"sgd", {"exact synchronous SGD, ring allreduce every step",
+               runner<compress::identity, topology::allreduce, sync, every>()}},
+      {"local4", {"local SGD: 4 local steps, then model deltas averaged",
+                  runner<compress::identity, topology::allreduce, sync, local_steps::fixed<4>>()}},
+  };
+}
+
+std::string pad(std::string s, std::size_t width) {
+  if (s.size() < width) s.append(width - s.size(), ' ');
+  return s;
+}
+
+void print_table(const std::vector<run_result>& results, const settings& s) {
+  const double reference = results.empty() || results.front().epochs.empty()
+                               ? 0.0
+                               : static_cast<double>(results.front().epochs.back().bytes_sent);
+  std::printf("\nFashion-MNIST, %s, %d workers, %d epochs, batch %zu per worker\n\n", s.model.c_str(), s.workers,
+              s.epochs, s.batch);
+  std::printf("%s  %9s  %13s  %10s  %9s  %10s\n", pad("configuration", 12).c_str(), "test acc", "sent/worker",
+              "vs first", "wall time", "messages");
+  std::printf("%s\n", std::string(12 + 2 + 9 + 2 + 13 + 2 + 10 + 2 + 9 + 2 + 10, '-').c_str());
+  for (const auto& r : results) {
+    if (r.epochs.empty()) continue;
+    const auto& last = r.epochs.back();
+    const double sent = static_cast<double>(last.bytes_sent);
+    std::printf("%s  %8.2f%%  %10.2f MB  %9.1fx  %7.1f s  %10llu\n", pad(r.name, 12).c_str(),
+                100.0 * last.test_accuracy, sent / 1e6, sent > 0 ? reference / sent : 0.0, last.seconds,
+                static_cast<unsigned long long>(r.messages));
+  }
+  std::printf("\n'vs first': how many times fewer bytes than the first configuration.\n");
+}
+
+void write_csv(const std::vector<run_result>& results, const std::string& path) {
+  std::ofstream out(path);
+  if (!out) throw distopt::config_error("fashion_mnist: cannot write " + path);
+  out << "configuration,epoch,test_accuracy,test_loss,bytes_sent_per_worker,seconds\n";
+  for (const auto& r : results)
+    for (const auto& e : r.epochs)
+      out << r.name << ',' << e.epoch << ',' << e.test_accuracy << ',' << e.test_loss << ',' << e.bytes_sent << ','
+          << e.seconds << '\n';
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  settings s;
+  std::string config_list = "sgd,local4";
+  bool list = false;
+  CLI::App app{"distopt flagship: distributed training on Fashion-MNIST, several strategies side by side"};
+  app.add_option("--workers", s.workers, "workers (threads)")->check(CLI::Range(1, 64));
+  app.add_option("--model", s.model, "mlp or softmax")->check(CLI::IsMember({"mlp", "softmax"}));
+  app.add_option("--hidden", s.hidden, "hidden units of the MLP")->check(CLI::Range(1, 4096));
+  app.add_option("--epochs", s.epochs, "epochs over the training set")->check(CLI::Range(1, 1000));
+  app.add_option("--batch", s.batch, "mini-batch size per worker")->check(CLI::Range(1, 60000));
+  app.add_option("--lr", s.learning_rate, "learning rate")->check(CLI::PositiveNumber);
+  app.add_option("--momentum", s.momentum, "momentum")->check(CLI::Range(0.0, 0.999));
+  app.add_option("--seed", s.seed, "seed of data order and initialisation");
+  app.add_option("--train-samples", s.train_samples, "use only the first N training samples (0: all)");
+  app.add_option("--configs", config_list, "comma-separated configurations (see --list-configs)");
+  app.add_option("--csv", s.csv, "where to write the per-epoch results");
+  app.add_option("--transport", [](const CLI::results_t&) { return true; }, "threads (the only transport so far)")
+      ->check(CLI::IsMember({"threads"}));
+  app.add_flag("--list-configs", list, "list the configurations and exit");
+  CLI11_PARSE(app, argc, argv);
+
+  const auto configs = configurations();
+  if (list) {
+    for (const auto& [name, c] : configs) std::printf("%-10s %s\n", name.c_str(), c.description.c_str());
+    return 0;
+  }
+  std::vector<std::string> chosen;
+  std::stringstream list_stream(config_list);
+  for (std::string name; std::getline(list_stream, name, ',');) {
+    if (!configs.count(name))
+      throw distopt::config_error("fashion_mnist: unknown configuration '" + name + "'; see --list-configs");
+    chosen.push_back(name);
+  }
+
+  auto train = distopt::data::load_fashion_mnist(distopt::data::split::train);
+  const auto test = distopt::data::load_fashion_mnist(distopt::data::split::test);
+  if (s.train_samples > 0 && s.train_samples < train.labels.size()) {
+    train.features.conservativeResize(static_cast<Eigen::Index>(s.train_samples), Eigen::NoChange);
+    train.labels.resize(s.train_samples);
+  }
+  const std::vector<int> hidden = s.model == "mlp" ? std::vector<int>{s.hidden} : std::vector<int>{};
+  const distopt::problems::mlp net(train.features, train.labels, 10, hidden);
+  std::printf("Fashion-MNIST: %zu training and %zu test images; model %s with %ld parameters; %d workers\n",
+              train.labels.size(), test.labels.size(), s.model.c_str(), static_cast<long>(net.dimension()), s.workers);
+
+  const experiment ex{train, test, net, s};
+  std::vector<run_result> results;
+  for (const auto& name : chosen) {
+    std::printf("\n%s: %s\n", name.c_str(), configs.at(name).description.c_str());
+    results.push_back(configs.at(name).run(ex, name));
+  }
+  print_table(results, s);
+  write_csv(results, s.csv);
+  std::printf("Per-epoch results: %s (plot with scripts/plot %s)\n", s.csv.c_str(), s.csv.c_str());
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "fashion_mnist: %s\n", e.what());
+  return 1;
+}
