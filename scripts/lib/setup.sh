@@ -5,7 +5,8 @@
 distopt_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 # Packages every build needs; extra ones may be passed to distopt_install.
-distopt_packages=(cmake ninja-build g++ libeigen3-dev doctest-dev libbenchmark-dev zlib1g-dev)
+distopt_packages=(cmake ninja-build g++ libeigen3-dev doctest-dev libbenchmark-dev zlib1g-dev libcli11-dev
+                  dataset-fashion-mnist liblinear-tools)
 
 # distopt_install [package...]: apt-get installs those of the packages that are missing.
 distopt_install() {

@@ -62,7 +62,58 @@ class gz_reader {
   }
   /// Reads exactly n bytes or throws naming the offset where the data ended.
   void read(void* out, std::size_t n, const char* what) {
-    auto* dst = static_cast<unsigned char*>(out);
+    const std::size_t got = read_some(static_cast<unsigned char*>(out), n);
+    if (got < n) truncated(what, n, offset_, offset_ + got);
+    offset_ += n;
+  }
+  /// Reads exactly n bytes into v, growing v as the bytes arrive, so that a damaged
+  /// header claiming gigabytes fails on the missing bytes rather than on memory.
+  void read_into(std::vector<std::uint8_t>& v, std::size_t n, const char* what) {
+    constexpr std::size_t step = std::size_t{1} << 24;
+    v.clear();
+    while (v.size() < n) {
+      const std::size_t at = v.size(), want = std::min(step, n - at);
+      v.resize(at + want);
+      const std::size_t got = read_some(v.data() + at, want);
+      if (got < want) truncated(what, n, offset_, offset_ + at + got);
+    }
+    offset_ += n;
+  }
+  /// True at a clean end of file. A gzip stream that is cut short (zlib returns the
+  /// data it has, then 0, and flags Z_BUF_ERROR) or fails its CRC is refused here,
+  /// since its last bytes were never verified.
+  bool at_end() {
+    unsigned char extra;
+    const int got = gzread(file_.get(), &extra, 1);
+    if (got < 0) {
+      int code = 0;
+      const char* msg = gzerror(file_.get(), &code);
+      fail("corrupt compressed data after byte offset " + std::to_string(offset_) + " (" + msg + ")");
+    }
+    if (got == 0 && cut_short())
+      fail("the compressed stream is cut short after byte offset " + std::to_string(offset_) +
+           " (unexpected end of file: its checksum is missing)");
+    return got == 0;
+  }
+  std::uint64_t offset() const noexcept { return offset_; }
+  [[noreturn]] void truncated(const char* what, std::size_t n, std::uint64_t from, std::uint64_t end) {
+    fail(std::string("truncated: ") + what + " needs " + std::to_string(n) + " bytes from offset " +
+         std::to_string(from) + " but the file ends at offset " + std::to_string(end) +
+         (cut_short() ? " (the compressed stream is cut short)" : ""));
+  }
+  /// zlib reached the end of the file inside a gzip stream.
+  bool cut_short() {
+    int code = Z_OK;
+    gzerror(file_.get(), &code);
+    return code == Z_BUF_ERROR;
+  }
+  [[noreturn]] void fail(const std::string& what) const {
+    throw config_error("data: " + path_.string() + ": " + what + "; the file is damaged — reinstall it");
+  }
+
+ private:
+  // Up to n bytes: fewer only at the end of the file; throws on corrupt data.
+  std::size_t read_some(unsigned char* dst, std::size_t n) {
     std::size_t done = 0;
     while (done < n) {
       const unsigned chunk = static_cast<unsigned>(std::min<std::size_t>(n - done, 1u << 30));
@@ -72,23 +123,12 @@ class gz_reader {
         const char* msg = gzerror(file_.get(), &code);
         fail("corrupt compressed data near byte offset " + std::to_string(offset_ + done) + " (" + msg + ")");
       }
-      if (got == 0)
-        fail(std::string("truncated: ") + what + " needs " + std::to_string(n) + " bytes from offset " +
-             std::to_string(offset_) + " but the file ends at offset " + std::to_string(offset_ + done));
+      if (got == 0) break;
       done += static_cast<std::size_t>(got);
     }
-    offset_ += n;
-  }
-  bool at_end() {
-    unsigned char extra;
-    return gzread(file_.get(), &extra, 1) == 0;
-  }
-  std::uint64_t offset() const noexcept { return offset_; }
-  [[noreturn]] void fail(const std::string& what) const {
-    throw config_error("data: " + path_.string() + ": " + what + "; the file is damaged — reinstall it");
+    return done;
   }
 
- private:
   std::filesystem::path path_;
   std::unique_ptr<gzFile_s, gz_closer> file_;
   std::uint64_t offset_ = 0;
@@ -112,12 +152,12 @@ inline idx_array read_idx(const std::filesystem::path& path) {
     in.read(be, 4, "a dimension");
     const std::uint32_t dim = (std::uint32_t{be[0]} << 24) | (std::uint32_t{be[1]} << 16) | (std::uint32_t{be[2]} << 8) | be[3];
     a.dims.push_back(dim);
-    total *= dim;
-    if (total > (std::uint64_t{1} << 34))
+    constexpr std::uint64_t limit = std::uint64_t{1} << 34;
+    if (dim != 0 && total > limit / dim)  // checked before multiplying: 2^34 * 2^32 would wrap
       in.fail("header at offset " + std::to_string(4 + 4 * d) + " claims more than 16 GiB of data");
+    total *= dim;
   }
-  a.values.resize(static_cast<std::size_t>(total));
-  in.read(a.values.data(), a.values.size(), "the data");
+  in.read_into(a.values, static_cast<std::size_t>(total), "the data");
   if (!in.at_end()) in.fail("trailing bytes after offset " + std::to_string(in.offset()));
   return a;
 }
@@ -134,7 +174,8 @@ inline labelled_images read_idx_dataset(const std::filesystem::path& images, con
     throw config_error("data: " + labels.string() + ": expected " + std::to_string(img.dims[0]) +
                        " labels (one per image of " + images.string() + ")");
   const Eigen::Index n = img.dims[0];
-  const Eigen::Index dim = static_cast<Eigen::Index>(img.values.size() / img.dims[0]);
+  Eigen::Index dim = 1;  // the product of the other dimensions (not size / n: n may be 0)
+  for (std::size_t d = 1; d < img.dims.size(); ++d) dim *= static_cast<Eigen::Index>(img.dims[d]);
   labelled_images out;
   out.classes = classes;
   using row_major = Eigen::Matrix<std::uint8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;

@@ -111,6 +111,16 @@ class mlp {
   evaluation evaluate(const Eigen::Ref<const Eigen::VectorXf>& x, const Eigen::MatrixXf& features,
                       const std::vector<int>& labels) const {
     check(x);
+    if (features.cols() != samples_.rows())
+      throw config_error("mlp::evaluate: the features have " + std::to_string(features.cols()) +
+                         " columns, the model takes " + std::to_string(samples_.rows()) + " inputs");
+    if (static_cast<Eigen::Index>(labels.size()) != features.rows())
+      throw config_error("mlp::evaluate: " + std::to_string(features.rows()) + " samples but " +
+                         std::to_string(labels.size()) + " labels; pass one label per row");
+    for (std::size_t i = 0; i < labels.size(); ++i)
+      if (labels[i] < 0 || labels[i] >= classes_)
+        throw config_error("mlp::evaluate: label " + std::to_string(labels[i]) + " of sample " + std::to_string(i) +
+                           " is outside 0.." + std::to_string(classes_ - 1));
     evaluation e;
     const Eigen::Index n = features.rows();
     if (n == 0) return e;

@@ -1,0 +1,190 @@
+// ctest-labels: threads
+// The transport conformance suite (transport_conformance.hpp) on the in-process
+// thread transport, plus what is particular to run_threads: its own argument
+// checks, receives with an explicit timeout, non-standard exceptions, and
+// transport_ref over a transport that has no timeout overload.
+
+#include "archetypes/transport_archetype.hpp"
+#include "transport_conformance.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <distopt/transport/thread.hpp>
+
+namespace {
+
+using namespace std::chrono_literals;
+
+/// Runs a world of `run_threads` workers with the given default deadline.
+class thread_runner {
+ public:
+  static constexpr std::string_view name = "threads";
+  static constexpr bool all_ranks_in_process = true;
+
+  explicit thread_runner(std::chrono::milliseconds timeout) : timeout_(timeout) {}
+
+  template <class F>
+  void run(int world_size, F fn) {
+    distopt::run_threads(world_size, fn, {.timeout = timeout_});
+  }
+
+ private:
+  std::chrono::milliseconds timeout_;
+};
+
+/// Forwards the five members of the transport concept and nothing else (no recv
+/// with a timeout), so transport_ref takes its fallback path.
+class minimal_transport {
+ public:
+  explicit minimal_transport(distopt::transport_ref inner) : inner_(inner) {}
+  int rank() { return inner_.rank(); }
+  int size() { return inner_.size(); }
+  void send(int peer, distopt::tag tg, std::span<const std::byte> bytes) { inner_.send(peer, tg, bytes); }
+  void recv(int peer, distopt::tag tg, distopt::byte_buffer& out) { inner_.recv(peer, tg, out); }
+  bool try_recv(int peer, distopt::tag tg, distopt::byte_buffer& out) { return inner_.try_recv(peer, tg, out); }
+
+ private:
+  distopt::transport_ref inner_;
+};
+
+static_assert(distopt::transport<distopt::thread_transport>);
+static_assert(distopt::transport_with_timeout<distopt::thread_transport>);
+static_assert(distopt::transport<minimal_transport>);
+static_assert(!distopt::transport_with_timeout<minimal_transport>);
+static_assert(conformance::runner<thread_runner>);
+
+}  // namespace
+
+TYPE_TO_STRING_AS("threads", thread_runner);
+DISTOPT_TRANSPORT_CONFORMANCE(thread_runner);
+
+TEST_CASE("run_threads: a bad world size or timeout is a config_error and runs nothing") {
+  std::atomic<int> calls{0};
+  auto count = [&](distopt::transport_ref) { ++calls; };
+  CHECK_THROWS_AS(distopt::run_threads(0, count), distopt::config_error);
+  CHECK_THROWS_AS(distopt::run_threads(-3, count), distopt::config_error);
+  CHECK_THROWS_AS(distopt::run_threads(2, count, {.timeout = 0ms}), distopt::config_error);
+  CHECK_THROWS_AS(distopt::run_threads(2, count, {.timeout = -5ms}), distopt::config_error);
+  CHECK(calls.load() == 0);
+  distopt::run_threads(3, count);
+  CHECK(calls.load() == 3);
+}
+
+TEST_CASE("thread transport: recv with an explicit timeout uses it instead of the default deadline") {
+  // Default deadline 30 s; the test finishing quickly shows the 100 ms one was used.
+  distopt::run_threads(
+      2,
+      [](distopt::transport_ref t) {
+        const int peer = 1 - t.rank();
+        distopt::byte_buffer out;
+        bool expired = false;
+        try {
+          t.recv(peer, conformance::tag_never, out, 100ms);
+        } catch (const distopt::transport_error& e) {
+          expired = true;
+          INFO("what(): ", e.what());
+          CHECK(conformance::contains(e.what(), "100 ms"));
+          CHECK(conformance::contains(e.what(), "rank " + std::to_string(peer)));
+        }
+        CHECK(expired);
+        t.send(peer, conformance::tag_a, {});
+        t.recv(peer, conformance::tag_a, out);
+      },
+      {.timeout = 30s});
+}
+
+TEST_CASE("transport_ref: over a transport without a timeout overload, recv(..., timeout) uses its own deadline") {
+  // The wrapped world's deadline is 200 ms; the requested 30 s cannot be honoured
+  // by minimal_transport, so the receive must end with the 200 ms one.
+  distopt::run_threads(
+      2,
+      [](distopt::transport_ref inner) {
+        minimal_transport m(inner);
+        const distopt::transport_ref t(m);
+        const int peer = 1 - t.rank();
+        CHECK(t.size() == 2);
+        distopt::byte_buffer out;
+        t.send(peer, conformance::tag_a, conformance::pattern(t.rank(), peer, 4096));
+        t.recv(peer, conformance::tag_a, out, 30s);
+        CHECK(conformance::same_bytes(out, conformance::pattern(peer, t.rank(), 4096)));
+        CHECK_THROWS_AS(t.recv(peer, conformance::tag_never, out, 30s), distopt::transport_error);
+        inner.send(peer, conformance::tag_b, {});  // rendezvous with a deadline of its own
+        inner.recv(peer, conformance::tag_b, out, 10s);
+      },
+      {.timeout = 200ms});
+}
+
+TEST_CASE("run_threads: a non-standard exception wakes the others and is rethrown as itself") {
+  for (const int n : {1, 2, 4}) {
+    CAPTURE(n);
+    std::atomic<int> woken{0};
+    CHECK_THROWS_AS(distopt::run_threads(
+                        n,
+                        [&](distopt::transport_ref t) {
+                          distopt::byte_buffer out;
+                          if (t.rank() == n - 1) {
+                            for (int p = 0; p < n - 1; ++p) t.recv(p, conformance::tag_a, out);
+                            throw 42;  // NOLINT(hicpp-exception-baseclass): the point of the test
+                          }
+                          t.send(n - 1, conformance::tag_a, {});
+                          try {
+                            t.recv(n - 1, conformance::tag_never, out);
+                          } catch (const distopt::transport_error&) {
+                            ++woken;
+                          }
+                        },
+                        {.timeout = 30s}),
+                    int);
+    CHECK(woken.load() == n - 1);
+  }
+}
+
+TEST_CASE("thread transport: woken and exited-peer errors say why, so they are not deadline expiries") {
+  // The conformance suite cannot tell "woken at once" from "timed out after 30 s"
+  // without timing; the thread transport's messages can.
+  SUBCASE("a rank blocked when another throws is woken by the abort") {
+    CHECK_THROWS_AS(distopt::run_threads(
+                        3,
+                        [](distopt::transport_ref t) {
+                          distopt::byte_buffer out;
+                          if (t.rank() == 2) {
+                            t.recv(0, conformance::tag_a, out);
+                            t.recv(1, conformance::tag_a, out);
+                            throw conformance::injected_failure("injected failure on rank 2");
+                          }
+                          t.send(2, conformance::tag_a, {});
+                          try {
+                            t.recv(2, conformance::tag_never, out);
+                            CHECK(false);
+                          } catch (const distopt::transport_error& e) {
+                            INFO("what(): ", e.what());
+                            CHECK(conformance::contains(e.what(), "aborted"));
+                            CHECK(conformance::contains(e.what(), "injected failure on rank 2"));
+                            CHECK_FALSE(conformance::contains(e.what(), "waited"));
+                          }
+                        },
+                        {.timeout = 30s}),
+                    conformance::injected_failure);
+  }
+  SUBCASE("a rank waiting on a returned peer learns that it returned") {
+    distopt::run_threads(
+        2,
+        [](distopt::transport_ref t) {
+          if (t.rank() == 1) return;
+          distopt::byte_buffer out;
+          try {
+            t.recv(1, conformance::tag_a, out);
+            CHECK(false);
+          } catch (const distopt::transport_error& e) {
+            INFO("what(): ", e.what());
+            CHECK(conformance::contains(e.what(), "already returned"));
+            CHECK_FALSE(conformance::contains(e.what(), "waited"));
+          }
+        },
+        {.timeout = 30s});
+  }
+}
