@@ -34,8 +34,8 @@ struct settings {
   int hidden = 128;
   int epochs = 5;
   std::size_t batch = 64;
-  float learning_rate = 0.05f;
-  float momentum = 0.9f;
+  float learning_rate = 0.1f;
+  float momentum = 0.0f;  // heavy-ball momentum on top of error feedback hurts EF (see README)
   std::uint64_t seed = 1;
   std::size_t train_samples = 0;  // 0: all
   std::string csv = "fashion_mnist.csv";
@@ -119,6 +119,20 @@ std::map<std::string, config> configurations() {
                runner<compress::identity, topology::allreduce, sync, every>()}},
       {"local4", {"local SGD: 4 local steps, then model deltas averaged",
                   runner<compress::identity, topology::allreduce, sync, local_steps::fixed<4>>()}},
+      {"qsgd8", {"QSGD, 8 bits per entry (127 levels, bucket 512), allgathered",
+                 runner<compress::qsgd<8>, topology::allreduce, sync, every>()}},
+      {"qsgd4", {"QSGD, 4 bits per entry (7 levels, bucket 512), allgathered",
+                 runner<compress::qsgd<4>, topology::allreduce, sync, every>()}},
+      {"terngrad", {"TernGrad: 2-bit ternary gradients per bucket of 512",
+                    runner<compress::terngrad, topology::allreduce, sync, every>()}},
+      {"bytegrad", {"Bagua ByteGrad: min_max<8> quantiser per bucket of 512",
+                    runner<compress::min_max<8>, topology::allreduce, sync, every>()}},
+      {"ef-sign", {"EF-signSGD: scaled sign (1 bit per entry) with error feedback",
+                   runner<compress::error_feedback<compress::scaled_sign>, topology::allreduce, sync, every>()}},
+      {"ef-topk", {"top-1% sparsification with error feedback",
+                   runner<compress::error_feedback<compress::top_k>, topology::allreduce, sync, every>()}},
+      {"topk", {"top-1% sparsification without error feedback",
+                runner<compress::top_k, topology::allreduce, sync, every>()}},
   };
 }
 
@@ -161,7 +175,7 @@ void write_csv(const std::vector<run_result>& results, const std::string& path) 
 
 int main(int argc, char** argv) try {
   settings s;
-  std::string config_list = "sgd,local4";
+  std::string config_list = "sgd,qsgd8,ef-sign,ef-topk,topk,local4";
   bool list = false;
   CLI::App app{"distopt flagship: distributed training on Fashion-MNIST, several strategies side by side"};
   app.add_option("--workers", s.workers, "workers (threads)")->check(CLI::Range(1, 64));

@@ -20,4 +20,23 @@ using minibatch_sgd =
 template <int H>
 using local_sgd = optimizer<compress::identity, topology::allreduce, staleness::synchronous, local_steps::fixed<H>>;
 
+/// QSGD (Alistarh et al., NeurIPS 2017, arXiv 1610.02132): stochastically quantised gradients, averaged every step.
+template <unsigned Bits = 8>
+using qsgd_sgd = optimizer<compress::qsgd<Bits>, topology::allreduce, staleness::synchronous, local_steps::every_step>;
+
+/// TernGrad (Wen et al., NeurIPS 2017, arXiv 1705.07878): ternary gradients.
+using terngrad_sgd = optimizer<compress::terngrad, topology::allreduce, staleness::synchronous, local_steps::every_step>;
+
+/// EF-signSGD (Karimireddy et al., ICML 2019, arXiv 1901.09847): scaled sign with error feedback.
+using ef_signsgd = optimizer<compress::error_feedback<compress::scaled_sign>, topology::allreduce,
+                             staleness::synchronous, local_steps::every_step>;
+
+/// Top-k sparsification with error feedback (Stich et al., NeurIPS 2018, arXiv 1809.07599).
+using ef_topk_sgd = optimizer<compress::error_feedback<compress::top_k>, topology::allreduce, staleness::synchronous,
+                              local_steps::every_step>;
+
+/// Bagua's ByteGrad quantiser (min_max<8>). Here the encodings are allgathered and
+/// decoded, not scatter-reduced on the compressed chunks as in Bagua.
+using bytegrad = optimizer<compress::min_max<8>, topology::allreduce, staleness::synchronous, local_steps::every_step>;
+
 }  // namespace distopt::algorithms

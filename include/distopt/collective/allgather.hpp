@@ -28,7 +28,7 @@ inline void allgather(transport_ref t, std::span<const std::byte> mine, std::vec
   parts.resize(static_cast<std::size_t>(n));
   auto& own = parts[static_cast<std::size_t>(r)];
   own.resize(mine.size());
-  if (!mine.empty()) std::memcpy(own.data(), mine.data(), mine.size());
+  if (!mine.empty()) std::memmove(own.data(), mine.data(), mine.size());  // mine may alias parts[r]
   if (n == 1) return;
   const int next = (r + 1) % n;
   const int prev = (r + n - 1) % n;

@@ -344,7 +344,13 @@ void run_threads(int n, F&& fn, thread_options opts = {}) {
   };
   std::vector<std::thread> threads;
   threads.reserve(static_cast<std::size_t>(n - 1));
-  for (int r = 1; r < n; ++r) threads.emplace_back(body, r);
+  try {
+    for (int r = 1; r < n; ++r) threads.emplace_back(body, r);
+  } catch (const std::exception& e) {  // no thread left running: stop the started ones, then report
+    world.fail(std::string("could not start all workers: ") + e.what());
+    for (auto& t : threads) t.join();
+    throw;
+  }
   body(0);
   for (auto& t : threads) t.join();
   if (first) std::rethrow_exception(first);
