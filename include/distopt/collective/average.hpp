@@ -2,8 +2,10 @@
 // average: the centralized round. Every rank ends with the same vector,
 // (1/n) sum_k decode(encode_k(v_k)) with the sum taken in a fixed order, so
 // synchronous runs are bit-reproducible. The reduction is chosen by
-// reduction_for_v<C> (core/traits.hpp): raw floats go around the ring; other
-// encodings are allgathered and every rank decodes them in rank order.
+// reduction_for_v<C> (core/traits.hpp): raw floats go around the ring; summable
+// encodings go around the ring and are added as encodings; a compressor with its
+// own collective (power_sgd) runs it; other encodings are allgathered and every
+// rank decodes them in rank order.
 //
 //   distopt::collective::averager<distopt::compress::identity> avg;
 //   avg.average(t, gradient, compressor, g);   // in place
@@ -16,6 +18,7 @@
 
 #include "distopt/collective/allgather.hpp"
 #include "distopt/collective/ring_allreduce.hpp"
+#include "distopt/collective/ring_encoded.hpp"
 #include "distopt/core/byte_buffer.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/rng.hpp"
@@ -33,24 +36,34 @@ class averager {
       ring_allreduce(t, v, reduce_op::mean, ring_);
     } else {
       if (!state_) state_.emplace(make_compressor_state(c, v.size()));
-      wire_.clear();
-      encode(c, v, wire_, g, *state_);
-      allgather(t, wire_, parts_);
-      decoded_.resize(v.size());
-      const float n = static_cast<float>(t.size());
-      for (std::size_t k = 0; k < parts_.size(); ++k) {
-        c.decode(parts_[k], decoded_);
-        if (k == 0)
-          std::copy(decoded_.begin(), decoded_.end(), v.begin());
-        else
-          for (std::size_t i = 0; i < v.size(); ++i) v[i] += decoded_[i];
-      }
-      for (float& x : v) x /= n;
+      if constexpr (reduction_for_v<C> == reduction::compressor_driven)
+        c.average(t, v, *state_, g);
+      else if constexpr (reduction_for_v<C> == reduction::ring_on_encodings)
+        ring_allreduce_encoded(t, v, c, *state_, g, encoded_ring_);
+      else
+        gather_decode(t, v, c, g);
     }
   }
 
  private:
+  void gather_decode(transport_ref t, std::span<float> v, C& c, rng& g) {
+    wire_.clear();
+    encode(c, v, wire_, g, *state_);
+    allgather(t, wire_, parts_);
+    decoded_.resize(v.size());
+    const float n = static_cast<float>(t.size());
+    for (std::size_t k = 0; k < parts_.size(); ++k) {
+      c.decode(parts_[k], decoded_);
+      if (k == 0)
+        std::copy(decoded_.begin(), decoded_.end(), v.begin());
+      else
+        for (std::size_t i = 0; i < v.size(); ++i) v[i] += decoded_[i];
+    }
+    for (float& x : v) x /= n;
+  }
+
   allreduce_workspace ring_;
+  encoded_ring_workspace encoded_ring_;
   std::optional<compressor_state_t<C>> state_;  // made at the first round, when the size is known
   byte_buffer wire_;
   std::vector<byte_buffer> parts_;

@@ -9,7 +9,8 @@
 // malformed on decode.
 // Bound: deterministic, biased. The relative error is <= 2^-8 (unit roundoff) for every
 // normal float, so ||C(x) - x||^2 <= (1 - delta) ||x||^2 with delta = 1 - 2^-16.
-// Summable: yes; decoded and added in float at each hop.
+// Summable: yes (accumulate): bfloat16s are added in float and rounded back at each
+// hop of the ring (collective/ring_encoded.hpp).
 // Non-finite input throws numeric_error.
 // Paper: D. Kalamkar, D. Mudigere, N. Mellempudi, D. Das, K. Banerjee, S. Avancha,
 // D. T. Vooturi, N. Jammalamadaka, J. Huang, H. Yuen, J. Yang, J. Park, A. Heinecke,
@@ -37,6 +38,20 @@
 namespace distopt::compress {
 namespace detail::quantize {
 
+/// float -> bfloat16 bits, round to nearest even, saturating at +-3.3895e38 (finite input).
+DISTOPT_DETAIL_ALWAYS_INLINE std::uint32_t float_to_bf16_bits(std::uint32_t bits) noexcept {
+  const std::uint32_t a = bits & 0x7FFFFFFFu;
+  std::uint32_t r = (a + 0x7FFFu + ((a >> 16) & 1u)) >> 16;  // round to nearest even
+  r = r < 0x7F7Fu ? r : 0x7F7Fu;                              // saturate instead of Inf
+  return r | ((bits >> 16) & 0x8000u);
+}
+
+struct bf16_format {
+  static constexpr std::uint32_t exponent_mask = 0x7F80u;
+  static std::uint32_t to_float_bits(std::uint32_t h) noexcept { return h << 16; }
+  static std::uint32_t from_float_bits(std::uint32_t bits) noexcept { return float_to_bf16_bits(bits); }
+};
+
 struct bf16_encode_kernel {
   static DISTOPT_DETAIL_ALWAYS_INLINE bool run(const float* x, std::size_t n, std::byte* out) {
     std::uint32_t top = 0;  // max |x| bits: >= 0x7F800000 flags NaN or Inf
@@ -44,9 +59,7 @@ struct bf16_encode_kernel {
       const std::uint32_t bits = std::bit_cast<std::uint32_t>(x[i]);
       const std::uint32_t a = bits & 0x7FFFFFFFu;
       top = a > top ? a : top;
-      std::uint32_t r = (a + 0x7FFFu + ((a >> 16) & 1u)) >> 16;  // round to nearest even
-      r = r < 0x7F7Fu ? r : 0x7F7Fu;                              // saturate instead of Inf
-      const std::uint16_t h = static_cast<std::uint16_t>(r | ((bits >> 16) & 0x8000u));
+      const auto h = static_cast<std::uint16_t>(float_to_bf16_bits(bits));
       std::memcpy(out + 2 * i, &h, 2);
     }
     return top < 0x7F800000u;
@@ -92,6 +105,11 @@ struct bf16 {
   }
 
   std::size_t max_encoded_bytes(std::size_t n) const { return 2 * n; }
+
+  /// Adds encoding `part` into `sum` (same length), rounding each sum to bfloat16 once.
+  static void accumulate(std::span<std::byte> sum, std::span<const std::byte> part) {
+    detail::quantize::accumulate_16bit<detail::quantize::bf16_format>(sum, part, name);
+  }
 };
 
 }  // namespace distopt::compress

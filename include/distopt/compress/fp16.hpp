@@ -12,7 +12,8 @@
 // <= 2^-25 (half the subnormal spacing); never more than |x|. So
 // ||C(x) - x||^2 <= (1 - delta) ||x||^2 with delta = 1 - 2^-22 when every |x_i| is in
 // the normal range.
-// Summable: yes; halves decoded and added in float at each hop.
+// Summable: yes (accumulate): halves are added in float and rounded back to binary16 at
+// each hop of the ring (collective/ring_encoded.hpp).
 // Non-finite input throws numeric_error.
 // Paper: IEEE 754-2008 binary16; for training: P. Micikevicius, S. Narang, J. Alben,
 // G. Diamos, E. Elsen, D. Garcia, B. Ginsburg, M. Houston, O. Kuchaiev, G. Venkatesh,
@@ -59,6 +60,12 @@ DISTOPT_DETAIL_ALWAYS_INLINE std::uint32_t half_to_float_bits(std::uint32_t h) n
   const std::uint32_t is_subnormal = 0u - static_cast<std::uint32_t>((h & 0x7C00u) == 0);  // all ones or zero
   return (subnormal & is_subnormal) | (normal & ~is_subnormal) | ((h & 0x8000u) << 16);
 }
+
+struct fp16_format {
+  static constexpr std::uint32_t exponent_mask = 0x7C00u;
+  static std::uint32_t to_float_bits(std::uint32_t h) noexcept { return half_to_float_bits(h); }
+  static std::uint32_t from_float_bits(std::uint32_t bits) noexcept { return float_to_half_bits(bits); }
+};
 
 struct fp16_encode_kernel {
   static DISTOPT_DETAIL_ALWAYS_INLINE bool run(const float* x, std::size_t n, std::byte* out) {
@@ -113,6 +120,11 @@ struct fp16 {
   }
 
   std::size_t max_encoded_bytes(std::size_t n) const { return 2 * n; }
+
+  /// Adds encoding `part` into `sum` (same length), rounding each sum to binary16 once.
+  static void accumulate(std::span<std::byte> sum, std::span<const std::byte> part) {
+    detail::quantize::accumulate_16bit<detail::quantize::fp16_format>(sum, part, name);
+  }
 };
 
 }  // namespace distopt::compress

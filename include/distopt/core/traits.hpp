@@ -8,6 +8,7 @@
 
 #include "distopt/compress/identity.hpp"
 #include "distopt/core/concepts.hpp"
+#include "distopt/core/transport_ref.hpp"
 
 namespace distopt {
 
@@ -18,16 +19,22 @@ inline constexpr bool is_summable_v = requires {
   requires C::summable;
 };
 
-/// How a centralized round averages the workers' vectors.
-enum class reduction {
-  ring_on_floats,  ///< ring allreduce of the raw floats (nothing to encode)
-  gather_decode,   ///< allgather of the encodings, each rank decodes and averages in rank order
+/// A summable compressor whose encodings add with `C::accumulate(sum, part)`: afterwards
+/// decode(sum) is the sum of the two decodes (to the format's rounding), and a part that
+/// does not match `sum` (length, round) throws transport_error. The ring then reduces on
+/// the encodings (collective/ring_encoded.hpp).
+template <class C>
+concept summable_encoding = is_summable_v<C> && requires(std::span<std::byte> sum, std::span<const std::byte> part) {
+  C::accumulate(sum, part);
 };
 
-/// The reduction a compressor gets under a centralized topology.
-template <compressor C>
-inline constexpr reduction reduction_for_v =
-    std::same_as<C, compress::identity> ? reduction::ring_on_floats : reduction::gather_decode;
+/// How a centralized round averages the workers' vectors.
+enum class reduction {
+  ring_on_floats,     ///< ring allreduce of the raw floats (nothing to encode)
+  ring_on_encodings,  ///< ring allreduce adding the encodings (summable_encoding: fp16, bf16, random_k_shared)
+  gather_decode,      ///< allgather of the encodings, each rank decodes and averages in rank order
+  compressor_driven,  ///< the compressor runs its own collective: c.average(t, v, state, g) (power_sgd)
+};
 
 namespace detail {
 struct no_state {};
@@ -44,6 +51,19 @@ struct state_of<C> {
 /// Per-worker state of a compressor: C::state, or an empty type when it has none.
 template <compressor C>
 using compressor_state_t = typename detail::state_of<C>::type;
+
+/// True if C runs its own averaging collective (a multi-round scheme such as PowerSGD):
+/// `c.average(transport_ref, std::span<float> v, state&, rng&)` replaces v by the average.
+template <class C>
+inline constexpr bool drives_own_collective_v =
+    requires(C& c, transport_ref t, std::span<float> v, compressor_state_t<C>& s, rng& g) { c.average(t, v, s, g); };
+
+/// The reduction a compressor gets under a centralized topology.
+template <compressor C>
+inline constexpr reduction reduction_for_v = std::same_as<C, compress::identity> ? reduction::ring_on_floats
+                                             : drives_own_collective_v<C>           ? reduction::compressor_driven
+                                             : summable_encoding<C>                 ? reduction::ring_on_encodings
+                                                                                    : reduction::gather_decode;
 
 /// Makes the state a worker needs to encode vectors of n floats.
 template <compressor C>

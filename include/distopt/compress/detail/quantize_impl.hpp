@@ -29,6 +29,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 
 #include "distopt/compress/detail/wire.hpp"
@@ -349,6 +350,30 @@ inline void expect_count(reader& r, std::size_t n) {
   throw numeric_error(std::string(who) +
                       ": the input holds NaN or Inf (or a bucket whose norm exceeds the float range); "
                       "check the gradient for divergence before compressing it");
+}
+
+/// The summable 16-bit formats' accumulate: sum[i] = code(value(sum[i]) + value(part[i])),
+/// added in float and rounded back once per call. Format supplies to_float_bits(code),
+/// from_float_bits(bits) (finite input, saturating) and exponent_mask (all ones: Inf/NaN,
+/// which the encoders never send).
+template <class Format>
+void accumulate_16bit(std::span<std::byte> sum, std::span<const std::byte> part, const char* who) {
+  if (sum.size() != part.size() || sum.size() % 2 != 0)
+    throw transport_error(std::string(who) + ": cannot add encodings of " + std::to_string(sum.size()) + " and " +
+                          std::to_string(part.size()) + " bytes; every rank must encode the same length");
+  std::uint32_t top = 0;
+  for (std::size_t i = 0; i < sum.size(); i += 2) {
+    std::uint16_t a, b;
+    std::memcpy(&a, sum.data() + i, 2);
+    std::memcpy(&b, part.data() + i, 2);
+    const std::uint32_t ea = a & Format::exponent_mask, eb = b & Format::exponent_mask;
+    top = std::max(top, std::max(ea, eb));
+    const float x = std::bit_cast<float>(Format::to_float_bits(a)) + std::bit_cast<float>(Format::to_float_bits(b));
+    const auto c = static_cast<std::uint16_t>(Format::from_float_bits(std::bit_cast<std::uint32_t>(x)));
+    std::memcpy(sum.data() + i, &c, 2);
+  }
+  if (top == Format::exponent_mask)
+    throw transport_error(std::string(who) + ": an encoding to add holds Inf or NaN, which the encoder never sends");
 }
 
 }  // namespace distopt::compress::detail::quantize
