@@ -1,0 +1,201 @@
+#pragma once
+// network_model and modelled_transport: the Hockney (alpha-beta) cost model of a
+// network, applied to the messages of any transport. simulated.hpp applies it to a
+// virtual clock per worker (no sleeping); throttled.hpp applies it in real time.
+//
+// The model. Each worker has one NIC that sends one message at a time and receives one
+// at a time (full duplex). A message of B payload bytes sent when the sender's clock
+// reads t:
+//   send start  s = max(t, sender NIC free);           sender NIC free = s + B beta
+//   receive     r = max(s + alpha, receiver NIC free);  receiver NIC free = r + B beta
+//   the receiver's clock becomes max(its clock, r + B beta) when it takes the message.
+// So one message costs alpha + B beta; k messages into one NIC cost alpha + k B beta.
+// Sends do not block the sender (as the transport concept promises). Local compute
+// between transport calls advances the clock by the thread's CPU time times the
+// worker's compute factor (factor 2 = a worker twice as slow), or, with
+// measure_compute = false, only by what the program passes to compute().
+// Receiver serialisation follows the order in which a worker takes messages, which for
+// the library's collectives is their arrival order.
+// Each message carries its send start as an 8-byte trailer (one copy of the payload
+// per send into a reused buffer: this is a model, not a fast path).
+//
+//   distopt::network_model net = distopt::network_model::preset("1g");   // 50 us, 1 Gbit/s
+//   distopt::simulated_transport sim(t, net);        // t: any transport_ref
+//   optimizer opt(sim, x0);  ...  sim.now();         // seconds on the modelled network
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <ctime>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/errors.hpp"
+#include "distopt/core/rng.hpp"
+#include "distopt/core/tag.hpp"
+#include "distopt/core/transport_ref.hpp"
+
+namespace distopt {
+
+struct network_model {
+  /// alpha: seconds from send start to the first byte at the receiver.
+  double latency_s = 50e-6;
+  /// 1 / beta: bytes per second of every NIC, each direction.
+  double bandwidth_bytes_per_s = 125e6;
+  /// Compute slowdown per rank (stragglers); ranks beyond the list run at factor 1.
+  std::vector<double> compute_factors{};
+  /// If > 0, every rank's factor is further multiplied by 1 + u * straggler_spread with u
+  /// uniform in [0, 1) drawn from rng(straggler_seed, rank): random, reproducible stragglers.
+  double straggler_spread = 0.0;
+  std::uint64_t straggler_seed = 0;
+  /// Advance the clock by the measured CPU time between transport calls; if false only
+  /// compute() advances it (deterministic runs).
+  bool measure_compute = true;
+
+  /// Presets: "datacenter-100g" (5 us, 100 Gbit/s), "1g" (50 us, 1 Gbit/s),
+  /// "wan" (20 ms, 100 Mbit/s).
+  static network_model preset(std::string_view name) {
+    network_model m;
+    if (name == "datacenter-100g") {
+      m.latency_s = 5e-6;
+      m.bandwidth_bytes_per_s = 12.5e9;
+    } else if (name == "1g") {
+      m.latency_s = 50e-6;
+      m.bandwidth_bytes_per_s = 125e6;
+    } else if (name == "wan") {
+      m.latency_s = 20e-3;
+      m.bandwidth_bytes_per_s = 12.5e6;
+    } else {
+      throw config_error("network_model::preset: unknown network '" + std::string(name) +
+                         "'; use datacenter-100g, 1g or wan, or set latency_s and bandwidth_bytes_per_s");
+    }
+    return m;
+  }
+
+  void validate() const {
+    if (!(latency_s >= 0.0) || !std::isfinite(latency_s))
+      throw config_error("network_model: latency_s must be finite and >= 0, got " + std::to_string(latency_s));
+    if (!(bandwidth_bytes_per_s > 0.0))
+      throw config_error("network_model: bandwidth_bytes_per_s must be > 0, got " +
+                         std::to_string(bandwidth_bytes_per_s));
+    for (const double f : compute_factors)
+      if (!(f > 0.0) || !std::isfinite(f))
+        throw config_error("network_model: every compute factor must be finite and > 0, got " + std::to_string(f));
+    if (!(straggler_spread >= 0.0) || !std::isfinite(straggler_spread))
+      throw config_error("network_model: straggler_spread must be finite and >= 0");
+  }
+
+  /// The compute factor of `rank`.
+  double compute_factor(int rank) const {
+    const auto r = static_cast<std::size_t>(rank);
+    double f = r < compute_factors.size() ? compute_factors[r] : 1.0;
+    if (straggler_spread > 0.0) {
+      rng g(straggler_seed, static_cast<std::uint32_t>(rank), 0, purpose::user);
+      f *= 1.0 + straggler_spread * g.uniform();
+    }
+    return f;
+  }
+};
+
+/// A transport that charges every message the network model's cost on a clock.
+/// Clock policy: `double now()`; `void wait_until(double t)`: the clock reaches t;
+/// `void pass(double s)`: s seconds of modelled compute that did not happen;
+/// `void pass_measured(double s, double factor)`: s seconds of CPU time that did happen,
+/// which the model counts as s * factor.
+template <class Clock>
+class modelled_transport {
+ public:
+  modelled_transport(transport_ref inner, network_model model, Clock clock = {})
+      : inner_(inner), model_((model.validate(), std::move(model))), clock_(std::move(clock)),
+        factor_(model_.compute_factor(inner.rank())), beta_(1.0 / model_.bandwidth_bytes_per_s),
+        cpu_mark_(thread_cpu_seconds()) {}
+
+  int rank() const { return inner_.rank(); }
+  int size() const { return inner_.size(); }
+
+  void send(int peer, tag tg, std::span<const std::byte> bytes) {
+    account_compute();
+    const double start = std::max(clock_.now(), tx_free_);
+    tx_free_ = start + static_cast<double>(bytes.size()) * beta_;
+    outgoing_.resize(bytes.size() + trailer_bytes);
+    if (!bytes.empty()) std::memcpy(outgoing_.data(), bytes.data(), bytes.size());
+    std::memcpy(outgoing_.data() + bytes.size(), &start, trailer_bytes);
+    inner_.send(peer, tg, outgoing_);
+    mark_cpu();
+  }
+  void recv(int peer, tag tg, byte_buffer& out) {
+    account_compute();
+    inner_.recv(peer, tg, out);
+    take(peer, out);
+  }
+  void recv(int peer, tag tg, byte_buffer& out, std::chrono::milliseconds timeout) {
+    account_compute();
+    inner_.recv(peer, tg, out, timeout);
+    take(peer, out);
+  }
+  bool try_recv(int peer, tag tg, byte_buffer& out) {
+    account_compute();
+    const bool got = inner_.try_recv(peer, tg, out);
+    if (got) take(peer, out);
+    else mark_cpu();
+    return got;
+  }
+
+  /// Local compute of `seconds` (at factor 1) that the clock should pass, besides measured CPU time.
+  void compute(double seconds) { clock_.pass(seconds * factor_); }
+
+  /// This worker's clock, in seconds.
+  double now() const { return clock_.now(); }
+  const network_model& model() const { return model_; }
+
+ private:
+  static constexpr std::size_t trailer_bytes = sizeof(double);
+
+  static double thread_cpu_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+  }
+  void mark_cpu() {
+    if (model_.measure_compute) cpu_mark_ = thread_cpu_seconds();
+  }
+  void account_compute() {
+    if (model_.measure_compute) clock_.pass_measured(thread_cpu_seconds() - cpu_mark_, factor_);
+  }
+
+  // Strips the trailer and applies the receive side of the model.
+  void take(int peer, byte_buffer& out) {
+    if (out.size() < trailer_bytes)
+      throw transport_error("modelled_transport: rank " + std::to_string(rank()) + " got a " +
+                            std::to_string(out.size()) + "-byte message from rank " + std::to_string(peer) +
+                            " without the send-time trailer; every rank must wrap its transport the same way");
+    double start;
+    std::memcpy(&start, out.data() + out.size() - trailer_bytes, trailer_bytes);
+    out.resize(out.size() - trailer_bytes);
+    if (!std::isfinite(start))
+      throw transport_error("modelled_transport: rank " + std::to_string(rank()) +
+                            " got a non-finite send time from rank " + std::to_string(peer));
+    const double received = std::max(start + model_.latency_s, rx_free_);
+    rx_free_ = received + static_cast<double>(out.size()) * beta_;
+    clock_.wait_until(rx_free_);
+    mark_cpu();
+  }
+
+  transport_ref inner_;
+  network_model model_;
+  Clock clock_;
+  double factor_;
+  double beta_;
+  double tx_free_ = 0.0;
+  double rx_free_ = 0.0;
+  double cpu_mark_;
+  byte_buffer outgoing_;
+};
+
+}  // namespace distopt

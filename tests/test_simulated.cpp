@@ -1,0 +1,190 @@
+// ctest-labels: threads
+// simulated_transport and throttled_transport (transport/network_model.hpp) against the
+// Hockney-model formulas, with alpha the latency, beta = 1 / bandwidth and M the bytes
+// of the vector:
+//   ring allreduce on n workers:              2(n-1) alpha + 2(n-1)/n M beta
+//   parameter server, n workers, push + pull: 2(alpha + n M beta)
+//   one-peer gossip exchange:                 alpha + M beta
+// These hold exactly for a model whose compute is given, not measured (measure_compute
+// = false), up to double rounding (relative 1e-12).
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include <distopt/collective/ring_allreduce.hpp>
+#include <distopt/core/errors.hpp>
+#include <distopt/transport/simulated.hpp>
+#include <distopt/transport/thread.hpp>
+#include <distopt/transport/throttled.hpp>
+
+namespace {
+
+using namespace std::chrono_literals;
+
+distopt::network_model deterministic(double alpha, double bandwidth) {
+  distopt::network_model m;
+  m.latency_s = alpha;
+  m.bandwidth_bytes_per_s = bandwidth;
+  m.measure_compute = false;
+  return m;
+}
+
+/// Each rank's clock after `body(sim)`.
+template <class F>
+std::vector<double> clocks(int n, const distopt::network_model& m, F body) {
+  std::vector<double> out(static_cast<std::size_t>(n));
+  distopt::run_threads(
+      n,
+      [&](distopt::transport_ref t) {
+        distopt::simulated_transport sim(t, m);
+        body(sim);
+        out[static_cast<std::size_t>(t.rank())] = sim.now();
+      },
+      {.timeout = 20s});
+  return out;
+}
+
+bool close(double a, double b) { return std::abs(a - b) <= 1e-12 * std::max(std::abs(a), std::abs(b)); }
+
+}  // namespace
+
+TEST_CASE("simulated: one ring allreduce takes 2(n-1) alpha + 2(n-1)/n M beta on every rank") {
+  const double alpha = 50e-6, bandwidth = 125e6, beta = 1.0 / bandwidth;
+  for (int n : {2, 3, 4, 8}) {
+    const std::size_t len = 960 * 8;  // divisible by every n; one segment per chunk
+    const double bytes = static_cast<double>(len * sizeof(float));
+    const double expected = 2.0 * (n - 1) * alpha + 2.0 * (n - 1) / n * bytes * beta;
+    const auto t = clocks(n, deterministic(alpha, bandwidth), [&](distopt::simulated_transport& sim) {
+      std::vector<float> x(len, 1.0f);
+      distopt::collective::allreduce_workspace ws;
+      distopt::collective::ring_allreduce(sim, std::span<float>(x), distopt::collective::reduce_op::mean, ws);
+    });
+    for (double c : t) {
+      CAPTURE(n);
+      CHECK(close(c, expected));
+    }
+  }
+}
+
+TEST_CASE("simulated: parameter server push and pull of n workers takes 2(alpha + n M beta)") {
+  const double alpha = 20e-6, bandwidth = 1e9, beta = 1.0 / bandwidth;
+  const std::size_t m = 100000;  // bytes per message
+  for (int workers : {1, 3, 7}) {
+    const auto t = clocks(workers + 1, deterministic(alpha, bandwidth), [&](distopt::simulated_transport& sim) {
+      std::vector<std::byte> payload(m);
+      distopt::byte_buffer in;
+      if (sim.rank() == 0) {  // the server
+        for (int w = 1; w <= workers; ++w) sim.recv(w, distopt::tag{1}, in);
+        CHECK(close(sim.now(), alpha + workers * double(m) * beta));
+        for (int w = 1; w <= workers; ++w) sim.send(w, distopt::tag{2}, payload);
+      } else {
+        sim.send(0, distopt::tag{1}, payload);
+        sim.recv(0, distopt::tag{2}, in);
+        CHECK(in.size() == m);
+      }
+    });
+    double last = 0;
+    for (std::size_t r = 1; r < t.size(); ++r) last = std::max(last, t[r]);
+    CAPTURE(workers);
+    CHECK(close(last, 2.0 * (alpha + workers * double(m) * beta)));
+  }
+}
+
+TEST_CASE("simulated: a one-peer gossip exchange takes alpha + M beta") {
+  const double alpha = 1e-3, bandwidth = 1e8;
+  const std::size_t m = 4096;
+  const auto t = clocks(4, deterministic(alpha, bandwidth), [&](distopt::simulated_transport& sim) {
+    const int peer = sim.rank() ^ 1;
+    std::vector<std::byte> mine(m);
+    distopt::byte_buffer theirs;
+    sim.send(peer, distopt::tag{0}, mine);
+    sim.recv(peer, distopt::tag{0}, theirs);
+  });
+  for (double c : t) CHECK(close(c, alpha + double(m) / bandwidth));
+}
+
+TEST_CASE("simulated: compute factors slow a worker down; the same seed gives the same times") {
+  auto model = deterministic(1e-4, 1e8);
+  model.compute_factors = {1.0, 3.0};
+  model.straggler_spread = 0.5;
+  model.straggler_seed = 42;
+  auto run = [&] {
+    return clocks(3, model, [](distopt::simulated_transport& sim) {
+      std::vector<float> x(300, 1.0f);
+      distopt::collective::allreduce_workspace ws;
+      for (int step = 0; step < 5; ++step) {
+        sim.compute(0.01);
+        distopt::collective::ring_allreduce(sim, std::span<float>(x), distopt::collective::reduce_op::sum, ws);
+      }
+    });
+  };
+  const auto first = run(), second = run();
+  CHECK(first == second);
+  // Rank 1's factor is 3 * (1 + 0.5 u) >= 3: five compute phases of at least 0.03 s each,
+  // and a synchronous ring makes everyone wait for it.
+  for (double c : first) CHECK(c >= 5 * 0.03);
+  for (int r = 0; r < 3; ++r) {
+    const double f = model.compute_factor(r);
+    CHECK(f >= (r == 1 ? 3.0 : 1.0));
+    CHECK(f < (r == 1 ? 3.0 : 1.0) * 1.5);
+  }
+}
+
+TEST_CASE("simulated: a peer that does not wrap its transport is a transport_error, and bad models are refused") {
+  CHECK_THROWS_AS(distopt::run_threads(
+                      2,
+                      [](distopt::transport_ref t) {
+                        distopt::byte_buffer in;
+                        if (t.rank() == 0) {
+                          distopt::simulated_transport sim(t, distopt::network_model{});
+                          sim.recv(1, distopt::tag{0}, in);
+                        } else {
+                          t.send(0, distopt::tag{0}, std::span<const std::byte>{});
+                        }
+                      },
+                      {.timeout = 5s}),
+                  distopt::transport_error);
+  CHECK_THROWS_AS(distopt::network_model::preset("10g"), distopt::config_error);
+  distopt::network_model bad;
+  bad.bandwidth_bytes_per_s = 0;
+  CHECK_THROWS_AS(bad.validate(), distopt::config_error);
+  bad = {};
+  bad.compute_factors = {1.0, -2.0};
+  CHECK_THROWS_AS(bad.validate(), distopt::config_error);
+}
+
+TEST_CASE("throttled: a short run's wall time agrees with the simulated time within 15%") {
+  // Delays dominate: 3 ring allreduces of 64 KiB on 3 workers at 20 ms and 20 MB/s are
+  // 3 * 4 * (20 ms + 1.1 ms) = 253 ms of modelled time against microseconds of compute.
+  distopt::network_model model;
+  model.latency_s = 20e-3;
+  model.bandwidth_bytes_per_s = 20e6;
+  auto body = [](auto& transport) {
+    std::vector<float> x(16384, 1.0f);
+    distopt::collective::allreduce_workspace ws;
+    for (int i = 0; i < 3; ++i)
+      distopt::collective::ring_allreduce(transport, std::span<float>(x), distopt::collective::reduce_op::mean, ws);
+  };
+  double simulated = 0;
+  std::mutex mu;
+  distopt::run_threads(3, [&](distopt::transport_ref t) {
+    distopt::simulated_transport sim(t, model);
+    body(sim);
+    std::lock_guard lock(mu);
+    simulated = std::max(simulated, sim.now());
+  });
+  const auto start = std::chrono::steady_clock::now();
+  distopt::run_threads(3, [&](distopt::transport_ref t) {
+    distopt::throttled_transport slow(t, model);
+    body(slow);
+  });
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  MESSAGE("simulated " << simulated << " s, throttled wall time " << wall << " s");
+  CHECK(std::abs(wall - simulated) <= 0.15 * simulated);
+}
