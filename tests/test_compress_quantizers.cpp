@@ -201,9 +201,20 @@ TEST_CASE("bf16: matches a bit-level reference rounding; error <= 2^-8; represen
   CHECK(inexact == 0);
 }
 
+// The two-point tests run at unit scale and at 2^-110, where top / norm overflows float
+// (a bucket of tiny values: found by tests/fuzz) and the kernels must prescale the bucket.
+constexpr float tiny_unit = 0x1p-110f;
+
+std::vector<float> scaled_by(std::vector<float> x, float unit) {
+  for (float& v : x) v *= unit;  // exact: a power of two, and the results stay normal
+  return x;
+}
+
 TEST_CASE("qsgd: each coordinate takes the two neighbouring levels with the QSGD probabilities") {
   // s = 7 levels (Bits = 4); one bucket; norm computed independently in double.
-  const std::vector<float> x = {0.3f, -0.5f, 0.1f, 0.8f, 0.0f, -0.05f};
+  for (const float unit : {1.0f, tiny_unit}) {
+  CAPTURE(unit);
+  const std::vector<float> x = scaled_by({0.3f, -0.5f, 0.1f, 0.8f, 0.0f, -0.05f}, unit);
   double norm2 = 0;
   for (float v : x) norm2 += double(v) * v;
   const double norm = std::sqrt(norm2), s = 7;
@@ -214,16 +225,21 @@ TEST_CASE("qsgd: each coordinate takes the two neighbouring levels with the QSGD
     const double t = s * std::abs(double(x[i])) / norm, l = std::floor(t), sign = x[i] < 0 ? -1 : 1;
     check_two_point(h[i], sign * norm * l / s, sign * norm * (l + 1) / s, t - l, draws);
   }
+  }
 }
 
 TEST_CASE("terngrad: each coordinate is sign * max|x| with probability |x_i| / max|x|, else 0") {
-  const std::vector<float> x = {0.2f, -0.6f, 0.0f, 1.25f, -0.01f, 0.9f, -1.25f};
-  constexpr int draws = 20000;
-  const auto h = histogram(dc::terngrad{}, x, draws);
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    CAPTURE(i);
-    const double sign = x[i] < 0 ? -1 : 1;
-    check_two_point(h[i], 0.0, sign * 1.25, std::abs(double(x[i])) / 1.25, draws);
+  for (const float unit : {1.0f, tiny_unit}) {
+    CAPTURE(unit);
+    const std::vector<float> x = scaled_by({0.2f, -0.6f, 0.0f, 1.25f, -0.01f, 0.9f, -1.25f}, unit);
+    const double top = 1.25 * unit;
+    constexpr int draws = 20000;
+    const auto h = histogram(dc::terngrad{}, x, draws);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      CAPTURE(i);
+      const double sign = x[i] < 0 ? -1 : 1;
+      check_two_point(h[i], 0.0, sign * top, std::abs(double(x[i])) / top, draws);
+    }
   }
 }
 
@@ -246,14 +262,17 @@ TEST_CASE("natural: each coordinate rounds to the neighbouring powers of two, un
 }
 
 TEST_CASE("min_max: each coordinate takes the two neighbouring grid points of [min, max], unbiasedly") {
-  // Bits = 2: L = 3 intervals of [-1, 2], grid {-1, 0, 1, 2}.
-  const std::vector<float> x = {-1.0f, 0.37f, 0.5f, 2.0f, 1.9f, -0.2f};
-  constexpr int draws = 20000;
-  const auto h = histogram(dc::min_max<2>{}, x, draws);
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    CAPTURE(i);
-    const double t = double(x[i]) + 1.0, l = std::min(std::floor(t), 2.0);
-    check_two_point(h[i], l - 1.0, l, t - l, draws);
+  // Bits = 2: L = 3 intervals of [-1, 2] * unit, grid {-1, 0, 1, 2} * unit.
+  for (const float unit : {1.0f, tiny_unit}) {
+    CAPTURE(unit);
+    const std::vector<float> x = scaled_by({-1.0f, 0.37f, 0.5f, 2.0f, 1.9f, -0.2f}, unit);
+    constexpr int draws = 20000;
+    const auto h = histogram(dc::min_max<2>{}, x, draws);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      CAPTURE(i);
+      const double t = double(x[i]) / unit + 1.0, l = std::min(std::floor(t), 2.0);
+      check_two_point(h[i], (l - 1.0) * unit, l * unit, t - l, draws);
+    }
   }
 }
 

@@ -39,4 +39,15 @@ using ef_topk_sgd = optimizer<compress::error_feedback<compress::top_k>, topolog
 /// decoded, not scatter-reduced on the compressed chunks as in Bagua.
 using bytegrad = optimizer<compress::min_max<8>, topology::allreduce, staleness::synchronous, local_steps::every_step>;
 
+/// EF21 (Richtárik, Sokolov, Fatkhullin, NeurIPS 2021, arXiv 2106.05203): each worker sends C(grad - g_i)
+/// and the step follows the tracked aggregate g = mean g_i. C: a contractive compressor (default top_k).
+template <class C = compress::top_k>
+using ef21_sgd = optimizer<compress::ef21<C>, topology::allreduce, staleness::synchronous, local_steps::every_step>;
+
+/// PowerSGD (Vogels, Karimireddy, Jaggi, NeurIPS 2019, arXiv 1905.13727): rank-Rank factors of each
+/// matrix tensor, averaged in two ring allreduces, with warm start and error feedback.
+template <unsigned Rank = 2>
+using powersgd =
+    optimizer<compress::power_sgd<Rank>, topology::allreduce, staleness::synchronous, local_steps::every_step>;
+
 }  // namespace distopt::algorithms

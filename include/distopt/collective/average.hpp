@@ -5,7 +5,8 @@
 // reduction_for_v<C> (core/traits.hpp): raw floats go around the ring; summable
 // encodings go around the ring and are added as encodings; a compressor with its
 // own collective (power_sgd) runs it; other encodings are allgathered and every
-// rank decodes them in rank order.
+// rank decodes them in rank order. A compressor that tracks an aggregate (ef21)
+// declares finish_round(v, state), which turns the mean of the decodes into the result.
 //
 //   distopt::collective::averager<distopt::compress::identity> avg;
 //   avg.average(t, gradient, compressor, g);   // in place
@@ -45,6 +46,9 @@ class averager {
     }
   }
 
+  /// This worker's compressor state (residuals, EF21's g_i, ...); null before the first round.
+  const compressor_state_t<C>* state() const { return state_ ? &*state_ : nullptr; }
+
  private:
   void gather_decode(transport_ref t, std::span<float> v, C& c, rng& g) {
     wire_.clear();
@@ -60,6 +64,7 @@ class averager {
         for (std::size_t i = 0; i < v.size(); ++i) v[i] += decoded_[i];
     }
     for (float& x : v) x /= n;
+    if constexpr (requires { c.finish_round(v, *state_); }) c.finish_round(v, *state_);  // ef21: v -> aggregate
   }
 
   allreduce_workspace ring_;

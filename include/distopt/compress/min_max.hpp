@@ -89,14 +89,14 @@ struct min_max_encode_kernel {
       std::memcpy(ranges + 8 * b, &m, 4);
       std::memcpy(ranges + 8 * b + 4, &big, 4);
       // Fixed point (see detail::quantize::fraction_bits): T = (v - m) / step * 2^23 <= L * 2^23 < 2^31.
-      const float scale = range > 0.0f ? top / range : 0.0f;
+      const auto [pre, scale] = scale_for(top, range);
       for (std::size_t c0 = 0; c0 < d; c0 += chunk) {
         const std::size_t len = std::min(chunk, d - c0);
         lanes->fill_for(rnd, len);
         std::uint8_t* dst = Bits == 8 ? reinterpret_cast<std::uint8_t*>(out) : codes;
         const float* xc = xb + c0;
         for (std::size_t k = 0; k < len; ++k) {
-          const float t = std::min((xc[k] - m) * scale, top);
+          const float t = std::min((xc[k] - m) * pre * scale, top);
           dst[k] = static_cast<std::uint8_t>(
               (static_cast<std::uint32_t>(static_cast<std::int32_t>(t)) + (rnd[k] >> (32 - fraction_bits))) >>
               fraction_bits);

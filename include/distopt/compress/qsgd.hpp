@@ -64,7 +64,7 @@ struct qsgd_encode_kernel {
       // Fixed point (see detail::quantize::fraction_bits): T = s |x| / ||v|| * 2^23, clamped to s * 2^23
       // so that level <= s and T fits an int32.
       constexpr float one = float(std::uint32_t{1} << fraction_bits), top = static_cast<float>(s) * one;
-      const float scale = norm > 0.0f ? top / norm : 0.0f;
+      const auto [pre, scale] = scale_for(top, norm);
       for (std::size_t c0 = 0; c0 < d; c0 += chunk) {
         const std::size_t len = std::min(chunk, d - c0);
         lanes->fill_for(rnd, len);
@@ -72,7 +72,7 @@ struct qsgd_encode_kernel {
         const float* xc = xb + c0;
         for (std::size_t k = 0; k < len; ++k) {
           const std::uint32_t bits = std::bit_cast<std::uint32_t>(xc[k]);
-          const float t = std::min(std::bit_cast<float>(bits & 0x7FFFFFFFu) * scale, top);
+          const float t = std::min(std::bit_cast<float>(bits & 0x7FFFFFFFu) * pre * scale, top);
           const std::uint32_t level =
               (static_cast<std::uint32_t>(static_cast<std::int32_t>(t)) + (rnd[k] >> (32 - fraction_bits))) >>
               fraction_bits;

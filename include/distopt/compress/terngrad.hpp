@@ -56,14 +56,14 @@ struct terngrad_encode_kernel {
       const float s = std::bit_cast<float>(max_bits);
       std::memcpy(scales + 4 * b, &s, 4);
       // Nonzero iff (23 random bits) < |v_i| / s * 2^23, compared as floats (both exact there).
-      const float scale = s > 0.0f ? float(std::uint32_t{1} << fraction_bits) / s : 0.0f;
+      const auto [pre, scale] = scale_for(float(std::uint32_t{1} << fraction_bits), s);
       for (std::size_t c0 = 0; c0 < d; c0 += chunk) {
         const std::size_t len = std::min(chunk, d - c0);
         lanes->fill_for(rnd, len);
         const float* xc = xb + c0;
         for (std::size_t k = 0; k < len; ++k) {
           const std::uint32_t bits = std::bit_cast<std::uint32_t>(xc[k]);
-          const float t = std::bit_cast<float>(bits & 0x7FFFFFFFu) * scale;
+          const float t = std::bit_cast<float>(bits & 0x7FFFFFFFu) * pre * scale;
           const float u = static_cast<float>(static_cast<std::int32_t>(rnd[k] >> (32 - fraction_bits)));
           codes[k] = static_cast<std::uint8_t>(u < t ? 1u + (bits >> 31) : 0u);
         }

@@ -352,6 +352,20 @@ inline void expect_count(reader& r, std::size_t n) {
                       "check the gradient for divergence before compressing it");
 }
 
+/// The fixed-point scaling of a bucket: t = (|v| * pre) * scale with scale = top / (extent * pre),
+/// where extent bounds |v| (the norm, range or max). A bucket whose extent is below 2^-60 is first
+/// multiplied by pre = 2^64, exact for a power of two, so that top / extent cannot overflow to Inf
+/// (Inf * 0 would be NaN and its conversion to int undefined; found by tests/fuzz). Buckets of
+/// ordinary size get pre = 1 and the plain top / extent.
+struct bucket_scale {
+  float pre;
+  float scale;
+};
+DISTOPT_DETAIL_ALWAYS_INLINE bucket_scale scale_for(float top, float extent) noexcept {
+  const float pre = extent < 0x1p-60f ? 0x1p64f : 1.0f;
+  return {pre, extent > 0.0f ? top / (extent * pre) : 0.0f};
+}
+
 /// The summable 16-bit formats' accumulate: sum[i] = code(value(sum[i]) + value(part[i])),
 /// added in float and rounded back once per call. Format supplies to_float_bits(code),
 /// from_float_bits(bits) (finite input, saturating) and exponent_mask (all ones: Inf/NaN,
