@@ -5,6 +5,7 @@
 //
 //   build/examples/fashion_mnist --workers 4 --epochs 5 --configs sgd,local4,ef-topk
 //   build/examples/fashion_mnist --list-configs
+//   mpirun -np 4 build/examples/fashion_mnist --transport mpi   # one worker per MPI rank
 
 #include <CLI/CLI.hpp>
 
@@ -20,6 +21,8 @@
 
 #include <distopt/data/idx.hpp>
 #include <distopt/distopt.hpp>
+
+#include "launch.hpp"
 
 namespace {
 
@@ -58,6 +61,7 @@ struct experiment {
   const distopt::data::labelled_images& test;
   const distopt::problems::mlp& net;
   const settings& s;
+  const examples::launcher& launch;
 };
 
 // Trains with one optimizer type; rank 0 evaluates on the test split after each epoch.
@@ -67,7 +71,7 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
   const auto& s = ex.s;
   const std::size_t steps_per_epoch = ex.net.samples() / (s.batch * static_cast<std::size_t>(s.workers));
   const Eigen::VectorXf x0 = ex.net.initial_parameters(s.seed);
-  distopt::run_threads(s.workers, [&](distopt::transport_ref t) {
+  ex.launch.run(s.workers, [&](distopt::transport_ref t) {
     distopt::data::minibatch_sampler batches(distopt::data::iid_shard(ex.net.samples(), t.rank(), t.size(), s.seed),
                                              s.batch, s.seed, t.rank());
     Optimizer opt(t, x0, {.learning_rate = s.learning_rate, .momentum = s.momentum, .seed = s.seed}, c);
@@ -177,8 +181,9 @@ int main(int argc, char** argv) try {
   settings s;
   std::string config_list = "sgd,qsgd8,ef-sign,ef-topk,topk,local4";
   bool list = false;
+  std::string transport = "threads";
   CLI::App app{"distopt flagship: distributed training on Fashion-MNIST, several strategies side by side"};
-  app.add_option("--workers", s.workers, "workers (threads)")->check(CLI::Range(1, 64));
+  app.add_option("--workers", s.workers, "workers (default 4 threads, or every MPI rank)")->check(CLI::Range(1, 64));
   app.add_option("--model", s.model, "mlp or softmax")->check(CLI::IsMember({"mlp", "softmax"}));
   app.add_option("--hidden", s.hidden, "hidden units of the MLP")->check(CLI::Range(1, 4096));
   app.add_option("--epochs", s.epochs, "epochs over the training set")->check(CLI::Range(1, 1000));
@@ -189,14 +194,17 @@ int main(int argc, char** argv) try {
   app.add_option("--train-samples", s.train_samples, "use only the first N training samples (0: all)");
   app.add_option("--configs", config_list, "comma-separated configurations (see --list-configs)");
   app.add_option("--csv", s.csv, "where to write the per-epoch results");
-  app.add_option("--transport", [](const CLI::results_t&) { return true; }, "threads (the only transport so far)")
-      ->check(CLI::IsMember({"threads"}));
+  app.add_option("--transport", transport, "threads, or mpi under mpirun (when built with MPI)")
+      ->check(CLI::IsMember(examples::launcher::transports()));
   app.add_flag("--list-configs", list, "list the configurations and exit");
   CLI11_PARSE(app, argc, argv);
 
+  const examples::launcher launch(transport, argc, argv);
+  s.workers = launch.workers(app.count("--workers") ? s.workers : 0);
   const auto configs = configurations();
   if (list) {
-    for (const auto& [name, c] : configs) std::printf("%-10s %s\n", name.c_str(), c.description.c_str());
+    if (launch.primary())
+      for (const auto& [name, c] : configs) std::printf("%-10s %s\n", name.c_str(), c.description.c_str());
     return 0;
   }
   std::vector<std::string> chosen;
@@ -215,15 +223,19 @@ int main(int argc, char** argv) try {
   }
   const std::vector<int> hidden = s.model == "mlp" ? std::vector<int>{s.hidden} : std::vector<int>{};
   const distopt::problems::mlp net(train.features, train.labels, 10, hidden);
-  std::printf("Fashion-MNIST: %zu training and %zu test images; model %s with %ld parameters; %d workers\n",
-              train.labels.size(), test.labels.size(), s.model.c_str(), static_cast<long>(net.dimension()), s.workers);
+  const bool primary = launch.primary();  // prints and writes; under MPI, rank 0 only
+  if (primary)
+    std::printf("Fashion-MNIST: %zu training and %zu test images; model %s with %ld parameters; %d workers (%s)\n",
+                train.labels.size(), test.labels.size(), s.model.c_str(), static_cast<long>(net.dimension()),
+                s.workers, transport.c_str());
 
-  const experiment ex{train, test, net, s};
+  const experiment ex{train, test, net, s, launch};
   std::vector<run_result> results;
   for (const auto& name : chosen) {
-    std::printf("\n%s: %s\n", name.c_str(), configs.at(name).description.c_str());
+    if (primary) std::printf("\n%s: %s\n", name.c_str(), configs.at(name).description.c_str());
     results.push_back(configs.at(name).run(ex, name));
   }
+  if (!primary) return 0;
   print_table(results, s);
   write_csv(results, s.csv);
   std::printf("Per-epoch results: %s (plot with scripts/plot %s)\n", s.csv.c_str(), s.csv.c_str());

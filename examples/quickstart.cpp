@@ -1,26 +1,42 @@
 // Quickstart: 4 workers, as threads of this process, train l2-regularised logistic
 // regression with synchronous data-parallel SGD. Each worker holds an iid shard
 // of a seeded synthetic data set and computes mini-batch gradients on it; the
-// optimizer averages them with a ring allreduce every step.
+// optimizer averages them with a ring allreduce every step. With --transport mpi
+// the same code runs once per MPI rank instead (see launch.hpp).
 //
-//   build/examples/quickstart [workers] [epochs]
+//   build/examples/quickstart [--transport threads|mpi] [workers] [epochs]
+//   mpirun -np 4 build/examples/quickstart --transport mpi
 
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <string>
+#include <vector>
 
 #include <distopt/distopt.hpp>
 
+#include "launch.hpp"
+
 int main(int argc, char** argv) try {
-  const int workers = argc > 1 ? std::atoi(argv[1]) : 4;
-  const int epochs = argc > 2 ? std::atoi(argv[2]) : 10;
+  std::string transport = "threads";
+  std::vector<int> numbers;  // [workers] [epochs]
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--transport" && i + 1 < argc)
+      transport = argv[++i];
+    else
+      numbers.push_back(std::atoi(argv[i]));
+  }
+  const examples::launcher launch(transport, argc, argv);
+  const int workers = launch.workers(numbers.size() > 0 ? numbers[0] : 0);
+  const int epochs = numbers.size() > 1 ? numbers[1] : 10;
   const auto data = distopt::problems::synthetic_classification(/*samples=*/8192, /*dim=*/64, /*seed=*/1);
   const distopt::problems::logistic_regression problem(data.features, data.targets, /*lambda=*/1e-3f);
   std::mutex print;
 
   // [quickstart]
   using sgd = distopt::algorithms::minibatch_sgd;  // identity, allreduce, synchronous, every step
-  distopt::run_threads(workers, [&](distopt::transport_ref t) {
+  // launch.run: distopt::run_threads(workers, ...) by default; once per rank under --transport mpi
+  launch.run(workers, [&](distopt::transport_ref t) {
     distopt::data::minibatch_sampler batches(
         distopt::data::iid_shard(problem.samples(), t.rank(), t.size(), /*seed=*/7), /*batch=*/32, /*seed=*/7, t.rank());
     sgd opt(t, Eigen::VectorXf::Zero(problem.dimension()), {.learning_rate = 0.05f, .momentum = 0.9f, .seed = 7});

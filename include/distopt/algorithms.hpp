@@ -50,4 +50,32 @@ template <unsigned Rank = 2>
 using powersgd =
     optimizer<compress::power_sgd<Rank>, topology::allreduce, staleness::synchronous, local_steps::every_step>;
 
+/// D-PSGD (Lian et al., NeurIPS 2017, arXiv 1705.09056): x <- W x - eta g over a gossip graph G
+/// (ring, torus, exponential, ...). For the order x <- W (x - eta g) use
+/// topology::gossip<G, mixing::exact_step_then_mix>.
+template <class G = topology::ring>
+using d_psgd = optimizer<compress::identity, topology::gossip<G, mixing::exact>, staleness::synchronous,
+                         local_steps::every_step>;
+
+/// CHOCO-SGD (Koloskova, Stich, Jaggi, ICML 2019, arXiv 1902.00340): models compressed as differences to
+/// public copies, consensus step gamma = options.consensus_step. C: contractive (top_k, scaled qsgd, ...).
+template <class C = compress::top_k, class G = topology::ring>
+using choco_sgd =
+    optimizer<C, topology::gossip<G, mixing::choco>, staleness::synchronous, local_steps::every_step>;
+
+/// DCD-PSGD (Tang et al., NeurIPS 2018, arXiv 1803.06443): exact replicas moved by Q(W x - eta g - x).
+/// Needs a high-fidelity C; unstable under aggressive compression (ALGORITHMS.md §2.6).
+template <class C = compress::qsgd<8>, class G = topology::ring>
+using dcd_psgd = optimizer<C, topology::gossip<G, mixing::dcd>, staleness::synchronous, local_steps::every_step>;
+
+/// ECD-PSGD (same paper): extrapolated compression of the models.
+template <class C = compress::qsgd<8>, class G = topology::ring>
+using ecd_psgd = optimizer<C, topology::gossip<G, mixing::ecd>, staleness::synchronous, local_steps::every_step>;
+
+/// DeepSqueeze (Tang et al. 2019, arXiv 1907.07346): error-compensated compression of the models,
+/// consensus step gamma = options.consensus_step.
+template <class C = compress::top_k, class G = topology::ring>
+using deep_squeeze = optimizer<compress::error_feedback<C>, topology::gossip<G, mixing::deep_squeeze>,
+                               staleness::synchronous, local_steps::every_step>;
+
 }  // namespace distopt::algorithms

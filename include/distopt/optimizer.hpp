@@ -7,15 +7,27 @@
 //   d = g + lambda x                         (weight decay)
 //   v = mu v + d;  d = nesterov ? d + mu v : v   (momentum, PyTorch convention)
 //   x = x - eta d
-// Communication, when L says so after a step: if one local step was taken since the
-// last round, the gradients are averaged before the update (mini-batch SGD);
-// otherwise the model deltas since the last round are averaged (local SGD).
+// Communication, when L says so after a step:
+//  - centralized topologies (exchange_kind::gradients, e.g. allreduce): if one local step
+//    was taken since the last round, the gradients are averaged before the update
+//    (mini-batch SGD); otherwise the model deltas since the last round are averaged
+//    (local SGD);
+//  - gossip topologies (exchange_kind::models: ring, torus, ...): the step eta d is handed
+//    to one round of collective::model_exchange, which mixes models with the neighbours by
+//    the topology's scheme (topology/gossip.hpp: exact D-PSGD x <- Wx - eta d, or
+//    W(x - eta d), CHOCO-SGD, DCD-PSGD, ECD-PSGD, DeepSqueeze); steps without a round are
+//    x <- x - eta d. finish() then averages the models exactly (ring allreduce), so every
+//    worker ends with the node average.
 //
 //   using sgd = distopt::optimizer<distopt::compress::identity, distopt::topology::allreduce,
 //                                  distopt::staleness::synchronous, distopt::local_steps::every_step>;
 //   sgd opt(t, x0, {.learning_rate = 0.1f});
 //   for (...) opt.step(gradient(opt.parameters()));
 //   opt.finish();
+//
+//   using choco = distopt::optimizer<distopt::compress::top_k, distopt::topology::ring,
+//                                    distopt::staleness::synchronous, distopt::local_steps::every_step>;
+//   choco gossip(t, x0, {.learning_rate = 0.1f, .consensus_step = 0.04f}, distopt::compress::top_k{0.01});
 
 #include <Eigen/Core>
 #include <bit>
@@ -23,11 +35,15 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "distopt/collective/allgather.hpp"
 #include "distopt/collective/average.hpp"
+#include "distopt/collective/model_exchange.hpp"
+#include "distopt/collective/ring_allreduce.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/errors.hpp"
 #include "distopt/core/options.hpp"
@@ -53,9 +69,10 @@ class optimizer {
   static_assert(local_steps_policy<L>,
                 "distopt::optimizer<C, T, S, L>: L is not a LocalStepsPolicy: it needs communicates_after(step) "
                 "(see distopt/core/concepts.hpp)");
-  static_assert(T::exchange == exchange_kind::gradients,
-                "distopt::optimizer: this version supports centralized topologies (topology::allreduce); "
-                "model-exchanging (gossip) topologies are not available yet");
+  static_assert(T::exchange == exchange_kind::gradients || topology::gossip_topology<T>,
+                "distopt::optimizer<C, T, S, L>: T exchanges models but is not a gossip topology: it needs "
+                "make_graph(n) (static) or schedule(n).row(rank, round, seed, row) (time-varying); see "
+                "distopt/topology/gossip.hpp");
   static_assert(S::max_staleness == 0,
                 "distopt::optimizer: this version supports staleness::synchronous only; "
                 "bounded and asynchronous policies are not available yet");
@@ -65,6 +82,8 @@ class optimizer {
   using topology_type = T;
   using staleness_type = S;
   using local_steps_type = L;
+  /// True for gossip topologies, which exchange models rather than gradients.
+  static constexpr bool gossip = T::exchange == exchange_kind::models;
 
   optimizer(transport_ref t, Eigen::Ref<const Eigen::VectorXf> x0, options o = {}, C c = {}, T topo = {}, S s = {},
             L l = {})
@@ -82,6 +101,7 @@ class optimizer {
     check_same_model_size();
     if (options_.momentum > 0.0f) velocity_.setZero(x_.size());
     direction_.resize(x_.size());
+    if constexpr (gossip) gossip_.emplace(meter_, topology_, span_of(x_), options_.consensus_step, options_.seed, compressor_);
   }
 
   /// One local step with this worker's gradient at parameters(); communicates when L says so.
@@ -97,6 +117,18 @@ class optimizer {
     const bool talk = local_steps_.communicates_after(step_);
     ++step_;
     ++stats_.steps;
+    if constexpr (gossip) {
+      direct(direction_);
+      if (!talk) {
+        x_ -= options_.learning_rate * direction_;
+        return;
+      }
+      direction_ *= options_.learning_rate;
+      rng g = round_rng();
+      gossip_->round(meter_, span_of(x_), span_of(direction_), compressor_, g);
+      end_round();
+      return;
+    }
     if (talk && local_since_round_ == 0) {  // mini-batch SGD: average gradients, then update
       average(direction_);
       update(direction_);
@@ -111,10 +143,22 @@ class optimizer {
   /// The current parameters (this worker's copy).
   Eigen::Ref<const Eigen::VectorXf> parameters() const { return x_; }
 
-  /// Ends a run: averages the local steps taken since the last round, so every
-  /// worker ends with the same parameters.
+  /// Ends a run so that every worker ends with the same parameters: averages the local
+  /// steps taken since the last round (centralized), or the models (gossip, exactly, by
+  /// ring allreduce).
   void finish() {
-    if (local_since_round_ > 0) average_deltas();
+    if constexpr (gossip)
+      collective::ring_allreduce(meter_, span_of(x_), collective::reduce_op::mean, ring_);
+    else if (local_since_round_ > 0)
+      average_deltas();
+  }
+
+  /// Changes the step size eta for the following steps (decaying schedules).
+  void set_learning_rate(float eta) {
+    options o = options_;
+    o.learning_rate = eta;
+    detail::validate(o);
+    options_.learning_rate = eta;
   }
 
   /// Communication and progress statistics of this worker.
@@ -149,7 +193,10 @@ class optimizer {
     return (any & 0x80000000u) == 0;
   }
 
-  void update(Eigen::VectorXf& d) {
+  static std::span<float> span_of(Eigen::VectorXf& v) { return {v.data(), static_cast<std::size_t>(v.size())}; }
+
+  // d <- the update direction: weight decay, then momentum.
+  void direct(Eigen::VectorXf& d) {
     if (options_.weight_decay != 0.0f) d += options_.weight_decay * x_;
     if (options_.momentum != 0.0f) {
       velocity_ = options_.momentum * velocity_ + d;
@@ -158,15 +205,26 @@ class optimizer {
       else
         d = velocity_;
     }
+  }
+
+  void update(Eigen::VectorXf& d) {
+    direct(d);
     x_ -= options_.learning_rate * d;
   }
 
-  void average(Eigen::VectorXf& v) {
-    rng g(options_.seed, static_cast<std::uint32_t>(transport_.rank()), static_cast<std::uint32_t>(stats_.rounds),
-          purpose::compression);
-    averager_.average(meter_, std::span<float>(v.data(), static_cast<std::size_t>(v.size())), compressor_, g);
+  rng round_rng() const {
+    return rng(options_.seed, static_cast<std::uint32_t>(transport_.rank()), static_cast<std::uint32_t>(stats_.rounds),
+               purpose::compression);
+  }
+  void end_round() {
     ++stats_.rounds;
     stats_.record_staleness(0);
+  }
+
+  void average(Eigen::VectorXf& v) {
+    rng g = round_rng();
+    averager_.average(meter_, span_of(v), compressor_, g);
+    end_round();
   }
 
   void average_deltas() {
@@ -205,6 +263,9 @@ class optimizer {
   Eigen::VectorXf anchor_;     // model at the last round, set when local steps begin
   Eigen::VectorXf direction_;  // reused for gradients, update directions and deltas
   collective::averager<C> averager_;
+  struct no_gossip {};
+  std::optional<std::conditional_t<gossip, collective::model_exchange<C, T>, no_gossip>> gossip_;
+  collective::allreduce_workspace ring_;  // finish() of gossip
   std::uint64_t step_ = 0;
   std::uint64_t local_since_round_ = 0;
 };

@@ -6,7 +6,7 @@ distopt_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 # Packages every build needs; extra ones may be passed to distopt_install.
 distopt_packages=(cmake ninja-build g++ libeigen3-dev doctest-dev libbenchmark-dev zlib1g-dev libcli11-dev
-                  dataset-fashion-mnist liblinear-tools)
+                  dataset-fashion-mnist liblinear-tools libopenmpi-dev openmpi-bin libboost-dev libssl-dev)
 
 # distopt_install [package...]: apt-get installs those of the packages that are missing.
 distopt_install() {
@@ -22,6 +22,9 @@ distopt_install() {
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+
+# distopt_install_fuzzing: distopt_install plus clang++-14 and its libFuzzer runtime (scripts/fuzz).
+distopt_install_fuzzing() { distopt_install clang-14 libclang-rt-14-dev; }
 
 # distopt_configure build_dir [cmake args...]: configures with CMake + Ninja.
 distopt_configure() {

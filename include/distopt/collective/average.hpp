@@ -34,7 +34,7 @@ class averager {
   /// Replaces `v` by the average over all ranks of the (compressed) vectors.
   void average(transport_ref t, std::span<float> v, C& c, rng& g) {
     if constexpr (reduction_for_v<C> == reduction::ring_on_floats) {
-      ring_allreduce(t, v, reduce_op::mean, ring_);
+      if (!t.native_allreduce_mean(v)) ring_allreduce(t, v, reduce_op::mean, ring_);  // native: MPI_Allreduce
     } else {
       if (!state_) state_.emplace(make_compressor_state(c, v.size()));
       if constexpr (reduction_for_v<C> == reduction::compressor_driven)

@@ -27,6 +27,14 @@ template <class T>
 concept transport_with_timeout = transport<T> &&
     requires(T& t, int peer, tag tg, byte_buffer& out, std::chrono::milliseconds d) { t.recv(peer, tg, out, d); };
 
+/// A transport with a native mean allreduce it may offer instead of the library's ring
+/// (mpi_transport with mpi_options::native_allreduce: MPI_Allreduce).
+template <class T>
+concept native_allreduce_transport = requires(T& t, std::span<float> v) {
+  { t.native_allreduce() } -> std::convertible_to<bool>;
+  t.allreduce_mean(v);
+};
+
 class transport_ref {
  public:
   template <transport T>
@@ -44,6 +52,9 @@ class transport_ref {
     vtable_->recv(object_, peer, tg, out, timeout);
   }
   bool try_recv(int peer, tag tg, byte_buffer& out) const { return vtable_->try_recv(object_, peer, tg, out); }
+  /// Replaces v by its mean over all ranks with the backend's own collective and returns
+  /// true, if the backend offers one and was asked to use it; otherwise returns false.
+  bool native_allreduce_mean(std::span<float> v) const { return vtable_->native_allreduce_mean(object_, v); }
 
  private:
   struct vtable {
@@ -52,6 +63,7 @@ class transport_ref {
     void (*send)(void*, int, tag, std::span<const std::byte>);
     void (*recv)(void*, int, tag, byte_buffer&, std::optional<std::chrono::milliseconds>);
     bool (*try_recv)(void*, int, tag, byte_buffer&);
+    bool (*native_allreduce_mean)(void*, std::span<float>);
   };
 
   template <class T>
@@ -66,6 +78,18 @@ class transport_ref {
         static_cast<T*>(o)->recv(peer, tg, out);
       },
       [](void* o, int peer, tag tg, byte_buffer& out) { return static_cast<T*>(o)->try_recv(peer, tg, out); },
+      [](void* o, std::span<float> v) -> bool {
+        T& t = *static_cast<T*>(o);
+        if constexpr (requires { { t.native_allreduce_mean(v) } -> std::same_as<bool>; }) {
+          return t.native_allreduce_mean(v);  // a wrapper that forwards (metered_transport)
+        } else if constexpr (native_allreduce_transport<T>) {
+          if (!t.native_allreduce()) return false;
+          t.allreduce_mean(v);
+          return true;
+        } else {
+          return false;
+        }
+      },
   };
 
   void* object_;

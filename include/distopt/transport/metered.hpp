@@ -3,6 +3,7 @@
 // a statistics object. The optimizer talks through one, so its stats() are exact.
 
 #include <chrono>
+#include <cstdint>
 #include <span>
 
 #include "distopt/core/statistics.hpp"
@@ -28,6 +29,18 @@ class metered_transport {
     inner_.recv(peer, tg, out, timeout);
     stats_->time_blocked += std::chrono::steady_clock::now() - start;
     count_received(out);
+  }
+  /// The backend's own mean allreduce, if it offers one (transport_ref::native_allreduce_mean);
+  /// counted as the bytes and messages of a ring allreduce of v, which is what it replaces.
+  bool native_allreduce_mean(std::span<float> v) {
+    if (!inner_.native_allreduce_mean(v)) return false;
+    const auto n = static_cast<std::uint64_t>(inner_.size());
+    const std::uint64_t bytes = n > 1 ? 2 * (n - 1) * (v.size() * sizeof(float)) / n : 0;
+    stats_->bytes_sent += bytes;
+    stats_->bytes_received += bytes;
+    stats_->messages_sent += 2 * (n - 1);
+    stats_->messages_received += 2 * (n - 1);
+    return true;
   }
   bool try_recv(int peer, tag tg, byte_buffer& out) {
     if (!inner_.try_recv(peer, tg, out)) return false;

@@ -1,0 +1,261 @@
+#pragma once
+// model_exchange: the one mechanism by which gossip topologies exchange models
+// (DESIGN.md "What is exchanged"). Every scheme of topology/gossip.hpp — exact D-PSGD
+// in both orders, CHOCO-SGD, DCD-PSGD, ECD-PSGD, DeepSqueeze — is a configuration of
+// two primitives:
+//
+//  exact_mixer     send the raw model to this round's peers and form
+//                  out = W_ii v + sum_k W_{i,p_k} v_{p_k}   (self first, then peers in
+//                  increasing rank: a fixed order, so runs are bit-reproducible).
+//                  No state between rounds: works on time-varying topologies.
+//  public_copies   each worker holds a public copy xh_j of itself and of each fixed
+//                  neighbour. publish(v, a, b) encodes v once with the compressor C,
+//                  sends the same bytes to every neighbour, and every holder of i's
+//                  copy (i itself and its neighbours) applies xh_i <- a xh_i + b decode.
+//                  Because all holders apply the same decoded bytes, the copies agree
+//                  everywhere (CHOCO/DCD: a = b = 1; ECD: a = 1 - 2/(t+1), b = 2/(t+1);
+//                  DeepSqueeze: a = 0, b = 1). weighted_sum() = sum_j W_ij xh_j.
+//
+// Messages: one per peer per round on an internal tag, sent before any is received,
+// so no order of ranks can deadlock (sends queue; every receive has the transport's
+// deadline). Memory: (degree + 1) copies of the model for the public-copy schemes.
+// The wire carries exactly C's encoding (identity: 4 bytes per float).
+// Compressors that decode against a reference (decode(bytes, reference, out), e.g. a
+// lattice quantizer) are not wired in yet and are refused at compile time.
+//
+//   distopt::collective::model_exchange<distopt::compress::top_k, distopt::topology::ring> ex(
+//       t, distopt::topology::ring{}, x0, /*gamma=*/0.04f, /*seed=*/1, c);
+//   ex.round(t, x, eta_times_direction, c, g);   // one CHOCO round
+
+#include <algorithm>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "distopt/collective/detail/float_bytes.hpp"
+#include "distopt/compress/identity.hpp"
+#include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/concepts.hpp"
+#include "distopt/core/rng.hpp"
+#include "distopt/core/tag.hpp"
+#include "distopt/core/traits.hpp"
+#include "distopt/core/transport_ref.hpp"
+#include "distopt/topology/gossip.hpp"
+
+namespace distopt::collective {
+
+inline constexpr tag gossip_tag{detail::reserved_tag_base + 8};
+
+/// True if C decodes relative to a reference the receiver holds (decode(bytes, reference, out)).
+template <class C>
+inline constexpr bool decodes_with_reference_v =
+    requires(const C& c, std::span<const std::byte> b, std::span<const float> ref, std::span<float> out) {
+      c.decode(b, ref, out);
+    };
+
+}  // namespace distopt::collective
+
+namespace distopt::detail {
+// x[i] = s * x[i] + w * y[i]
+inline void scale_add(float* __restrict x, float s, float w, const float* __restrict y, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) x[i] = s * x[i] + w * y[i];
+}
+// x[i] = w * y[i]; x may equal y
+inline void scaled_copy(float* x, float w, const float* y, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) x[i] = w * y[i];
+}
+}  // namespace distopt::detail
+
+namespace distopt::collective {
+
+/// Exact gossip: out = W_ii v + sum_k W_{i,p_k} v_{p_k}. `out` may alias `v`.
+class exact_mixer {
+ public:
+  void mix(transport_ref t, const mixing_row& row, std::span<const float> v, std::span<float> out) {
+    for (int p : row.peers) t.send(p, gossip_tag, std::as_bytes(v));
+    const std::size_t n = v.size();
+    detail::scaled_copy(out.data(), row.self_weight, v.data(), n);
+    for (std::size_t k = 0; k < row.peers.size(); ++k) {
+      t.recv(row.peers[k], gossip_tag, incoming_);
+      const auto theirs = detail::received_floats(incoming_, n, "collective::exact_mixer", t.rank(),
+                                                           row.peers[k]);
+      detail::scale_add(out.data(), 1.0f, row.weights[k], theirs.data(), n);
+    }
+  }
+
+ private:
+  byte_buffer incoming_;
+};
+
+/// Public copies of this worker (index 0) and of its fixed neighbours.
+template <compressor C>
+class public_copies {
+ public:
+  /// Copies for the peers of `row`, each of n floats, all zero (CHOCO's xh^0 = 0).
+  void reset(const mixing_row& row, std::size_t n) {
+    row_ = row;
+    copies_.assign(row.peers.size() + 1, std::vector<float>(n, 0.0f));
+    decoded_.resize(n);
+  }
+  std::span<float> own() noexcept { return copies_[0]; }
+
+  /// Every holder of this worker's copy applies xh <- a xh + b decode(C(v)); this worker
+  /// applies the same to its copies of the neighbours with their bytes.
+  void publish(transport_ref t, std::span<const float> v, C& c, compressor_state_t<C>& state, rng& g, float a,
+               float b) {
+    wire_.clear();
+    encode(c, v, wire_, g, state);
+    for (int p : row_.peers) t.send(p, gossip_tag, wire_);
+    apply(wire_, 0, c, a, b);
+    for (std::size_t k = 0; k < row_.peers.size(); ++k) {
+      t.recv(row_.peers[k], gossip_tag, incoming_);
+      apply(incoming_, k + 1, c, a, b);
+    }
+  }
+
+  /// Sets every copy to its holder's exact vector `v` (one uncompressed exchange).
+  void share_exact(transport_ref t, std::span<const float> v) {
+    for (int p : row_.peers) t.send(p, gossip_tag, std::as_bytes(v));
+    std::copy(v.begin(), v.end(), copies_[0].begin());
+    for (std::size_t k = 0; k < row_.peers.size(); ++k) {
+      t.recv(row_.peers[k], gossip_tag, incoming_);
+      const auto theirs = detail::received_floats(incoming_, v.size(), "collective::public_copies",
+                                                           t.rank(), row_.peers[k]);
+      std::copy(theirs.begin(), theirs.end(), copies_[k + 1].begin());
+    }
+  }
+
+  /// out = W_ii xh_i + sum_k W_{i,p_k} xh_{p_k} (self first, then peers in increasing rank).
+  void weighted_sum(std::span<float> out) const {
+    const std::size_t n = out.size();
+    detail::scaled_copy(out.data(), row_.self_weight, copies_[0].data(), n);
+    for (std::size_t k = 0; k < row_.peers.size(); ++k)
+      detail::scale_add(out.data(), 1.0f, row_.weights[k], copies_[k + 1].data(), n);
+  }
+
+ private:
+  void apply(const byte_buffer& bytes, std::size_t holder, C& c, float a, float b) {
+    c.decode(bytes, std::span<float>(decoded_));
+    detail::scale_add(copies_[holder].data(), a, b, decoded_.data(), decoded_.size());
+  }
+
+  mixing_row row_;
+  std::vector<std::vector<float>> copies_;
+  std::vector<float> decoded_;
+  byte_buffer wire_, incoming_;
+};
+
+/// One worker's side of gossip over topology T with compressor C, by T's scheme.
+template <compressor C, class T>
+class model_exchange {
+  static_assert(topology::gossip_topology<T>,
+                "collective::model_exchange<C, T>: T must be a gossip topology (ring, torus, exponential, "
+                "hypercube, complete, custom, one_peer_exponential, random_pairwise)");
+
+ public:
+  using scheme = topology::scheme_t<C, T>;
+  static constexpr bool exact = std::same_as<scheme, mixing::exact> || std::same_as<scheme, mixing::exact_step_then_mix>;
+
+ private:
+  static_assert(!exact || std::same_as<C, compress::identity>,
+                "distopt gossip: mixing::exact and mixing::exact_step_then_mix send the models themselves and need "
+                "compress::identity; to compress models use mixing::choco (the default), dcd, ecd or deep_squeeze");
+  static_assert(exact || topology::static_gossip_topology<T>,
+                "distopt gossip: compressed model exchange (CHOCO, DCD, ECD, DeepSqueeze) keeps public copies of "
+                "fixed neighbours; time-varying topologies (one_peer_exponential, random_pairwise) need "
+                "compress::identity (exact gossip)");
+  static_assert(!decodes_with_reference_v<C>,
+                "distopt gossip: compressors that decode against a reference (lattice) are not supported by the "
+                "model exchange yet");
+  static_assert(std::same_as<scheme, mixing::exact> || std::same_as<scheme, mixing::exact_step_then_mix> ||
+                    std::same_as<scheme, mixing::choco> || std::same_as<scheme, mixing::dcd> ||
+                    std::same_as<scheme, mixing::ecd> || std::same_as<scheme, mixing::deep_squeeze>,
+                "distopt gossip: the scheme must be one of distopt::mixing::{automatic, exact, exact_step_then_mix, "
+                "choco, dcd, ecd, deep_squeeze}");
+
+ public:
+  /// Builds this worker's row (and, for DCD/ECD, shares x0 exactly so the copies start equal).
+  model_exchange(transport_ref t, const T& topo, std::span<const float> x0, float gamma, std::uint64_t seed, C& c)
+      : gamma_(gamma), seed_(seed), state_(make_compressor_state(c, x0.size())) {
+    const std::size_t n = x0.size();
+    mixed_.resize(n);
+    if constexpr (topology::static_gossip_topology<T>) {
+      row_.assign(topo.make_graph(t.size()), t.rank());
+    } else {
+      schedule_.emplace(topo.schedule(t.size()));
+    }
+    if constexpr (!exact) {
+      copies_.reset(row_, n);
+      scratch_.resize(n);
+      if constexpr (std::same_as<scheme, mixing::dcd> || std::same_as<scheme, mixing::ecd>) copies_.share_exact(t, x0);
+    }
+  }
+
+  /// One gossip round. `step` is the local SGD step eta * d at x (already scaled).
+  void round(transport_ref t, std::span<float> x, std::span<const float> step, C& c, rng& g) {
+    const std::size_t n = x.size();
+    float* __restrict xs = x.data();
+    const float* __restrict st = step.data();
+    float* __restrict mixed = mixed_.data();
+    if constexpr (!topology::static_gossip_topology<T>) schedule_->row(t.rank(), round_, seed_, row_);
+    if constexpr (std::same_as<scheme, mixing::exact>) {
+      mixer_.mix(t, row_, x, x);
+      for (std::size_t i = 0; i < n; ++i) xs[i] -= st[i];
+    } else if constexpr (std::same_as<scheme, mixing::exact_step_then_mix>) {
+      for (std::size_t i = 0; i < n; ++i) xs[i] -= st[i];
+      mixer_.mix(t, row_, x, x);
+    } else {
+      const float* own = copies_.own().data();
+      float* __restrict z = scratch_.data();
+      if constexpr (std::same_as<scheme, mixing::choco>) {
+        copies_.weighted_sum(mixed_);
+        for (std::size_t i = 0; i < n; ++i) {
+          xs[i] = (xs[i] - st[i]) + gamma_ * (mixed[i] - own[i]);
+          z[i] = xs[i] - own[i];
+        }
+        copies_.publish(t, scratch_, c, state_, g, 1.0f, 1.0f);
+      } else if constexpr (std::same_as<scheme, mixing::dcd>) {
+        copies_.weighted_sum(mixed_);  // own copy == x
+        for (std::size_t i = 0; i < n; ++i) z[i] = (mixed[i] - st[i]) - own[i];
+        copies_.publish(t, scratch_, c, state_, g, 1.0f, 1.0f);
+        std::copy(own, own + n, xs);
+      } else if constexpr (std::same_as<scheme, mixing::ecd>) {
+        copies_.weighted_sum(mixed_);
+        const float t1 = static_cast<float>(round_ + 1);
+        const float c1 = 0.5f * t1;
+        for (std::size_t i = 0; i < n; ++i) {
+          const float half = mixed[i] - st[i];
+          z[i] = xs[i] + c1 * (half - xs[i]);
+          xs[i] = half;
+        }
+        copies_.publish(t, scratch_, c, state_, g, 1.0f - 2.0f / t1, 2.0f / t1);
+      } else {  // deep_squeeze
+        for (std::size_t i = 0; i < n; ++i) xs[i] -= st[i];
+        copies_.publish(t, x, c, state_, g, 0.0f, 1.0f);
+        copies_.weighted_sum(mixed_);
+        for (std::size_t i = 0; i < n; ++i) xs[i] += gamma_ * (mixed[i] - own[i]);
+      }
+    }
+    ++round_;
+  }
+
+  /// This round's (static topologies: every round's) row of W.
+  const mixing_row& row() const noexcept { return row_; }
+
+ private:
+  float gamma_;
+  std::uint64_t seed_;
+  compressor_state_t<C> state_;
+  mixing_row row_;
+  std::optional<topology::schedule_t<T>> schedule_;  // time-varying topologies only
+  exact_mixer mixer_;
+  public_copies<C> copies_;
+  std::vector<float> mixed_, scratch_;
+  std::uint64_t round_ = 0;
+};
+
+}  // namespace distopt::collective

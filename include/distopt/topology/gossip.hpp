@@ -1,0 +1,147 @@
+#pragma once
+// Gossip topologies: the vocabulary shared by ring, torus, exponential, hypercube,
+// complete, custom, one_peer_exponential and random_pairwise, and the model-exchange
+// schemes that run over them.
+//
+// A gossip topology (exchange = exchange_kind::models) gives each worker, per round,
+// a mixing_row: its own weight W_ii and its peers j with W_ij > 0. Rows are
+// symmetric within a round (j lists i iff i lists j, with the same weight), so
+// every message sent in a round is received in that round. Two kinds:
+//  - static: `t.make_graph(n)` returns the distopt::graph, the same every round;
+//  - time-varying: `t.schedule(n)` returns an object whose `row(rank, round, seed, out)`
+//    fills the row of a round; every rank computes the same W_t (seeded by the
+//    shared options.seed, never by the rank).
+//
+// Schemes (namespace distopt::mixing) say how models are exchanged; they are all one
+// mechanism, collective/model_exchange.hpp. `eta d` is the local SGD step.
+//   exact                x <- sum_j W_ij x_j - eta d          D-PSGD, Lian et al., NeurIPS 2017, arXiv 1705.09056
+//                        (the gradient is taken at the pre-mixing model; raw models are sent)
+//   exact_step_then_mix  x <- sum_j W_ij (x_j - eta d_j)      the "plain" D-PSGD of ChocoSGD's convex code
+//   choco                x <- x - eta d;  x <- x + gamma (sum_j W_ij xh_j - xh_i);  send C(x - xh_i);
+//                        every holder xh_i += decode          CHOCO-SGD, Koloskova, Stich, Jaggi, ICML 2019,
+//                                                             arXiv 1902.00340
+//   dcd                  z = sum_j W_ij xh_j - eta d - x;  x <- x + Q(z);  holders xh_i += Q(z)   (xh_i == x_i)
+//                                                             DCD-PSGD, Tang et al., NeurIPS 2018, arXiv 1803.06443
+//   ecd                  x_half = sum_j W_ij xh_j - eta d;  z = (1 - (t+1)/2) x + (t+1)/2 x_half;  x <- x_half;
+//                        holders xh_i <- (1 - 2/(t+1)) xh_i + 2/(t+1) Q(z)      ECD-PSGD, same paper (t from 0)
+//   deep_squeeze         x <- x - eta d;  c_i = C(x) (error_feedback<C> adds its residual);  holders xh_i <- c_i;
+//                        x <- x + gamma (sum_j W_ij xh_j - xh_i)    DeepSqueeze, Tang et al. 2019, arXiv 1907.07346
+//   automatic (default)  exact for compress::identity, choco for any other compressor
+// gamma is options.consensus_step. Public copies xh (of self and of each peer) need fixed
+// neighbours, so choco/dcd/ecd/deep_squeeze require a static topology: time-varying
+// topologies run the exact schemes (compress::identity).
+//
+//   using dcd_ring = distopt::topology::gossip<distopt::topology::ring, distopt::mixing::dcd>;
+//   distopt::optimizer<distopt::compress::qsgd<4>, dcd_ring, distopt::staleness::synchronous,
+//                      distopt::local_steps::every_step> opt(t, x0, {.learning_rate = 0.01f});
+
+#include <concepts>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "distopt/compress/identity.hpp"
+#include "distopt/core/concepts.hpp"
+#include "distopt/graph.hpp"
+
+namespace distopt {
+
+/// One worker's row of W for one round: W_ii and the peers j (increasing) with W_ij > 0.
+struct mixing_row {
+  float self_weight = 1.0f;
+  std::vector<int> peers;
+  std::vector<float> weights;  ///< weights[k] = W_{i, peers[k]}
+
+  /// The row of rank i in a static graph.
+  void assign(const graph& g, int i) {
+    const auto nb = g.neighbours(i);
+    peers.assign(nb.begin(), nb.end());
+    weights.resize(peers.size());
+    for (std::size_t k = 0; k < peers.size(); ++k) weights[k] = static_cast<float>(g.weight(i, peers[k]));
+    self_weight = static_cast<float>(g.weight(i, i));
+  }
+  /// A round in which i averages with one partner (weights 1/2), or keeps its model (partner < 0).
+  void assign_pair(int partner) {
+    peers.clear();
+    weights.clear();
+    self_weight = 1.0f;
+    if (partner < 0) return;
+    peers.push_back(partner);
+    weights.push_back(0.5f);
+    self_weight = 0.5f;
+  }
+};
+
+namespace mixing {
+struct automatic {};
+struct exact {};
+struct exact_step_then_mix {};
+struct choco {};
+struct dcd {};
+struct ecd {};
+struct deep_squeeze {};
+}  // namespace mixing
+
+namespace topology {
+
+/// A gossip topology whose graph is the same every round.
+template <class T>
+concept static_gossip_topology = topology_policy<T> && (T::exchange == exchange_kind::models) &&
+                                 requires(const T& t, int n) {
+                                   { t.make_graph(n) } -> std::same_as<graph>;
+                                 };
+
+/// A gossip topology whose W changes with the round.
+template <class T>
+concept time_varying_gossip_topology =
+    topology_policy<T> && (T::exchange == exchange_kind::models) &&
+    requires(const T& t, int n, int rank, std::uint64_t round, std::uint64_t seed, mixing_row& row) {
+      t.schedule(n).row(rank, round, seed, row);
+    };
+
+template <class T>
+concept gossip_topology = static_gossip_topology<T> || time_varying_gossip_topology<T>;
+
+/// Gossip over G with the model-exchange scheme S (a distopt::mixing tag).
+template <class G, class S>
+struct gossip : G {
+  static_assert(gossip_topology<G>, "topology::gossip<G, S>: G must be a gossip topology (ring, torus, ...)");
+  using scheme = S;
+  gossip() = default;
+  gossip(G g) : G(std::move(g)) {}  // NOLINT(google-explicit-constructor): wrapping keeps G's knobs
+};
+
+namespace detail {
+template <class T>
+struct scheme_of {
+  using type = mixing::automatic;
+};
+template <class T>
+  requires requires { typename T::scheme; }
+struct scheme_of<T> {
+  using type = typename T::scheme;
+};
+}  // namespace detail
+
+/// The per-worker schedule of a time-varying topology (an unused int for a static one).
+template <class T>
+struct schedule_of {
+  using type = int;
+};
+template <time_varying_gossip_topology T>
+struct schedule_of<T> {
+  using type = decltype(std::declval<const T&>().schedule(1));
+};
+template <class T>
+using schedule_t = typename schedule_of<T>::type;
+
+/// The scheme a compressor C runs over gossip topology T (automatic resolved).
+template <class C, class T>
+using scheme_t = std::conditional_t<
+    std::same_as<typename detail::scheme_of<T>::type, mixing::automatic>,
+    std::conditional_t<std::same_as<C, compress::identity>, mixing::exact, mixing::choco>,
+    typename detail::scheme_of<T>::type>;
+
+}  // namespace topology
+}  // namespace distopt
