@@ -1,7 +1,8 @@
 // The flagship: several workers train a classifier on the real Fashion-MNIST data
 // (Debian package dataset-fashion-mnist) under several communication strategies,
 // one after another, and compare them side by side: test accuracy, bytes each
-// worker sent, wall time and messages. Writes a CSV for scripts/plot.
+// worker sent, wall time, the time the run would take on a modelled network
+// (--network; transport/simulated.hpp) and messages. Writes a CSV for scripts/plot.
 //
 //   build/examples/fashion_mnist --workers 4 --epochs 5 --configs sgd,local4,ef-topk
 //   build/examples/fashion_mnist --list-configs
@@ -21,6 +22,7 @@
 
 #include <distopt/data/idx.hpp>
 #include <distopt/distopt.hpp>
+#include <distopt/transport/simulated.hpp>
 
 #include "launch.hpp"
 
@@ -42,11 +44,14 @@ struct settings {
   std::uint64_t seed = 1;
   std::size_t train_samples = 0;  // 0: all
   std::string csv = "fashion_mnist.csv";
+  std::string network = "1g";  // the modelled network of the "simulated" column
+  distopt::network_model net = distopt::network_model::preset("1g");
 };
 
 struct epoch_record {
   int epoch;
   double test_accuracy, test_loss, seconds;
+  double simulated_seconds;  // rank 0's clock on the modelled network (transport/simulated.hpp)
   std::uint64_t bytes_sent;  // per worker, cumulative
 };
 
@@ -66,15 +71,20 @@ struct experiment {
 
 // Trains with one optimizer type; rank 0 evaluates on the test split after each epoch.
 template <class Optimizer>
-run_result train(const experiment& ex, const std::string& name, typename Optimizer::compressor_type c = {}) {
+run_result train(const experiment& ex, const std::string& name, typename Optimizer::compressor_type c = {},
+                 float consensus_step = 1.0f) {
   run_result result{name, {}, 0};
   const auto& s = ex.s;
   const std::size_t steps_per_epoch = ex.net.samples() / (s.batch * static_cast<std::size_t>(s.workers));
   const Eigen::VectorXf x0 = ex.net.initial_parameters(s.seed);
-  ex.launch.run(s.workers, [&](distopt::transport_ref t) {
+  ex.launch.run(s.workers, [&](distopt::transport_ref real) {
+    distopt::simulated_transport t(real, s.net);  // runs on `real`, and times the run on s.net
     distopt::data::minibatch_sampler batches(distopt::data::iid_shard(ex.net.samples(), t.rank(), t.size(), s.seed),
                                              s.batch, s.seed, t.rank());
-    Optimizer opt(t, x0, {.learning_rate = s.learning_rate, .momentum = s.momentum, .seed = s.seed}, c);
+    Optimizer opt(t, x0,
+                  {.learning_rate = s.learning_rate, .momentum = s.momentum, .seed = s.seed,
+                   .consensus_step = consensus_step},
+                  c);
     Eigen::VectorXf g;
     const auto start = std::chrono::steady_clock::now();
     std::chrono::duration<double> evaluating{0};
@@ -88,11 +98,13 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
       const auto eval_start = std::chrono::steady_clock::now();
       const auto e = ex.net.evaluate(opt.parameters(), ex.test.features, ex.test.labels);
       evaluating += std::chrono::steady_clock::now() - eval_start;
+      t.exclude_compute_so_far();  // evaluation is not part of training
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start - evaluating).count();
-      result.epochs.push_back({epoch, e.accuracy, e.loss, seconds, opt.stats().bytes_sent});
-      std::printf("  %-10s epoch %2d/%d  test loss %.4f  test acc %6.2f%%  sent %8.2f MB/worker  %6.1f s\n",
+      result.epochs.push_back({epoch, e.accuracy, e.loss, seconds, t.now(), opt.stats().bytes_sent});
+      std::printf("  %-10s epoch %2d/%d  test loss %.4f  test acc %6.2f%%  sent %8.2f MB/worker  %6.1f s  "
+                  "(%.1f s on %s)\n",
                   name.c_str(), epoch, s.epochs, e.loss, 100.0 * e.accuracy,
-                  static_cast<double>(opt.stats().bytes_sent) / 1e6, seconds);
+                  static_cast<double>(opt.stats().bytes_sent) / 1e6, seconds, t.now(), s.network.c_str());
       std::fflush(stdout);
     }
     if (t.rank() == 0) result.messages = opt.stats().messages_sent;
@@ -108,9 +120,9 @@ struct config {
 };
 
 template <class C, class T, class S, class L>
-config_runner runner(C c = {}) {
-  return [c](const experiment& ex, const std::string& name) {
-    return train<distopt::optimizer<C, T, S, L>>(ex, name, c);
+config_runner runner(C c = {}, float consensus_step = 1.0f) {
+  return [c, consensus_step](const experiment& ex, const std::string& name) {
+    return train<distopt::optimizer<C, T, S, L>>(ex, name, c, consensus_step);
   };
 }
 
@@ -137,6 +149,18 @@ std::map<std::string, config> configurations() {
                    runner<compress::error_feedback<compress::top_k>, topology::allreduce, sync, every>()}},
       {"topk", {"top-1% sparsification without error feedback",
                 runner<compress::top_k, topology::allreduce, sync, every>()}},
+      {"ef21", {"EF21 with top-1%: compressed gradient differences, tracked aggregate",
+                runner<compress::ef21<compress::top_k>, topology::allreduce, sync, every>()}},
+      {"powersgd", {"PowerSGD rank 2 per weight matrix (biases exact), warm start, error feedback",
+                    [](const experiment& ex, const std::string& name) {
+                      using C = compress::power_sgd<2>;
+                      return train<distopt::optimizer<C, topology::allreduce, sync, every>>(
+                          ex, name, C{.shapes = ex.net.layout()});
+                    }}},
+      {"dpsgd", {"D-PSGD: exact gossip with the two ring neighbours (x <- Wx - eta g)",
+                 runner<compress::identity, topology::ring, sync, every>()}},
+      {"choco", {"CHOCO-SGD on a ring: top-1% of model differences, consensus step 0.04",
+                 runner<compress::top_k, topology::ring, sync, every>(compress::top_k{0.01}, 0.04f)}},
   };
 }
 
@@ -145,41 +169,58 @@ std::string pad(std::string s, std::size_t width) {
   return s;
 }
 
+// Simulated seconds at the end of the first epoch whose test accuracy reached `target`, or < 0.
+double time_to_accuracy(const run_result& r, double target) {
+  for (const auto& e : r.epochs)
+    if (e.test_accuracy >= target) return e.simulated_seconds;
+  return -1.0;
+}
+
 void print_table(const std::vector<run_result>& results, const settings& s) {
-  const double reference = results.empty() || results.front().epochs.empty()
-                               ? 0.0
-                               : static_cast<double>(results.front().epochs.back().bytes_sent);
-  std::printf("\nFashion-MNIST, %s, %d workers, %d epochs, batch %zu per worker\n\n", s.model.c_str(), s.workers,
-              s.epochs, s.batch);
-  std::printf("%s  %9s  %13s  %10s  %9s  %10s\n", pad("configuration", 12).c_str(), "test acc", "sent/worker",
-              "vs first", "wall time", "messages");
-  std::printf("%s\n", std::string(12 + 2 + 9 + 2 + 13 + 2 + 10 + 2 + 9 + 2 + 10, '-').c_str());
+  if (results.empty() || results.front().epochs.empty()) return;
+  const auto& first = results.front().epochs.back();
+  const double reference = static_cast<double>(first.bytes_sent);
+  const double target = first.test_accuracy - 0.005;  // the first configuration's final accuracy - 0.5 pp
+  std::printf("\nFashion-MNIST, %s, %d workers, %d epochs, batch %zu per worker; simulated network: %s "
+              "(%.0f us, %.3g Gbit/s)\n\n",
+              s.model.c_str(), s.workers, s.epochs, s.batch, s.network.c_str(), 1e6 * s.net.latency_s,
+              8e-9 * s.net.bandwidth_bytes_per_s);
+  std::printf("%s  %9s  %13s  %8s  %9s  %10s  %12s  %9s\n", pad("configuration", 12).c_str(), "test acc",
+              "sent/worker", "vs first", "wall time", "simulated", "to target", "messages");
+  std::printf("%s\n", std::string(12 + 2 + 9 + 2 + 13 + 2 + 8 + 2 + 9 + 2 + 10 + 2 + 12 + 2 + 9, '-').c_str());
   for (const auto& r : results) {
     if (r.epochs.empty()) continue;
     const auto& last = r.epochs.back();
     const double sent = static_cast<double>(last.bytes_sent);
-    std::printf("%s  %8.2f%%  %10.2f MB  %9.1fx  %7.1f s  %10llu\n", pad(r.name, 12).c_str(),
+    const double reached = time_to_accuracy(r, target);
+    char to_target[32] = "not reached";
+    if (reached >= 0) std::snprintf(to_target, sizeof to_target, "%.2f s", reached);
+    std::printf("%s  %8.2f%%  %10.2f MB  %7.1fx  %7.1f s  %8.1f s  %12s  %9llu\n", pad(r.name, 12).c_str(),
                 100.0 * last.test_accuracy, sent / 1e6, sent > 0 ? reference / sent : 0.0, last.seconds,
-                static_cast<unsigned long long>(r.messages));
+                last.simulated_seconds, to_target, static_cast<unsigned long long>(r.messages));
   }
-  std::printf("\n'vs first': how many times fewer bytes than the first configuration.\n");
+  std::printf("\n'vs first': how many times fewer bytes than the first configuration. 'simulated': the run's\n"
+              "time on the modelled network (measured compute + modelled messages). 'to target': simulated time\n"
+              "at the end of the first epoch whose accuracy reached %.2f%% (the first configuration's final\n"
+              "accuracy - 0.5 pp).\n",
+              100.0 * target);
 }
 
 void write_csv(const std::vector<run_result>& results, const std::string& path) {
   std::ofstream out(path);
   if (!out) throw distopt::config_error("fashion_mnist: cannot write " + path);
-  out << "configuration,epoch,test_accuracy,test_loss,bytes_sent_per_worker,seconds\n";
+  out << "configuration,epoch,test_accuracy,test_loss,bytes_sent_per_worker,seconds,simulated_seconds\n";
   for (const auto& r : results)
     for (const auto& e : r.epochs)
       out << r.name << ',' << e.epoch << ',' << e.test_accuracy << ',' << e.test_loss << ',' << e.bytes_sent << ','
-          << e.seconds << '\n';
+          << e.seconds << ',' << e.simulated_seconds << '\n';
 }
 
 }  // namespace
 
 int main(int argc, char** argv) try {
   settings s;
-  std::string config_list = "sgd,qsgd8,ef-sign,ef-topk,topk,local4";
+  std::string config_list = "sgd,qsgd8,ef-sign,ef-topk,topk,powersgd,local4,dpsgd,choco";
   bool list = false;
   std::string transport = "threads";
   CLI::App app{"distopt flagship: distributed training on Fashion-MNIST, several strategies side by side"};
@@ -194,11 +235,22 @@ int main(int argc, char** argv) try {
   app.add_option("--train-samples", s.train_samples, "use only the first N training samples (0: all)");
   app.add_option("--configs", config_list, "comma-separated configurations (see --list-configs)");
   app.add_option("--csv", s.csv, "where to write the per-epoch results");
+  double latency_us = -1, bandwidth_gbit = -1;
+  app.add_option("--network", s.network, "modelled network of the 'simulated' column: datacenter-100g, 1g or wan")
+      ->check(CLI::IsMember({"datacenter-100g", "1g", "wan"}));
+  app.add_option("--latency-us", latency_us, "custom network: latency in microseconds (overrides --network)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--bandwidth-gbit", bandwidth_gbit, "custom network: bandwidth in Gbit/s (overrides --network)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--transport", transport, "threads, or mpi under mpirun (when built with MPI)")
       ->check(CLI::IsMember(examples::launcher::transports()));
   app.add_flag("--list-configs", list, "list the configurations and exit");
   CLI11_PARSE(app, argc, argv);
 
+  s.net = distopt::network_model::preset(s.network);
+  if (latency_us >= 0) s.net.latency_s = 1e-6 * latency_us;
+  if (bandwidth_gbit > 0) s.net.bandwidth_bytes_per_s = bandwidth_gbit * 1e9 / 8;
+  if (latency_us >= 0 || bandwidth_gbit > 0) s.network = "custom";
   const examples::launcher launch(transport, argc, argv);
   s.workers = launch.workers(app.count("--workers") ? s.workers : 0);
   const auto configs = configurations();

@@ -4,6 +4,9 @@
 //   threads  (default) the workers are threads of this process (distopt::run_threads)
 //   mpi      this process is one rank of mpirun/srun (distopt::mpi_transport); built
 //            only when MPI was found (compile definition DISTOPT_HAVE_MPI)
+//   tcp      this process is one rank of scripts/distopt-launch (distopt::tcp_transport,
+//            configured from the environment the launcher sets); built only with
+//            distopt::tcp (compile definition DISTOPT_HAVE_TCP)
 // Another transport is one more name in transports() and one more branch in run().
 //
 //   examples::launcher launch("mpi", argc, argv);  // starts MPI (and stops it at the end)
@@ -23,6 +26,11 @@
 
 #include <distopt/transport/mpi.hpp>
 #endif
+#ifdef DISTOPT_HAVE_TCP
+#include <optional>
+
+#include <distopt/transport/tcp.hpp>
+#endif
 
 namespace examples {
 
@@ -30,11 +38,14 @@ class launcher {
  public:
   /// The values --transport accepts in this build.
   static std::vector<std::string> transports() {
+    std::vector<std::string> names{"threads"};
 #ifdef DISTOPT_HAVE_MPI
-    return {"threads", "mpi"};
-#else
-    return {"threads"};
+    names.push_back("mpi");
 #endif
+#ifdef DISTOPT_HAVE_TCP
+    names.push_back("tcp");
+#endif
+    return names;
   }
 
   /// Starts MPI for "mpi" (argc and argv go to MPI_Init_thread). Throws config_error
@@ -47,9 +58,18 @@ class launcher {
       return;
     }
 #endif
+#ifdef DISTOPT_HAVE_TCP
+    if (transport_ == "tcp") {
+      tcp_ = distopt::tcp_transport::options_from_environment();  // refuses a missing variable now
+      return;
+    }
+#endif
     if (transport_ != "threads")
-      throw distopt::config_error("unknown --transport '" + transport_ + "'; this build has: " + joined_transports() +
-                                  (transport_ == "mpi" ? " (rebuild with libopenmpi-dev installed for mpi)" : ""));
+      throw distopt::config_error(
+          "unknown --transport '" + transport_ + "'; this build has: " + joined_transports() +
+          (transport_ == "mpi" ? " (rebuild with libopenmpi-dev installed for mpi)"
+           : transport_ == "tcp" ? " (rebuild with libboost-dev and libssl-dev installed for tcp)"
+                                 : ""));
   }
 
   const std::string& transport() const noexcept { return transport_; }
@@ -65,6 +85,9 @@ class launcher {
       return ranks;
     }
 #endif
+#ifdef DISTOPT_HAVE_TCP
+    if (tcp_) return tcp_->size;
+#endif
     return 4;
   }
 
@@ -77,6 +100,9 @@ class launcher {
       return rank == 0;
     }
 #endif
+#ifdef DISTOPT_HAVE_TCP
+    if (tcp_) return tcp_->rank == 0;
+#endif
     return true;
   }
 
@@ -86,6 +112,17 @@ class launcher {
 #ifdef DISTOPT_HAVE_MPI
     if (mpi_) {
       distopt::mpi_transport t(MPI_COMM_WORLD, {.expected_size = workers});
+      fn(distopt::transport_ref(t));
+      return;
+    }
+#endif
+#ifdef DISTOPT_HAVE_TCP
+    if (tcp_) {  // one rendezvous per run: rank 0 listens again on the launcher's port
+      if (workers != tcp_->size)
+        throw distopt::config_error("--workers " + std::to_string(workers) + " but the launcher started " +
+                                    std::to_string(tcp_->size) + " processes; pass -n " + std::to_string(workers) +
+                                    " to scripts/distopt-launch or drop --workers");
+      distopt::tcp_transport t(*tcp_);
       fn(distopt::transport_ref(t));
       return;
     }
@@ -103,6 +140,9 @@ class launcher {
   std::string transport_;
 #ifdef DISTOPT_HAVE_MPI
   std::optional<distopt::mpi_session> mpi_;
+#endif
+#ifdef DISTOPT_HAVE_TCP
+  std::optional<distopt::tcp_options> tcp_;
 #endif
 };
 

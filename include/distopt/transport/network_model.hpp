@@ -149,6 +149,9 @@ class modelled_transport {
 
   /// Local compute of `seconds` (at factor 1) that the clock should pass, besides measured CPU time.
   void compute(double seconds) { clock_.pass(seconds * factor_); }
+  /// Leaves the CPU time since the last transport call out of the clock (work outside the
+  /// modelled run, such as evaluating the model on a test set).
+  void exclude_compute_so_far() { mark_cpu(); }
 
   /// This worker's clock, in seconds.
   double now() const { return clock_.now(); }

@@ -1,0 +1,586 @@
+// ctest-labels: threads
+// The TCP transport: the conformance suite (transport_conformance.hpp) with ranks
+// as threads of this process, each its own tcp_transport on 127.0.0.1; the wire
+// format against independent references; the handshake refusing what differs; and
+// faults (silent peer, truncated frame, huge length field, wrong checksum, closed
+// socket), each ending in transport_error within its deadline + 1 s. Finally a
+// synchronous optimizer gives bit-identical parameters over TCP and over threads.
+
+#include "transport_conformance.hpp"
+
+#if DISTOPT_TEST_TCP
+
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <distopt/algorithms.hpp>
+#include <distopt/collective/ring_allreduce.hpp>
+#include <distopt/problems/least_squares.hpp>
+#include <distopt/problems/synthetic.hpp>
+#include <distopt/transport/tcp.hpp>
+#include <distopt/transport/thread.hpp>
+
+namespace {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+/// Runs fn(transport_ref) on n threads, each with its own tcp_transport; rank 0
+/// listens on an ephemeral port and tells the others. tweak(rank, options) may
+/// change a rank's options (to make handshakes fail). Rethrows the first exception
+/// a rank threw (construction included); each rank's transport is destroyed only
+/// after its exception was recorded, so the first one is the cause, not an echo.
+template <class F, class Tweak>
+void run_tcp(int n, F&& fn, std::chrono::milliseconds timeout, Tweak&& tweak,
+             std::vector<std::exception_ptr>* per_rank = nullptr) {
+  std::promise<std::uint16_t> port_promise;
+  std::shared_future<std::uint16_t> port = port_promise.get_future().share();
+  std::atomic<bool> port_set{false};
+  std::mutex first_mutex;
+  std::exception_ptr first;
+  if (per_rank) per_rank->assign(static_cast<std::size_t>(n), nullptr);
+  auto body = [&](int r) {
+    std::optional<distopt::tcp_transport> t;
+    try {
+      distopt::tcp_options o{.rank = r, .size = n, .coordinator = "127.0.0.1:0", .token = "conformance-token"};
+      o.timeout = timeout;
+      o.connect_timeout = 20s;
+      if (r == 0) {
+        o.on_listening = [&](std::uint16_t p) {
+          if (!port_set.exchange(true)) port_promise.set_value(p);
+        };
+      } else {
+        if (port.wait_for(30s) != std::future_status::ready)
+          throw distopt::transport_error("test runner: rank 0 did not start listening within 30 s");
+        o.coordinator = "127.0.0.1:" + std::to_string(port.get());
+      }
+      tweak(r, o);
+      t.emplace(std::move(o));
+      fn(*t);  // converts to transport_ref, or gives fault tests the transport itself
+    } catch (...) {
+      std::lock_guard lock(first_mutex);
+      if (!first) first = std::current_exception();
+      if (per_rank) (*per_rank)[static_cast<std::size_t>(r)] = std::current_exception();
+      if (r == 0 && !port_set.exchange(true)) port_promise.set_exception(std::current_exception());
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int r = 1; r < n; ++r) threads.emplace_back(body, r);
+  body(0);
+  for (auto& th : threads) th.join();
+  if (first) std::rethrow_exception(first);
+}
+
+template <class F>
+void run_tcp(int n, F&& fn, std::chrono::milliseconds timeout) {
+  run_tcp(n, std::forward<F>(fn), timeout, [](int, distopt::tcp_options&) {});
+}
+
+class tcp_runner {
+ public:
+  static constexpr std::string_view name = "tcp";
+  static constexpr bool all_ranks_in_process = true;
+  explicit tcp_runner(std::chrono::milliseconds timeout) : timeout_(timeout) {}
+  template <class F>
+  void run(int world_size, F fn) {
+    run_tcp(world_size, fn, timeout_);
+  }
+
+ private:
+  std::chrono::milliseconds timeout_;
+};
+
+static_assert(distopt::transport<distopt::tcp_transport>);
+static_assert(conformance::runner<tcp_runner>);
+
+std::string what_of(const std::exception_ptr& e) {
+  try {
+    if (e) std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  }
+  return {};
+}
+
+}  // namespace
+
+TYPE_TO_STRING_AS("tcp", tcp_runner);
+DISTOPT_TRANSPORT_CONFORMANCE(tcp_runner);
+
+// ---- wire format -------------------------------------------------------------------
+
+TEST_CASE("tcp wire: CRC32C matches the published check value and the portable table") {
+  namespace w = distopt::detail::tcp;
+  const std::string check = "123456789";  // RFC 3720 / iSCSI check value of CRC32C: 0xE3069283
+  CHECK(w::crc32c(std::as_bytes(std::span<const char>(check.data(), check.size()))) == 0xE3069283u);
+  const std::vector<std::byte> zeros(32, std::byte{0});  // RFC 3720 B.4: 32 bytes of zeros -> 0x8A9136AA
+  CHECK(w::crc32c(zeros) == 0x8A9136AAu);
+  // Every length 0..100 of a pattern: the dispatched (SSE4.2 where present) and portable paths agree.
+  const auto bytes = conformance::pattern(1, 2, 100);
+  for (std::size_t n = 0; n <= bytes.size(); ++n) {
+    CAPTURE(n);
+    CHECK(w::crc32c({bytes.data(), n}) == ~w::crc32c_update_portable(~0u, bytes.data(), n));
+  }
+}
+
+TEST_CASE("tcp wire: a header round-trips; bad magic, version, kind, length and checksum are refused") {
+  namespace w = distopt::detail::tcp;
+  const auto payload = conformance::pattern(0, 1, 1000);
+  auto h = w::encode_header(w::frame_kind::data, 77, payload);
+  const auto back = w::decode_header(h, 1 << 20, "rank 1");
+  CHECK(back.kind == w::frame_kind::data);
+  CHECK(back.tag == 77u);
+  CHECK(back.length == 1000u);
+  CHECK_NOTHROW(w::verify_checksum(h, payload, "rank 1"));
+  CHECK_THROWS_WITH_AS(w::decode_header(h, 999, "rank 1"), doctest::Contains("above the limit"),
+                       distopt::transport_error);
+  auto corrupt = [&](std::size_t at) {
+    auto c = h;
+    c[at] ^= std::byte{0x10};
+    return c;
+  };
+  CHECK_THROWS_WITH_AS(w::decode_header(corrupt(0), 1 << 20, "rank 1"), doctest::Contains("magic"), distopt::transport_error);
+  CHECK_THROWS_WITH_AS(w::decode_header(corrupt(4), 1 << 20, "rank 1"), doctest::Contains("version"),
+                       distopt::transport_error);
+  CHECK_THROWS_WITH_AS(w::decode_header(corrupt(5), 1 << 20, "rank 1"), doctest::Contains("kind"), distopt::transport_error);
+  // A flipped tag bit or payload bit: the header parses, the checksum does not match.
+  const auto tag_flipped = corrupt(8);
+  CHECK(w::decode_header(tag_flipped, 1 << 20, "rank 1").tag == (77u ^ 0x10u));
+  CHECK_THROWS_WITH_AS(w::verify_checksum(tag_flipped, payload, "rank 1"), doctest::Contains("checksum"),
+                       distopt::transport_error);
+  auto bad_payload = payload;
+  bad_payload[500] ^= std::byte{1};
+  CHECK_THROWS_WITH_AS(w::verify_checksum(h, bad_payload, "rank 1"), doctest::Contains("rank 1"), distopt::transport_error);
+}
+
+
+
+TEST_CASE("tcp wire: random and mutated headers and handshake messages are refused cleanly, never misread") {
+  // A seeded stand-in for fuzzing (run under ASan/UBSan and TSan): every input either
+  // parses within the stated limits or throws transport_error; nothing else may happen.
+  namespace w = distopt::detail::tcp;
+  std::uint64_t state = 42;
+  auto next = [&] { return state = conformance::splitmix64(state); };
+  const auto payload = conformance::pattern(0, 1, 64);
+  const auto valid = w::encode_header(w::frame_kind::data, 5, payload);
+  int parsed = 0, refused = 0;
+  for (int i = 0; i < 20000; ++i) {
+    auto h = valid;
+    if (i % 2 == 0) {
+      for (auto& b : h) b = static_cast<std::byte>(next());  // random bytes
+    } else {
+      h[next() % h.size()] ^= static_cast<std::byte>(1u << (next() % 8));  // one flipped bit
+    }
+    try {
+      const auto back = w::decode_header(h, 1 << 20, "rank 1");
+      CHECK(back.length <= (1u << 20));
+      ++parsed;
+    } catch (const distopt::transport_error&) {
+      ++refused;
+    }
+  }
+  CHECK(parsed + refused == 20000);
+  CHECK(refused > 10000);  // every random header (wrong magic but for 1 in 2^32) is refused
+
+  // The handshake against scripted peer messages: a valid hello, then a random or
+  // truncated auth message; the MAC cannot match, so every run must be refused.
+  struct scripted_channel {
+    std::vector<distopt::byte_buffer> replies;
+    std::size_t at = 0;
+    void write(std::span<const std::byte>) {}
+    void read(distopt::byte_buffer& out) {
+      if (at == replies.size()) throw distopt::transport_error("scripted peer: no more messages");
+      out = replies[at++];
+    }
+    std::string who() const { return "the scripted peer"; }
+  };
+  const distopt::run_description run{"cfg", 10, 1};
+  const w::handshake_identity me{0, 2, "token", "0.1.0", &run};
+  for (int i = 0; i < 2000; ++i) {
+    scripted_channel ch;
+    distopt::byte_buffer hello;
+    w::message_writer hw(hello);
+    hw.u32(w::hello_magic);
+    hw.u32(w::protocol_version);
+    hw.u32(static_cast<std::uint32_t>(i % 3 == 0 ? next() : 1));  // sometimes an absurd rank
+    hw.u32(2);
+    for (int k = 0; k < 4; ++k) hw.u64(next());
+    if (i % 5 == 0) hello.resize(next() % hello.size());  // sometimes a truncated hello
+    distopt::byte_buffer auth(next() % 200);
+    for (auto& b : auth) b = static_cast<std::byte>(next());
+    if (i % 2 == 0 && auth.size() >= 4) {  // a plausible, possibly lying, string length first
+      const auto len = static_cast<std::uint32_t>(next() % 300);
+      std::memcpy(auth.data(), &len, sizeof len);
+    }
+    ch.replies = {hello, auth};
+    CHECK_THROWS_AS(w::handshake(ch, me, [](int) { return std::string(); }), distopt::transport_error);
+  }
+}
+
+// ---- handshake ------------------------------------------------------------------------
+
+namespace {
+
+/// Runs a world of 2 where rank 1's options are changed by `tweak`; returns each
+/// rank's error message ("" if it did not throw).
+template <class Tweak>
+std::vector<std::string> refused_world(Tweak tweak) {
+  std::vector<std::exception_ptr> errors;
+  const auto configuration = distopt::describe<distopt::algorithms::minibatch_sgd>();
+  CHECK_THROWS_AS(run_tcp(
+                      2, [](distopt::transport_ref) {}, 5s,
+                      [&](int r, distopt::tcp_options& o) {
+                        o.run = {configuration, 64, 0x1234};
+                        if (r == 1) tweak(o);
+                      },
+                      &errors),
+                  distopt::transport_error);
+  std::vector<std::string> out;
+  for (const auto& e : errors) {
+    out.push_back(what_of(e));
+    bool is_transport_error = false;
+    try {
+      if (e) std::rethrow_exception(e);
+    } catch (const distopt::transport_error&) {
+      is_transport_error = true;
+    } catch (...) {
+    }
+    CHECK(is_transport_error);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("tcp handshake: a mismatch is refused on both sides, naming what differs") {
+  using conformance::contains;
+  SUBCASE("wrong token: both sides say the tokens differ, and the token is not in the message") {
+    for (const auto& m : refused_world([](distopt::tcp_options& o) { o.token = "a-different-secret"; })) {
+      INFO(m);
+      CHECK(contains(m, "different tokens"));
+      CHECK_FALSE(contains(m, "conformance-token"));
+      CHECK_FALSE(contains(m, "a-different-secret"));
+    }
+  }
+  SUBCASE("different library version") {
+    for (const auto& m : refused_world([](distopt::tcp_options& o) { o.library_version = "0.0.9"; })) {
+      INFO(m);
+      CHECK(contains(m, "rank 1 runs distopt 0.0.9, rank 0 runs distopt " DISTOPT_VERSION_STRING));
+    }
+  }
+  SUBCASE("different optimizer type") {
+    const auto other = distopt::describe<distopt::algorithms::qsgd_sgd<8>>();
+    const auto mine = distopt::describe<distopt::algorithms::minibatch_sgd>();
+    CHECK(contains(other, "qsgd<8"));  // describe<> spells out the policies
+    CHECK(contains(mine, "compress::identity"));
+    for (const auto& m : refused_world([&](distopt::tcp_options& o) { o.run.configuration = other; })) {
+      INFO(m);
+      CHECK(contains(m, "rank 1 runs " + other + ", rank 0 runs " + mine));
+    }
+  }
+  SUBCASE("different parameter count") {
+    for (const auto& m : refused_world([](distopt::tcp_options& o) { o.run.parameter_count = 65; })) {
+      INFO(m);
+      CHECK(contains(m, "rank 1 has 65 parameters, rank 0 has 64"));
+    }
+  }
+  SUBCASE("different options") {
+    distopt::options a{.learning_rate = 0.1f}, b{.learning_rate = 0.2f};
+    CHECK(distopt::options_hash(a) != distopt::options_hash(b));
+    b.learning_rate = 0.1f;
+    b.timeout = std::chrono::milliseconds(5);  // the deadline may differ between ranks
+    CHECK(distopt::options_hash(a) == distopt::options_hash(b));
+    for (const auto& m : refused_world([](distopt::tcp_options& o) { o.run.options_hash = 0x999; })) {
+      INFO(m);
+      CHECK(contains(m, "options hash"));
+    }
+  }
+  SUBCASE("different world size") {
+    for (const auto& m : refused_world([](distopt::tcp_options& o) { o.size = 3; })) {
+      INFO(m);
+      CHECK(contains(m, "rank 1 was started with world size 3, rank 0 with 2"));
+    }
+  }
+}
+
+TEST_CASE("tcp transport: bad options are config_errors naming the option") {
+  using conformance::contains;
+  auto message = [](distopt::tcp_options o) -> std::string {
+    try {
+      distopt::tcp_transport t(std::move(o));
+    } catch (const distopt::config_error& e) {
+      return e.what();
+    }
+    return "(no config_error)";
+  };
+  CHECK(contains(message({.rank = 0, .size = 0, .token = "x"}), "world size"));
+  CHECK(contains(message({.rank = 2, .size = 2, .token = "x"}), "rank 2 is outside 0..1"));
+  CHECK(contains(message({.rank = 0, .size = 2}), "token is empty"));
+  CHECK(contains(message({.rank = 0, .size = 2, .coordinator = "localhost", .token = "x"}), "not host:port"));
+  CHECK(contains(message({.rank = 0, .size = 2, .coordinator = "h:70000", .token = "x"}), "not host:port"));
+  CHECK(contains(message({.rank = 0, .size = 2, .token = "x", .bind_address = "nowhere"}), "bind address"));
+}
+
+// ---- faults -------------------------------------------------------------------------
+
+namespace {
+
+/// Plays rank 1 of a world of 2 that misbehaves through `misbehave(fd)` on its raw
+/// connection to rank 0; rank 0 waits for a message and must get transport_error
+/// containing `expected`, well before its 10 s deadline; rank 1 must then get one too.
+template <class Misbehave>
+void faulty_peer(Misbehave misbehave, const std::string& expected) {
+  constexpr auto deadline = 10s;
+  std::string seen_by_0, seen_by_1;
+  double seconds_0 = 0;
+  run_tcp(
+      2,
+      [&](distopt::tcp_transport& t) {
+        distopt::byte_buffer out;
+        const auto start = clock_type::now();
+        try {
+          if (t.rank() == 0) {
+            t.recv(1, conformance::tag_a, out);
+          } else {
+            misbehave(distopt::detail::tcp::raw_access::descriptor(t, 0));
+            t.recv(0, conformance::tag_never, out);  // rank 0 drops the connection: this fails too
+          }
+        } catch (const distopt::transport_error& e) {
+          (t.rank() == 0 ? seen_by_0 : seen_by_1) = e.what();
+        }
+        if (t.rank() == 0) seconds_0 = std::chrono::duration<double>(clock_type::now() - start).count();
+      },
+      deadline, [](int, distopt::tcp_options&) {});
+  INFO("rank 0 saw: ", seen_by_0);
+  INFO("rank 1 saw: ", seen_by_1);
+  CHECK(conformance::contains(seen_by_0, expected));
+  CHECK(conformance::contains(seen_by_0, "rank 1"));
+  CHECK(conformance::contains(seen_by_1, "rank 0"));
+  CHECK(seconds_0 < 11.0);  // deadline + 1 s: the error came from the fault, not from the deadline or a hang
+}
+
+void write_raw(int fd, std::span<const std::byte> bytes) {
+  REQUIRE(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+}
+
+}  // namespace
+
+TEST_CASE("tcp faults: a bad frame or a lost connection fails both ranks, naming the peer") {
+  namespace w = distopt::detail::tcp;
+  const auto payload = conformance::pattern(1, 0, 1000);
+  SUBCASE("truncated frame: the header announces 1000 bytes, 10 come, then the stream ends") {
+    faulty_peer(
+        [&](int fd) {
+          write_raw(fd, w::encode_header(w::frame_kind::data, 0, payload));
+          write_raw(fd, std::span(payload).first(10));
+          ::shutdown(fd, SHUT_WR);
+        },
+        "10 of 1000 payload bytes");
+  }
+  SUBCASE("truncated header") {
+    faulty_peer(
+        [&](int fd) {
+          const auto h = w::encode_header(w::frame_kind::data, 0, payload);
+          write_raw(fd, std::span(h).first(7));
+          ::shutdown(fd, SHUT_WR);
+        },
+        "7 of 24 bytes");
+  }
+  SUBCASE("length field of 4 GiB: refused before any allocation") {
+    faulty_peer(
+        [&](int fd) {
+          auto h = w::encode_header(w::frame_kind::data, 0, {});
+          const std::uint64_t four_gib = std::uint64_t{1} << 32;
+          std::memcpy(h.data() + 16, &four_gib, sizeof four_gib);
+          write_raw(fd, h);  // and nothing else: the receiver must not wait for 4 GiB
+        },
+        "length field says 4294967296 bytes, above the limit");
+  }
+  SUBCASE("wrong checksum: one payload bit flipped in transit") {
+    faulty_peer(
+        [&](int fd) {
+          auto corrupted = payload;
+          corrupted[123] ^= std::byte{0x04};
+          write_raw(fd, w::encode_header(w::frame_kind::data, 0, payload));
+          write_raw(fd, corrupted);
+        },
+        "checksum mismatch");
+  }
+  SUBCASE("garbage instead of a header") {
+    faulty_peer([&](int fd) { write_raw(fd, std::span(payload).first(24)); }, "magic");
+  }
+  SUBCASE("the peer closes its socket mid-run, without a goodbye") {
+    faulty_peer([](int fd) { ::shutdown(fd, SHUT_RDWR); }, "without a goodbye");
+  }
+}
+
+TEST_CASE("tcp faults: a peer that connects and sends nothing fails the rendezvous at its deadline") {
+  std::promise<std::uint16_t> port_promise;
+  auto port = port_promise.get_future();
+  std::string error;
+  double seconds = 0;
+  std::thread coordinator([&] {
+    const auto start = clock_type::now();
+    try {
+      distopt::tcp_transport t({.rank = 0,
+                                .size = 2,
+                                .coordinator = "127.0.0.1:0",
+                                .token = "t",
+                                .connect_timeout = 500ms,
+                                .on_listening = [&](std::uint16_t p) { port_promise.set_value(p); }});
+    } catch (const distopt::transport_error& e) {
+      error = e.what();
+    }
+    seconds = std::chrono::duration<double>(clock_type::now() - start).count();
+  });
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(port.wait_for(20s) == std::future_status::ready);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port.get());
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK(::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+  coordinator.join();  // the silent connection stays open throughout
+  ::close(fd);
+  INFO("rank 0 saw: ", error);
+  CHECK(conformance::contains(error, "timed out"));
+  CHECK(seconds < 1.5);  // deadline 0.5 s + 1 s
+}
+
+TEST_CASE("tcp transport: a synchronous optimizer gives bit-identical parameters over TCP and over threads") {
+  // minibatch_sgd (identity, ring allreduce in a fixed order): the same seed and data
+  // must give the same bits whichever transport carries the messages.
+  constexpr int workers = 3;
+  constexpr int steps = 25;
+  const auto data = distopt::problems::synthetic_regression(240, 17, 0.1f, 5);
+  const distopt::problems::least_squares problem(data.features, data.targets);
+  const distopt::options opts{.learning_rate = 0.05f, .momentum = 0.9f, .seed = 3};
+  using sgd = distopt::algorithms::minibatch_sgd;
+  auto train = [&](distopt::transport_ref t, std::vector<Eigen::VectorXf>& out) {
+    sgd opt(t, Eigen::VectorXf::Zero(problem.dimension()), opts);
+    std::vector<std::size_t> batch(8);
+    Eigen::VectorXf g;
+    for (int s = 0; s < steps; ++s) {
+      for (std::size_t i = 0; i < batch.size(); ++i)  // rank-dependent rows, so the average matters
+        batch[i] = (static_cast<std::size_t>(s * 31 + t.rank() * 80) + i * 7) % problem.samples();
+      problem.gradient(opt.parameters(), batch, g);
+      opt.step(g);
+    }
+    opt.finish();
+    out[static_cast<std::size_t>(t.rank())] = opt.parameters();
+  };
+  std::vector<Eigen::VectorXf> over_threads(workers), over_tcp(workers);
+  distopt::run_threads(workers, [&](distopt::transport_ref t) { train(t, over_threads); });
+  run_tcp(
+      workers, [&](distopt::transport_ref t) { train(t, over_tcp); }, 20s,
+      [&](int, distopt::tcp_options& o) { o.run = distopt::describe_run<sgd>(static_cast<std::uint64_t>(problem.dimension()), opts); });
+  for (int r = 0; r < workers; ++r) {
+    CAPTURE(r);
+    REQUIRE(over_tcp[static_cast<std::size_t>(r)].size() == problem.dimension());
+    CHECK(std::memcmp(over_tcp[static_cast<std::size_t>(r)].data(), over_threads[static_cast<std::size_t>(r)].data(),
+                      sizeof(float) * static_cast<std::size_t>(problem.dimension())) == 0);
+  }
+  CHECK(over_threads[0].cwiseAbs().maxCoeff() > 0.0f);  // it moved: not trivially equal zeros
+}
+
+TEST_CASE("tcp faults: a rank killed with SIGKILL mid-training fails every other rank within the deadline + 1 s") {
+  // Rank 1 is a forked process (forked while this process has one thread), ranks 0
+  // and 2 are threads here; all run ring allreduces in a loop until rank 1 is killed
+  // after a seeded random delay. Deadline 10 s; the survivors must fail well before
+  // it, because the lost connection is noticed, not waited out.
+  constexpr auto deadline = 10s;
+  for (const std::uint64_t seed : {1u, 2u, 3u}) {
+    CAPTURE(seed);
+    const auto delay = std::chrono::milliseconds(20 + conformance::splitmix64(seed) % 400);
+    int pipe_fds[2];
+    REQUIRE(::pipe(pipe_fds) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    auto train = [](distopt::transport_ref t) {
+      std::vector<float> x(1000, 1.0f);
+      distopt::collective::allreduce_workspace ws;
+      for (;;) distopt::collective::ring_allreduce(t, x, distopt::collective::reduce_op::mean, ws);
+    };
+    if (child == 0) {  // rank 1: learn the port, then train until killed
+      ::close(pipe_fds[1]);
+      std::uint16_t port = 0;
+      pollfd p{pipe_fds[0], POLLIN, 0};
+      if (::poll(&p, 1, 20000) != 1 || ::read(pipe_fds[0], &port, sizeof port) != sizeof port) ::_exit(2);
+      try {
+        distopt::tcp_transport t({.rank = 1, .size = 3, .coordinator = "127.0.0.1:" + std::to_string(port),
+                                  .token = "k", .timeout = deadline});
+        train(t);
+      } catch (...) {
+      }
+      ::_exit(1);
+    }
+    ::close(pipe_fds[0]);
+    std::promise<void> training;
+    auto started = training.get_future();
+    std::string errors[3];
+    double seconds_after_kill[3] = {};
+    std::atomic<std::int64_t> killed_at{0};
+    std::promise<std::uint16_t> port_promise;
+    auto port = port_promise.get_future().share();
+    auto rank = [&](int r) {
+      try {
+        distopt::tcp_options o{.rank = r, .size = 3, .coordinator = "127.0.0.1:0", .token = "k", .timeout = deadline};
+        if (r == 0)
+          o.on_listening = [&](std::uint16_t p) {
+            CHECK(::write(pipe_fds[1], &p, sizeof p) == sizeof p);  // to rank 1, the forked process
+            port_promise.set_value(p);
+          };
+        else if (port.wait_for(30s) == std::future_status::ready)
+          o.coordinator = "127.0.0.1:" + std::to_string(port.get());
+        distopt::tcp_transport t(std::move(o));
+        if (r == 0) training.set_value();
+        train(t);
+      } catch (const distopt::transport_error& e) {
+        errors[r] = e.what();
+      }
+      seconds_after_kill[r] =
+          std::chrono::duration<double>(clock_type::now().time_since_epoch()).count() - killed_at.load() * 1e-9;
+    };
+    std::thread r2(rank, 2);
+    std::thread r0(rank, 0);
+    REQUIRE(started.wait_for(30s) == std::future_status::ready);
+    std::this_thread::sleep_for(delay);
+    killed_at = std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch()).count();
+    ::kill(child, SIGKILL);
+    r0.join();
+    r2.join();
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ::close(pipe_fds[1]);
+    CHECK(WIFSIGNALED(status));
+    for (const int r : {0, 2}) {
+      INFO("rank ", r, " saw: ", errors[r]);
+      CHECK(conformance::contains(errors[r], "rank"));
+      CHECK(seconds_after_kill[r] < 11.0);  // deadline + 1 s
+    }
+    CHECK(conformance::contains(errors[2], "lost the connection to rank 1"));  // rank 2 receives from rank 1
+  }
+}
+
+#else
+
+TEST_CASE("tcp transport: skipped") {
+  MESSAGE("skipped: distopt::tcp was not built (it needs libboost-dev and libssl-dev)");
+}
+
+#endif
