@@ -14,6 +14,7 @@
 
 #include <distopt/compress/bf16.hpp>
 #include <distopt/compress/fp16.hpp>
+#include <distopt/compress/lattice.hpp>
 #include <distopt/compress/min_max.hpp>
 #include <distopt/compress/natural.hpp>
 #include <distopt/compress/qsgd.hpp>
@@ -81,6 +82,8 @@ int main(int argc, char** argv) {
   register_compressor("natural", dc::natural{});
   register_compressor("min_max<8>", dc::min_max<8>{});
   register_compressor("min_max<4>", dc::min_max<4>{});
+  register_compressor("lattice<8>", dc::lattice<8>{});
+  register_compressor("lattice<4>", dc::lattice<4>{.side = 1e-2f});
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

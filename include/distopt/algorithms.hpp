@@ -78,4 +78,16 @@ template <class C = compress::top_k, class G = topology::ring>
 using deep_squeeze = optimizer<compress::error_feedback<C>, topology::gossip<G, mixing::deep_squeeze>,
                                staleness::synchronous, local_steps::every_step>;
 
+/// Synchronous SGD through a parameter server (topology/parameter_server.hpp): workers push C(g_i),
+/// rank 0 averages in rank order and pulls back the exact average.
+template <class C = compress::identity>
+using ps_sgd = optimizer<C, topology::parameter_server, staleness::synchronous, local_steps::every_step>;
+
+/// DoubleSqueeze (Tang, Yu, Lian, Zhang, Liu, ICML 2019, arXiv 1905.05957): a parameter server with
+/// error-compensated compression in both directions; workers push C(g_i + e_i), the server pulls back
+/// C(avg + e_s) with its own memory e_s. C: a stateless compressor (top_k, sign, qsgd, ...).
+template <class C = compress::top_k>
+using double_squeeze = optimizer<compress::error_feedback<C>, topology::compressed_parameter_server,
+                                 staleness::synchronous, local_steps::every_step>;
+
 }  // namespace distopt::algorithms

@@ -8,7 +8,7 @@
 //   v = mu v + d;  d = nesterov ? d + mu v : v   (momentum, PyTorch convention)
 //   x = x - eta d
 // Communication, when L says so after a step:
-//  - centralized topologies (exchange_kind::gradients, e.g. allreduce): if one local step
+//  - centralized topologies (exchange_kind::gradients: allreduce, parameter_server): if one local step
 //    was taken since the last round, the gradients are averaged before the update
 //    (mini-batch SGD); otherwise the model deltas since the last round are averaged
 //    (local SGD);
@@ -43,6 +43,7 @@
 #include "distopt/collective/allgather.hpp"
 #include "distopt/collective/average.hpp"
 #include "distopt/collective/model_exchange.hpp"
+#include "distopt/collective/parameter_server.hpp"
 #include "distopt/collective/ring_allreduce.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/errors.hpp"
@@ -262,7 +263,19 @@ class optimizer {
   Eigen::VectorXf velocity_;
   Eigen::VectorXf anchor_;     // model at the last round, set when local steps begin
   Eigen::VectorXf direction_;  // reused for gradients, update directions and deltas
-  collective::averager<C> averager_;
+  // The centralized round: collective::averager (allreduce) or, for a parameter server,
+  // collective::ps_averager, which takes the server's rank from the topology.
+  template <class Topo>
+  struct averager_for {
+    using type = collective::averager<C>;
+    static type make(const Topo&) { return {}; }
+  };
+  template <topology::downlink D>
+  struct averager_for<topology::basic_parameter_server<D>> {
+    using type = collective::ps_averager<C, D>;
+    static type make(const topology::basic_parameter_server<D>& t) { return type(t); }
+  };
+  typename averager_for<T>::type averager_ = averager_for<T>::make(topology_);
   struct no_gossip {};
   std::optional<std::conditional_t<gossip, collective::model_exchange<C, T>, no_gossip>> gossip_;
   collective::allreduce_workspace ring_;  // finish() of gossip
