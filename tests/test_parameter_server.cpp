@@ -20,86 +20,13 @@
 
 #include <distopt/distopt.hpp>
 
+#include "optimizer_harness.hpp"
+
 namespace {
 
+using namespace harness;
 using Eigen::Index;
 using distopt::transport_ref;
-
-constexpr std::chrono::milliseconds k_timeout = std::chrono::seconds(20);
-const distopt::thread_options k_threads{.timeout = k_timeout};
-
-bool same_bits(const Eigen::VectorXf& a, const Eigen::VectorXf& b) {
-  return a.size() == b.size() &&
-         std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<std::size_t>(a.size())) == 0;
-}
-
-Eigen::VectorXf seeded_normal(Index n, std::uint64_t seed, std::uint32_t stream) {
-  distopt::rng g(seed, stream, 0, distopt::purpose::user);
-  Eigen::VectorXf v(n);
-  for (Index i = 0; i < n; ++i) v(i) = g.normal();
-  return v;
-}
-
-struct run_result {
-  std::vector<Eigen::VectorXf> x;
-  std::vector<distopt::statistics> stats;
-};
-
-// Runs n workers; each builds its optimizer with make(t) and calls body(rank, opt).
-template <class Make, class Body>
-run_result run_workers(int n, Make&& make, Body&& body) {
-  run_result out;
-  out.x.resize(static_cast<std::size_t>(n));
-  out.stats.resize(static_cast<std::size_t>(n));
-  std::mutex m;
-  distopt::run_threads(
-      n,
-      [&](transport_ref t) {
-        auto opt = make(t);
-        body(t.rank(), opt);
-        std::lock_guard lock(m);
-        out.x[static_cast<std::size_t>(t.rank())] = opt.parameters();
-        out.stats[static_cast<std::size_t>(t.rank())] = opt.stats();
-      },
-      k_threads);
-  return out;
-}
-
-void check_all_ranks_identical(const run_result& r) {
-  for (std::size_t k = 1; k < r.x.size(); ++k) {
-    CAPTURE(k);
-    CHECK(same_bits(r.x[k], r.x[0]));
-  }
-}
-
-distopt::problems::labelled_data take_rows(const distopt::problems::labelled_data& d,
-                                           const std::vector<std::size_t>& rows) {
-  distopt::problems::labelled_data out{Eigen::MatrixXf(static_cast<Index>(rows.size()), d.features.cols()),
-                                       Eigen::VectorXf(static_cast<Index>(rows.size()))};
-  for (std::size_t k = 0; k < rows.size(); ++k) {
-    out.features.row(static_cast<Index>(k)) = d.features.row(static_cast<Index>(rows[k]));
-    out.targets(static_cast<Index>(k)) = d.targets(static_cast<Index>(rows[k]));
-  }
-  return out;
-}
-
-std::vector<distopt::problems::least_squares> ls_shards(const distopt::problems::labelled_data& d, int n,
-                                                        std::uint64_t seed) {
-  std::vector<distopt::problems::least_squares> out;
-  for (int r = 0; r < n; ++r) {
-    auto part = take_rows(d, distopt::data::iid_shard(static_cast<std::size_t>(d.features.rows()), r, n, seed));
-    out.emplace_back(std::move(part.features), std::move(part.targets));
-  }
-  return out;
-}
-
-Eigen::VectorXd least_squares_solution(const distopt::problems::labelled_data& d) {
-  return d.features.cast<double>().colPivHouseholderQr().solve(d.targets.cast<double>());
-}
-
-double relative_error(const Eigen::VectorXf& x, const Eigen::VectorXd& ref) {
-  return (x.cast<double>() - ref).norm() / ref.norm();
-}
 
 // f(x) = ||A x - b||^2 / (2 m) in double.
 double global_loss(const distopt::problems::labelled_data& d, const Eigen::VectorXd& x) {
