@@ -4,6 +4,8 @@
 //
 //   distopt::algorithms::minibatch_sgd opt(t, x0, {.learning_rate = 0.1f});
 
+#include <cstdint>
+
 #include "distopt/compress.hpp"
 #include "distopt/local_steps.hpp"
 #include "distopt/optimizer.hpp"
@@ -19,6 +21,12 @@ using minibatch_sgd =
 /// Local SGD / FedAvg (Stich 2019; McMahan et al. 2017): H local steps, then model deltas averaged.
 template <int H>
 using local_sgd = optimizer<compress::identity, topology::allreduce, staleness::synchronous, local_steps::fixed<H>>;
+
+/// Post-local SGD (Lin et al., ICLR 2020, arXiv 1808.07217): mini-batch SGD for the first Switch steps,
+/// then local SGD with H local steps per round.
+template <std::uint64_t Switch, int H>
+using post_local_sgd =
+    optimizer<compress::identity, topology::allreduce, staleness::synchronous, local_steps::post_local<Switch, H>>;
 
 /// QSGD (Alistarh et al., NeurIPS 2017, arXiv 1610.02132): stochastically quantised gradients, averaged every step.
 template <unsigned Bits = 8>
