@@ -149,34 +149,21 @@ struct min_max {
   static constexpr bool summable = false;
   /// L, the number of intervals of [min, max]: 2^Bits - 1.
   static constexpr std::uint32_t intervals = (1u << Bits) - 1;
+  using wire_format = detail::quantize::bucketed_wire<Bits, 8>;
   static constexpr const char* name = "compress::min_max";
 
   /// Entries per bucket (one float32 min and max each). Default 512.
   std::size_t bucket = 512;
 
   void encode(std::span<const float> in, byte_buffer& wire, rng& g) const {
-    detail::quantize::check_bucket(name, bucket);
-    const std::size_t n = in.size(), start = wire.size();
-    const std::span<std::byte> out = detail::grow(wire, max_encoded_bytes(n));
-    const std::uint64_t count = n;
-    std::memcpy(out.data(), &count, 8);
-    detail::quantize::lane_bits lanes(g);
-    std::byte* ranges = out.data() + 8;
-    if (!detail::quantize::run_kernel<detail::quantize::min_max_encode_kernel<Bits>>(in.data(), n, bucket, ranges,
-                                                                  ranges + 8 * detail::quantize::bucket_count(n, bucket), &lanes)) {
-      wire.resize(start);
-      detail::quantize::non_finite_input(name);
-    }
+    wire_format::template encode<detail::quantize::min_max_encode_kernel<Bits>>(name, bucket, in, wire, g);
   }
 
   void decode(std::span<const std::byte> bytes, std::span<float> out) const {
     detail::quantize::check_bucket(name, bucket);
     detail::reader r(bytes, name);
     const std::size_t n = out.size(), buckets = detail::quantize::bucket_count(n, bucket);
-    detail::quantize::expect_count(r, n);
-    const auto ranges = r.take(8 * buckets, "bucket ranges");
-    const auto codes = r.take(detail::quantize::bucketed_code_bytes<Bits>(n, bucket), "codes");
-    r.expect_end();
+    const auto [ranges, codes] = wire_format::split(r, n, bucket, "bucket ranges");
     for (std::size_t b = 0; b < buckets; ++b) {
       float m, big;
       std::memcpy(&m, ranges.data() + 8 * b, 4);
@@ -191,7 +178,7 @@ struct min_max {
 
   std::size_t max_encoded_bytes(std::size_t n) const {
     detail::quantize::check_bucket(name, bucket);
-    return 8 + 8 * detail::quantize::bucket_count(n, bucket) + detail::quantize::bucketed_code_bytes<Bits>(n, bucket);
+    return wire_format::bytes(n, bucket);
   }
 
   /// d / (2 L^2) for the largest bucket, d = min(n, bucket) (relative; see the header comment).

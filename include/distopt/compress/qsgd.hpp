@@ -128,34 +128,21 @@ struct qsgd {
   static constexpr bool summable = false;
   /// s, the number of nonzero levels: 2^(Bits-1) - 1.
   static constexpr std::uint32_t levels = (1u << (Bits - 1)) - 1;
+  using wire_format = detail::quantize::bucketed_wire<Bits, 4>;
   static constexpr const char* name = "compress::qsgd";
 
   /// Entries per bucket (one float32 norm each). Default 512.
   std::size_t bucket = 512;
 
   void encode(std::span<const float> in, byte_buffer& wire, rng& g) const {
-    detail::quantize::check_bucket(name, bucket);
-    const std::size_t n = in.size(), start = wire.size();
-    const std::span<std::byte> out = detail::grow(wire, max_encoded_bytes(n));
-    const std::uint64_t count = n;
-    std::memcpy(out.data(), &count, 8);
-    detail::quantize::lane_bits lanes(g);
-    std::byte* norms = out.data() + 8;
-    if (!detail::quantize::run_kernel<detail::quantize::qsgd_encode_kernel<Bits>>(in.data(), n, bucket, norms,
-                                                               norms + 4 * detail::quantize::bucket_count(n, bucket), &lanes)) {
-      wire.resize(start);
-      detail::quantize::non_finite_input(name);
-    }
+    wire_format::template encode<detail::quantize::qsgd_encode_kernel<Bits>>(name, bucket, in, wire, g);
   }
 
   void decode(std::span<const std::byte> bytes, std::span<float> out) const {
     detail::quantize::check_bucket(name, bucket);
     detail::reader r(bytes, name);
     const std::size_t n = out.size(), buckets = detail::quantize::bucket_count(n, bucket);
-    detail::quantize::expect_count(r, n);
-    const auto norms = r.take(4 * buckets, "bucket norms");
-    const auto codes = r.take(detail::quantize::bucketed_code_bytes<Bits>(n, bucket), "codes");
-    r.expect_end();
+    const auto [norms, codes] = wire_format::split(r, n, bucket, "bucket norms");
     for (std::size_t b = 0; b < buckets; ++b) {
       float norm;
       std::memcpy(&norm, norms.data() + 4 * b, 4);
@@ -168,7 +155,7 @@ struct qsgd {
 
   std::size_t max_encoded_bytes(std::size_t n) const {
     detail::quantize::check_bucket(name, bucket);
-    return 8 + 4 * detail::quantize::bucket_count(n, bucket) + detail::quantize::bucketed_code_bytes<Bits>(n, bucket);
+    return wire_format::bytes(n, bucket);
   }
 
   /// min(d / s^2, sqrt(d) / s) for the largest bucket, d = min(n, bucket).

@@ -106,34 +106,21 @@ struct terngrad_decode_kernel {
 struct terngrad {
   static constexpr bool unbiased = true;
   static constexpr bool summable = false;
+  using wire_format = detail::quantize::bucketed_wire<2, 4>;
   static constexpr const char* name = "compress::terngrad";
 
   /// Entries per bucket (one float32 scale each). Default 512.
   std::size_t bucket = 512;
 
   void encode(std::span<const float> in, byte_buffer& wire, rng& g) const {
-    detail::quantize::check_bucket(name, bucket);
-    const std::size_t n = in.size(), start = wire.size();
-    const std::span<std::byte> out = detail::grow(wire, max_encoded_bytes(n));
-    const std::uint64_t count = n;
-    std::memcpy(out.data(), &count, 8);
-    detail::quantize::lane_bits lanes(g);
-    std::byte* scales = out.data() + 8;
-    if (!detail::quantize::run_kernel<detail::quantize::terngrad_encode_kernel>(in.data(), n, bucket, scales,
-                                                             scales + 4 * detail::quantize::bucket_count(n, bucket), &lanes)) {
-      wire.resize(start);
-      detail::quantize::non_finite_input(name);
-    }
+    wire_format::template encode<detail::quantize::terngrad_encode_kernel>(name, bucket, in, wire, g);
   }
 
   void decode(std::span<const std::byte> bytes, std::span<float> out) const {
     detail::quantize::check_bucket(name, bucket);
     detail::reader r(bytes, name);
     const std::size_t n = out.size(), buckets = detail::quantize::bucket_count(n, bucket);
-    detail::quantize::expect_count(r, n);
-    const auto scales = r.take(4 * buckets, "bucket scales");
-    const auto codes = r.take(detail::quantize::bucketed_code_bytes<2>(n, bucket), "codes");
-    r.expect_end();
+    const auto [scales, codes] = wire_format::split(r, n, bucket, "bucket scales");
     for (std::size_t b = 0; b < buckets; ++b) {
       float s;
       std::memcpy(&s, scales.data() + 4 * b, 4);
@@ -146,7 +133,7 @@ struct terngrad {
 
   std::size_t max_encoded_bytes(std::size_t n) const {
     detail::quantize::check_bucket(name, bucket);
-    return 8 + 4 * detail::quantize::bucket_count(n, bucket) + detail::quantize::bucketed_code_bytes<2>(n, bucket);
+    return wire_format::bytes(n, bucket);
   }
 
   /// sqrt(d) - 1 for the largest bucket, d = min(n, bucket).

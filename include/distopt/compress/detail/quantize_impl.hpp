@@ -390,4 +390,43 @@ void accumulate_16bit(std::span<std::byte> sum, std::span<const std::byte> part,
     throw transport_error(std::string(who) + ": an encoding to add holds Inf or NaN, which the encoder never sends");
 }
 
+/// The wire of the bucketed quantizers (qsgd, terngrad, min_max):
+///   [u64 n][HeaderBytes per bucket: its scale(s)][codes of each bucket, Bits each, byte-aligned]
+template <unsigned Bits, std::size_t HeaderBytes>
+struct bucketed_wire {
+  static std::size_t bytes(std::size_t n, std::size_t bucket) noexcept {
+    return 8 + HeaderBytes * bucket_count(n, bucket) + bucketed_code_bytes<Bits>(n, bucket);
+  }
+
+  /// Appends the encoding that Kernel::run(x, n, bucket, headers, codes, lanes) writes; if it
+  /// returns false (non-finite input), `wire` is left as it was and numeric_error is thrown.
+  template <class Kernel>
+  static void encode(const char* who, std::size_t bucket, std::span<const float> in, byte_buffer& wire, rng& g) {
+    check_bucket(who, bucket);
+    const std::size_t n = in.size(), start = wire.size();
+    const std::span<std::byte> out = grow(wire, bytes(n, bucket));
+    const std::uint64_t count = n;
+    std::memcpy(out.data(), &count, 8);
+    lane_bits lanes(g);
+    std::byte* headers = out.data() + 8;
+    if (!run_kernel<Kernel>(in.data(), n, bucket, headers, headers + HeaderBytes * bucket_count(n, bucket), &lanes)) {
+      wire.resize(start);
+      non_finite_input(who);
+    }
+  }
+
+  struct parts {
+    std::span<const std::byte> headers, codes;
+  };
+  /// Splits an encoding of n entries into the bucket headers and the codes, checking the
+  /// entry count and the length.
+  static parts split(reader& r, std::size_t n, std::size_t bucket, const char* headers_name) {
+    expect_count(r, n);
+    const auto headers = r.take(HeaderBytes * bucket_count(n, bucket), headers_name);
+    const auto codes = r.take(bucketed_code_bytes<Bits>(n, bucket), "codes");
+    r.expect_end();
+    return {headers, codes};
+  }
+};
+
 }  // namespace distopt::compress::detail::quantize
