@@ -207,6 +207,22 @@ struct split_sums {
   double non_negative = 0.0;  ///< sum of the other x_i
 };
 
+// The end of one chunk of sum_split, the same on every path: entries [i, len) that fill no
+// whole lane group go to the mask and to scalar tails, then the lane sums join s.
+inline void finish_split_chunk(const float* p, std::size_t i, std::size_t len, const float* a, const float* b,
+                               std::byte* bits, split_sums& s) noexcept {
+  if (bits != nullptr) pack_negative_mask_tail(p, i, len, bits);
+  float ta = 0.0f, tb = 0.0f;
+  for (; i < len; ++i) {
+    const auto u = std::bit_cast<std::uint32_t>(p[i]);
+    const std::uint32_t neg_mask = 0u - (u >> 31);
+    ta += std::bit_cast<float>(u & neg_mask);
+    tb += std::bit_cast<float>(u & ~neg_mask);
+  }
+  s.negative += double(lanes_total(a, ta));
+  s.non_negative += double(lanes_total(b, tb));
+}
+
 /// The sums of the negative and of the other entries, in the same fixed order as sum_abs, and,
 /// if `bits` is not null, the mask [x_i < 0] of pack_negative_mask written to it in the same pass.
 /// Sums split on the sign bit, so -0.0 lands in `negative`, where it adds nothing.
@@ -249,16 +265,7 @@ inline split_sums sum_split_portable(const float* x, std::size_t n, std::byte* b
       }
     if (bits != nullptr) pack_negative_mask_portable(p, i, bits + c / 8);
 #endif
-    if (bits != nullptr) pack_negative_mask_tail(p, i, len, bits + c / 8);
-    float ta = 0.0f, tb = 0.0f;
-    for (; i < len; ++i) {
-      const auto u = std::bit_cast<std::uint32_t>(p[i]);
-      const std::uint32_t neg_mask = 0u - (u >> 31);
-      ta += std::bit_cast<float>(u & neg_mask);
-      tb += std::bit_cast<float>(u & ~neg_mask);
-    }
-    s.negative += double(lanes_total(a, ta));
-    s.non_negative += double(lanes_total(b, tb));
+    finish_split_chunk(p, i, len, a, b, bits == nullptr ? nullptr : bits + c / 8, s);
   }
   return s;
 }
@@ -295,16 +302,7 @@ __attribute__((target("avx2"))) inline split_sums sum_split_avx2(const float* x,
     _mm256_store_ps(a + 8, na1);
     _mm256_store_ps(b, pa0);
     _mm256_store_ps(b + 8, pa1);
-    if (bits != nullptr) pack_negative_mask_tail(p, i, len, bits + c / 8);
-    float ta = 0.0f, tb = 0.0f;
-    for (; i < len; ++i) {
-      const auto u = std::bit_cast<std::uint32_t>(p[i]);
-      const std::uint32_t neg_mask = 0u - (u >> 31);
-      ta += std::bit_cast<float>(u & neg_mask);
-      tb += std::bit_cast<float>(u & ~neg_mask);
-    }
-    s.negative += double(lanes_total(a, ta));
-    s.non_negative += double(lanes_total(b, tb));
+    finish_split_chunk(p, i, len, a, b, bits == nullptr ? nullptr : bits + c / 8, s);
   }
   return s;
 }
