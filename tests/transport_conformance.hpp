@@ -149,6 +149,20 @@ inline bool contains(std::string_view text, std::string_view part) {
   return text.find(part) != std::string_view::npos;
 }
 
+/// Runs f, which must throw transport_error whose message names "rank <peer>".
+template <class F>
+void check_fails_naming(int peer, F&& f) {
+  bool failed = false;
+  try {
+    f();
+  } catch (const distopt::transport_error& e) {
+    failed = true;
+    INFO("what(): ", e.what());
+    CHECK(contains(e.what(), "rank " + std::to_string(peer)));
+  }
+  CHECK(failed);
+}
+
 inline std::vector<int> peers_of(int rank, int n) {
   std::vector<int> peers;
   for (int p = 0; p < n; ++p)
@@ -398,15 +412,7 @@ TEST_CASE_TEMPLATE_DEFINE("transport: a receive whose deadline passes throws tra
     const int r = t.rank();
     const int peer = 1 - r;
     distopt::byte_buffer out;
-    bool expired = false;
-    try {
-      t.recv(peer, conformance::tag_never, out);
-    } catch (const distopt::transport_error& e) {
-      expired = true;
-      INFO("what(): ", e.what());
-      CHECK(conformance::contains(e.what(), "rank " + std::to_string(peer)));
-    }
-    CHECK(expired);
+    conformance::check_fails_naming(peer, [&] { t.recv(peer, conformance::tag_never, out); });
     // Rendezvous before returning (explicit long deadline where the backend supports one).
     t.send(peer, conformance::tag_a, {});
     t.recv(peer, conformance::tag_a, out, conformance::rendezvous_timeout);
@@ -478,15 +484,7 @@ TEST_CASE_TEMPLATE_DEFINE("transport: waiting on a rank that has returned fails 
             INFO("rank ", r, " waits on rank ", p);
             t.recv(p, conformance::tag_a, out);  // sent before p returned: still delivered
             CHECK(conformance::same_bytes(out, conformance::pattern(p, r, 4096)));
-            bool failed = false;
-            try {
-              t.recv(p, conformance::tag_a, out);
-            } catch (const distopt::transport_error& e) {
-              failed = true;
-              INFO("what(): ", e.what());
-              CHECK(conformance::contains(e.what(), "rank " + std::to_string(p)));
-            }
-            CHECK(failed);
+            conformance::check_fails_naming(p, [&] { t.recv(p, conformance::tag_a, out); });
           }
         });
       }
