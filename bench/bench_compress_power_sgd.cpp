@@ -23,18 +23,6 @@
 
 namespace {
 
-/// Standard normal entries, made once per size.
-const std::vector<float>& gaussian(std::size_t n) {
-  static std::map<std::size_t, std::vector<float>> cache;
-  auto& x = cache[n];
-  if (x.size() != n) {
-    distopt::rng g(7, 0, 0, distopt::purpose::user);
-    x.resize(n);
-    for (auto& v : x) v = g.normal();
-  }
-  return x;
-}
-
 template <unsigned Rank>
 void register_rank(std::size_t side, bool error_feedback) {
   using C = distopt::compress::power_sgd<Rank>;
@@ -44,7 +32,7 @@ void register_rank(std::size_t side, bool error_feedback) {
                              std::to_string(side) + "x" + std::to_string(side);
   const double wire_per_float = double(c.max_encoded_bytes(n)) / double(n);
   benchmark::RegisterBenchmark(("encode/" + suffix).c_str(), [c, n, wire_per_float](benchmark::State& st) {
-    const auto& x = gaussian(n);
+    const auto& x = distopt_bench::gaussian(n);
     auto s = c.make_state(n);
     distopt::byte_buffer wire;
     wire.reserve(c.max_encoded_bytes(n));
@@ -63,7 +51,7 @@ void register_rank(std::size_t side, bool error_feedback) {
     auto s = c.make_state(n);
     distopt::byte_buffer wire;
     distopt::rng g;
-    c.encode(gaussian(n), wire, g, s);
+    c.encode(distopt_bench::gaussian(n), wire, g, s);
     std::vector<float> out(n);
     for (auto _ : st) {
       c.decode(wire, out);
@@ -75,7 +63,7 @@ void register_rank(std::size_t side, bool error_feedback) {
   });
   benchmark::RegisterBenchmark(("round/" + suffix).c_str(), [c, n, wire_per_float](benchmark::State& st) {
     auto s = c.make_state(n);
-    std::vector<float> v = gaussian(n);  // overwritten by each round's approximation: same cost
+    std::vector<float> v = distopt_bench::gaussian(n);  // overwritten by each round's approximation: same cost
     distopt::rng g;
     distopt::run_threads(1, [&](distopt::transport_ref t) {
       for (auto _ : st) {

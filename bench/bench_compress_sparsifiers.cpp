@@ -25,22 +25,10 @@ namespace {
 
 namespace dc = distopt::compress;
 
-/// Standard normal entries, made once per size (benchmark calls each body several times).
-const std::vector<float>& gaussian(std::size_t n) {
-  static std::map<std::size_t, std::vector<float>> cache;
-  auto& x = cache[n];
-  if (x.size() != n) {
-    distopt::rng g(7, 0, 0, distopt::purpose::user);
-    x.resize(n);
-    for (auto& v : x) v = g.normal();
-  }
-  return x;
-}
-
 template <class C>
 void register_compressor(const std::string& name, C c, std::size_t n) {
   benchmark::RegisterBenchmark(("encode/" + name + "/" + std::to_string(n)).c_str(), [c, n](benchmark::State& st) {
-    const auto& x = gaussian(n);
+    const auto& x = distopt_bench::gaussian(n);
     distopt::byte_buffer wire;
     wire.reserve(c.max_encoded_bytes(n));
     std::uint32_t step = 0;
@@ -55,7 +43,7 @@ void register_compressor(const std::string& name, C c, std::size_t n) {
     st.counters["wire_bytes_per_float"] = double(wire.size()) / double(n);
   });
   benchmark::RegisterBenchmark(("decode/" + name + "/" + std::to_string(n)).c_str(), [c, n](benchmark::State& st) {
-    const auto& x = gaussian(n);
+    const auto& x = distopt_bench::gaussian(n);
     distopt::byte_buffer wire;
     distopt::rng g(1, 0, 0, distopt::purpose::compression);
     c.encode(x, wire, g);

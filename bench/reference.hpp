@@ -6,8 +6,11 @@
 
 #include <cstddef>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
+
+#include <distopt/core/rng.hpp>
 
 namespace distopt_bench {
 
@@ -35,6 +38,18 @@ inline void register_references(std::size_t floats) {
     }
     st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * floats * sizeof(float)));
   });
+}
+
+/// Standard normal entries, made once per size (Google Benchmark runs each body several times).
+inline const std::vector<float>& gaussian(std::size_t n) {
+  static std::map<std::size_t, std::vector<float>> cache;
+  auto& x = cache[n];
+  if (x.size() != n) {
+    distopt::rng g(7, 0, 0, distopt::purpose::user);
+    x.resize(n);
+    for (auto& v : x) v = g.normal();
+  }
+  return x;
 }
 
 }  // namespace distopt_bench
