@@ -573,7 +573,12 @@ TEST_CASE("tcp faults: a rank killed with SIGKILL mid-training fails every other
       CHECK(conformance::contains(errors[r], "rank"));
       CHECK(seconds_after_kill[r] < 11.0);  // deadline + 1 s
     }
-    CHECK(conformance::contains(errors[2], "lost the connection to rank 1"));  // rank 2 receives from rank 1
+    // Rank 2 receives from rank 1, so it names the lost connection, unless rank 0 (which
+    // sends to rank 1) failed first and rank 2 hit rank 0's failing goodbye before its own
+    // reader saw rank 1's end: then it names rank 0's failure, a true cause one step removed.
+    INFO("rank 2 saw: ", errors[2]);
+    CHECK((conformance::contains(errors[2], "lost the connection to rank 1") ||
+           conformance::contains(errors[2], "rank 0 closed its transport while failing")));
   }
 }
 

@@ -347,9 +347,15 @@ inline bool tcp_transport::take(int peer, tag tg, byte_buffer& out) {
 }
 
 inline void tcp_transport::throw_unusable(int peer, tag tg) {
+  // A peer that closed while failing usually failed because of a third rank; the links this
+  // rank saw fail name that root cause, so the message carries them too.
+  std::string also;
+  for (std::size_t other = 0; other < links_.size(); ++other)
+    if (static_cast<int>(other) != peer && links_[other] && links_[other]->state == link_state::failed)
+      also += "; also, " + links_[other]->reason;
   throw transport_error("tcp transport: rank " + std::to_string(rank_) + " cannot exchange messages with " +
                         name_of(peer) + " (" + detail::describe_tag(tg) + "): " +
-                        links_[static_cast<std::size_t>(peer)]->reason);
+                        links_[static_cast<std::size_t>(peer)]->reason + also);
 }
 
 inline void tcp_transport::send(int peer, tag tg, std::span<const std::byte> bytes) {
