@@ -98,4 +98,28 @@ template <class C = compress::top_k>
 using double_squeeze = optimizer<compress::error_feedback<C>, topology::compressed_parameter_server,
                                  staleness::synchronous, local_steps::every_step>;
 
+/// Stale synchronous parallel SGD (Ho et al., NeurIPS 2013) through a parameter server: a worker runs at
+/// most Tau rounds ahead of the slowest (collective/async_parameter_server.hpp). With a compressor C this
+/// is the staled compressed gradient method of Khirirat, Feyzmahdavian, Johansson (arXiv 1806.06573).
+template <std::uint64_t Tau, class C = compress::identity>
+using ssp_sgd = optimizer<C, topology::parameter_server, staleness::bounded<Tau>, local_steps::every_step>;
+
+/// Asynchronous SGD through a parameter server (AsySGD; Lian et al., NeurIPS 2015, arXiv 1506.08272):
+/// workers push C(update) and never wait; the server applies each push as it takes it.
+template <class C = compress::identity>
+using async_ps_sgd = optimizer<C, topology::parameter_server, staleness::asynchronous, local_steps::every_step>;
+
+/// AD-PSGD (Lian et al., ICML 2018, arXiv 1710.06952): after every step, non-blocking pairwise averaging
+/// with a random neighbour in the graph G (collective/async_gossip.hpp).
+template <class G = topology::complete>
+using ad_psgd = optimizer<compress::identity, topology::random_pairwise<G>, staleness::asynchronous,
+                          local_steps::every_step>;
+
+/// SwarmSGD (Nadiradze et al., NeurIPS 2021, arXiv 1910.12308): H local steps, then non-blocking pairwise
+/// averaging with a random neighbour in the r-regular graph G, models optionally quantized with
+/// C = compress::lattice<B> (decoded against the receiver's own model). For a geometric number of local
+/// steps with mean H, as the analysis assumes, use local_steps::geometric<H> in the optimizer directly.
+template <int H = 2, class C = compress::identity, class G = topology::complete>
+using swarm_sgd = optimizer<C, topology::random_pairwise<G>, staleness::asynchronous, local_steps::fixed<H>>;
+
 }  // namespace distopt::algorithms

@@ -41,6 +41,8 @@
 #include <vector>
 
 #include "distopt/collective/allgather.hpp"
+#include "distopt/collective/async_gossip.hpp"
+#include "distopt/collective/async_parameter_server.hpp"
 #include "distopt/collective/average.hpp"
 #include "distopt/collective/model_exchange.hpp"
 #include "distopt/collective/parameter_server.hpp"
@@ -52,6 +54,9 @@
 #include "distopt/core/statistics.hpp"
 #include "distopt/core/tag.hpp"
 #include "distopt/core/transport_ref.hpp"
+#include "distopt/staleness/asynchronous.hpp"
+#include "distopt/topology/parameter_server.hpp"
+#include "distopt/topology/random_pairwise.hpp"
 #include "distopt/transport/metered.hpp"
 
 namespace distopt {
@@ -74,9 +79,19 @@ class optimizer {
                 "distopt::optimizer<C, T, S, L>: T exchanges models but is not a gossip topology: it needs "
                 "make_graph(n) (static) or schedule(n).row(rank, round, seed, row) (time-varying); see "
                 "distopt/topology/gossip.hpp");
-  static_assert(S::max_staleness == 0,
-                "distopt::optimizer: this version supports staleness::synchronous only; "
-                "bounded and asynchronous policies are not available yet");
+  static_assert(S::max_staleness == 0 || T::exchange == exchange_kind::models ||
+                    std::is_same_v<T, topology::parameter_server>,
+                "distopt::optimizer: staleness::bounded and staleness::asynchronous need topology::parameter_server "
+                "(SSP, AsySGD) or topology::random_pairwise<G> (AD-PSGD, SwarmSGD): an allreduce is a collective "
+                "that every worker enters together, and the compressed downlink (DoubleSqueeze) is synchronous only");
+  static_assert(S::max_staleness == 0 || T::exchange == exchange_kind::gradients ||
+                    topology::is_random_pairwise_v<T>,
+                "distopt::optimizer: asynchronous gossip averages with one random neighbour at a time: use "
+                "topology::random_pairwise<G> with staleness::asynchronous (fixed gossip graphs are synchronous)");
+  static_assert(S::max_staleness == 0 || T::exchange == exchange_kind::gradients ||
+                    std::is_same_v<S, staleness::asynchronous>,
+                "distopt::optimizer: bounded staleness is defined for the parameter server (SSP); pairwise gossip "
+                "runs staleness::asynchronous (AD-PSGD, SwarmSGD) or staleness::synchronous");
 
  public:
   using compressor_type = C;
@@ -85,6 +100,9 @@ class optimizer {
   using local_steps_type = L;
   /// True for gossip topologies, which exchange models rather than gradients.
   static constexpr bool gossip = T::exchange == exchange_kind::models;
+  /// True for bounded and asynchronous staleness (collective/async_parameter_server.hpp,
+  /// collective/async_gossip.hpp); bounded<0> is synchronous.
+  static constexpr bool stale = S::max_staleness != 0;
 
   optimizer(transport_ref t, Eigen::Ref<const Eigen::VectorXf> x0, options o = {}, C c = {}, T topo = {}, S s = {},
             L l = {})
@@ -102,7 +120,14 @@ class optimizer {
     check_same_model_size();
     if (options_.momentum > 0.0f) velocity_.setZero(x_.size());
     direction_.resize(x_.size());
-    if constexpr (gossip) gossip_.emplace(meter_, topology_, span_of(x_), options_.consensus_step, options_.seed, compressor_);
+    if constexpr (stale && gossip)
+      async_.emplace(transport_.rank(), topology_.base.make_graph(transport_.size()), options_.seed,
+                     static_cast<std::size_t>(x_.size()), options_.timeout);
+    else if constexpr (stale)
+      async_.emplace(transport_.rank(), transport_.size(), topology_.server_rank, S::max_staleness,
+                     std::span<const float>(x_.data(), static_cast<std::size_t>(x_.size())), options_.timeout);
+    else if constexpr (gossip)
+      gossip_.emplace(meter_, topology_, span_of(x_), options_.consensus_step, options_.seed, compressor_);
   }
 
   /// One local step with this worker's gradient at parameters(); communicates when L says so.
@@ -118,7 +143,21 @@ class optimizer {
     const bool talk = local_steps_.communicates_after(step_);
     ++step_;
     ++stats_.steps;
-    if constexpr (gossip) {
+    if constexpr (stale && gossip) {  // AD-PSGD, SwarmSGD: never waits
+      update(direction_);
+      async_->count_step();
+      if (talk)
+        async_->interact(meter_, stats_, span_of(x_), compressor_);
+      else
+        async_->poll(meter_, stats_, span_of(x_), compressor_);
+      return;
+    } else if constexpr (stale) {  // SSP, AsySGD: push this round's update, adopt the server's model
+      if (local_since_round_ == 0) anchor_ = x_;
+      update(direction_);
+      ++local_since_round_;
+      if (talk) push_update();
+      return;
+    } else if constexpr (gossip) {
       direct(direction_);
       if (!talk) {
         x_ -= options_.learning_rate * direction_;
@@ -148,7 +187,12 @@ class optimizer {
   /// steps taken since the last round (centralized), or the models (gossip, exactly, by
   /// ring allreduce).
   void finish() {
-    if constexpr (gossip)
+    if constexpr (stale && gossip) {
+      async_->finish(meter_, stats_, span_of(x_), compressor_);
+    } else if constexpr (stale) {
+      if (local_since_round_ > 0) push_update();
+      async_->finish(meter_, stats_, span_of(x_), compressor_);
+    } else if constexpr (gossip)
       collective::ring_allreduce(meter_, span_of(x_), collective::reduce_op::mean, ring_);
     else if (local_since_round_ > 0)
       average_deltas();
@@ -210,7 +254,19 @@ class optimizer {
 
   void update(Eigen::VectorXf& d) {
     direct(d);
-    x_ -= options_.learning_rate * d;
+    x_ -= (options_.learning_rate * lr_scale_) * d;
+  }
+
+  // The round of the stale parameter server: u = x - anchor goes to the server, x becomes
+  // the newest server model; the staleness of that model scales the next steps if asked.
+  void push_update() {
+    direction_ = x_ - anchor_;
+    rng g = round_rng();
+    const std::uint64_t s = async_->round(meter_, stats_, span_of(x_), span_of(direction_), compressor_, g);
+    ++stats_.rounds;
+    stats_.record_staleness(s);
+    if (options_.staleness_aware_lr) lr_scale_ = 1.0f / (1.0f + static_cast<float>(s));
+    local_since_round_ = 0;
   }
 
   rng round_rng() const {
@@ -277,7 +333,12 @@ class optimizer {
   };
   typename averager_for<T>::type averager_ = averager_for<T>::make(topology_);
   struct no_gossip {};
-  std::optional<std::conditional_t<gossip, collective::model_exchange<C, T>, no_gossip>> gossip_;
+  std::optional<std::conditional_t<gossip && !stale, collective::model_exchange<C, T>, no_gossip>> gossip_;
+  using async_type = std::conditional_t<!stale, no_gossip,
+                                        std::conditional_t<gossip, collective::async_gossip<C>,
+                                                           collective::async_parameter_server<C>>>;
+  std::optional<async_type> async_;
+  float lr_scale_ = 1.0f;  // 1 / (1 + staleness) under options.staleness_aware_lr
   collective::allreduce_workspace ring_;  // finish() of gossip
   std::uint64_t step_ = 0;
   std::uint64_t local_since_round_ = 0;

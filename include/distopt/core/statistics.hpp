@@ -22,6 +22,9 @@ struct statistics {
   std::uint64_t max_staleness = 0;
   /// staleness_histogram[s] counts contributions used s rounds late.
   std::vector<std::uint64_t> staleness_histogram;
+  /// Peers this worker gave up on (asynchronous policies only: dead, or silent past
+  /// options.timeout while it waited to finish), in the order it did.
+  std::vector<int> lost_peers;
 
   void record_staleness(std::uint64_t s) {
     if (s > max_staleness) max_staleness = s;

@@ -12,8 +12,10 @@
 // round on every rank to draw the matching.
 // Papers: Lian et al., "Asynchronous Decentralized Parallel SGD", ICML 2018,
 // arXiv 1710.06952; Nadiradze et al. (SwarmSGD), NeurIPS 2021, arXiv 1910.12308.
-// Public copies need fixed neighbours, so this topology runs the exact schemes
-// (compress::identity); a compressor is refused at compile time.
+// Public copies need fixed neighbours, so the synchronous schedule runs the exact scheme
+// (compress::identity; a compressor is refused at compile time). Under
+// staleness::asynchronous the same topology runs non-blocking pairwise averaging
+// (AD-PSGD, SwarmSGD; collective/async_gossip.hpp), there with identity or lattice<B>.
 //
 //   distopt::optimizer<distopt::compress::identity, distopt::topology::random_pairwise<>,
 //                      distopt::staleness::synchronous, distopt::local_steps::every_step> opt(t, x0, {.seed = 3});
@@ -67,5 +69,11 @@ struct random_pairwise {
   schedule_type schedule(int n) const { return {base.make_graph(n), {}, {}, {}}; }
   void validate(int n) const { base.validate(n); }
 };
+
+/// True for random_pairwise<Base>: the topology of asynchronous gossip (AD-PSGD, SwarmSGD).
+template <class T>
+inline constexpr bool is_random_pairwise_v = false;
+template <class Base>
+inline constexpr bool is_random_pairwise_v<random_pairwise<Base>> = true;
 
 }  // namespace distopt::topology

@@ -1,0 +1,221 @@
+#pragma once
+// async_gossip<C>: non-blocking pairwise averaging with one random neighbour at a time —
+// AD-PSGD (Lian et al., ICML 2018, arXiv 1710.06952; H = 1) and SwarmSGD (Nadiradze et al.,
+// NeurIPS 2021, arXiv 1910.12308; H local steps, optionally lattice-quantized models), the
+// configuration topology::random_pairwise<G> + staleness::asynchronous.
+//
+// An interaction of i with a neighbour j (uniform among the neighbours of i in G that i has
+// no request pending with and that have not finished):
+//   i: q_i = Q(x_i); sends q_i; goes on with its local steps (it never waits);
+//   j: when it next polls (each of its steps): q_j = Q(x_j); sends q_j back;
+//      x_j <- x_j + (q_i - q_j) / 2;
+//   i: when the reply arrives, x_i <- x_i + (q_j - q_i) / 2.
+// So both ends move by opposite amounts and the sum of the models is preserved exactly (up
+// to float rounding), whatever the quantizer Q and whatever local steps i took meanwhile:
+// i re-applies its own progress since q_i, as SwarmSGD's non-blocking variant prescribes
+// (x_i <- (x̂_i + x̂_j)/2 + (x_i - x̂_i) with x̂_i = q_i). With identity, an interaction
+// without steps in between is the exact average (x_i + x_j)/2 on both ends.
+// Q is C's encoding: identity sends the floats; compress::lattice<B> sends B bits per
+// entry and the receiver decodes against its own model, which must lie within
+// lattice::radius() of the sender's (SwarmSGD's decoding key); other stateless compressors
+// decode from the bytes alone. i records the staleness of each interaction: the local
+// steps it took between sending q_i and applying the reply.
+//
+// Termination (finish): a worker tells its neighbours it is done and keeps answering them
+// until each has said the same, and until its own pending requests are answered. Requests
+// precede the "done" on each channel, so every request is answered. Faults: a neighbour
+// silent for options.timeout (or whose link fails) is given up — recorded in
+// statistics::lost_peers, its pending request abandoned — and the others finish.
+//
+// Wire: [u32 kind: 0 request, 1 reply, 2 done][u32 0][u64 0][encoding of the model].
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "distopt/collective/detail/async_wait.hpp"
+#include "distopt/collective/model_exchange.hpp"
+#include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/concepts.hpp"
+#include "distopt/core/errors.hpp"
+#include "distopt/core/rng.hpp"
+#include "distopt/core/statistics.hpp"
+#include "distopt/core/tag.hpp"
+#include "distopt/core/traits.hpp"
+#include "distopt/graph.hpp"
+#include "distopt/transport/metered.hpp"
+
+namespace distopt::collective {
+
+inline constexpr tag async_gossip_tag{distopt::detail::reserved_tag_base + 40};
+
+template <compressor C>
+class async_gossip {
+  static_assert(!stateful_encoder<C>,
+                "asynchronous gossip (AD-PSGD, SwarmSGD): C keeps per-worker state (error feedback, ef21, "
+                "power_sgd), which has no meaning for models averaged with a random partner; use "
+                "compress::identity or compress::lattice<B>");
+
+ public:
+  async_gossip(int rank, graph g, std::uint64_t seed, std::size_t dimension, std::chrono::milliseconds timeout)
+      : me_(rank), graph_(std::move(g)), seed_(seed), timeout_(timeout) {
+    const auto d = static_cast<std::size_t>(graph_.degree(me_));
+    peers_.resize(d);
+    for (std::size_t k = 0; k < d; ++k) {
+      peers_[k].rank = graph_.neighbours(me_)[k];
+      peers_[k].sent.resize(dimension);
+    }
+    mine_.resize(dimension);
+    theirs_.resize(dimension);
+  }
+
+  /// One local step was taken: for the staleness of pending interactions.
+  void count_step() { ++steps_; }
+
+  /// Answers what has arrived, then starts an interaction with a random free neighbour.
+  void interact(metered_transport& t, statistics& stats, std::span<float> x, C& c) {
+    poll(t, stats, x, c);
+    candidates_.clear();
+    for (std::size_t k = 0; k < peers_.size(); ++k)
+      if (!peers_[k].pending && !peers_[k].done && !peers_[k].lost) candidates_.push_back(k);
+    rng g = stream(purpose::topology);
+    if (candidates_.empty()) return;  // every neighbour busy with us, finished or lost
+    peer& p = peers_[candidates_[g.below(static_cast<std::uint32_t>(candidates_.size()))]];
+    quantize(x, c, p.sent);
+    p.pending = true;
+    p.sent_at_step = steps_;
+    p.sent_at = std::chrono::steady_clock::now();
+    send(t, p.rank, 0);
+    ++stats.rounds;
+  }
+
+  /// Answers requests and applies replies that have arrived, without waiting.
+  void poll(metered_transport& t, statistics& stats, std::span<float> x, C& c) {
+    const auto now = std::chrono::steady_clock::now();
+    for (peer& p : peers_) {
+      if (p.lost) continue;
+      try {
+        while (!p.lost && t.try_recv(p.rank, async_gossip_tag, in_)) {
+          p.heard = now;
+          take(t, stats, p, x, c);
+        }
+      } catch (const transport_error&) {
+        give_up(p, stats);
+      }
+      if (p.pending && now - p.sent_at > timeout_) give_up(p, stats);  // the partner never answered
+    }
+  }
+
+  /// Says done to every neighbour, then answers them until they are all done (or lost) and
+  /// this worker's own requests are answered (or abandoned).
+  void finish(metered_transport& t, statistics& stats, std::span<float> x, C& c) {
+    for (peer& p : peers_) {
+      p.heard = std::chrono::steady_clock::now();
+      if (p.lost) continue;
+      try {
+        send(t, p.rank, 2);
+      } catch (const transport_error&) {
+        give_up(p, stats);
+      }
+    }
+    detail::poll_backoff backoff(stats);
+    for (;;) {
+      const std::uint64_t before = messages_;
+      poll(t, stats, x, c);
+      const auto now = std::chrono::steady_clock::now();
+      bool all = true;
+      for (peer& p : peers_) {
+        if (p.lost || (p.done && !p.pending)) continue;
+        if (now - p.heard > timeout_) give_up(p, stats);
+        else all = false;
+      }
+      if (all) return;
+      if (messages_ != before) backoff.reset();
+      else backoff.pause();
+    }
+  }
+
+ private:
+  static constexpr const char* protocol = "asynchronous gossip";
+  struct peer {
+    int rank = -1;
+    bool pending = false, done = false, lost = false;
+    std::vector<float> sent;  // q_i of the pending request
+    std::uint64_t sent_at_step = 0;
+    std::chrono::steady_clock::time_point sent_at{}, heard{std::chrono::steady_clock::now()};
+  };
+
+  // A fresh stream per draw: a function of (seed, rank, draw number).
+  rng stream(purpose p) { return rng(seed_, static_cast<std::uint32_t>(me_), static_cast<std::uint32_t>(draws_++), p); }
+
+  // wire_ = encoding of x; out = the point it decodes to (what every receiver reconstructs).
+  void quantize(std::span<const float> x, C& c, std::span<float> out) {
+    rng g = stream(purpose::compression);
+    wire_.clear();  // encoders append
+    c.encode(x, wire_, g);
+    decode_into(wire_, x, c, out);
+  }
+  void decode_into(std::span<const std::byte> bytes, std::span<const float> key, C& c, std::span<float> out) {
+    if constexpr (decodes_with_reference_v<C>)
+      c.decode(bytes, key, out);
+    else
+      c.decode(bytes, out);
+  }
+
+  void send(metered_transport& t, int to, std::uint32_t kind) {
+    message_.resize(detail::async_header::bytes + (kind == 2 ? 0 : wire_.size()));
+    detail::async_header{kind, 0, 0}.write(message_);
+    if (kind != 2) std::memcpy(message_.data() + detail::async_header::bytes, wire_.data(), wire_.size());
+    t.send(to, async_gossip_tag, message_);
+  }
+
+  void take(metered_transport& t, statistics& stats, peer& p, std::span<float> x, C& c) {
+    ++messages_;
+    const auto h = detail::async_header::read(in_, 2, protocol, p.rank);
+    if (h.kind == 2) {
+      p.done = true;
+      return;
+    }
+    const auto payload = std::span<const std::byte>(in_).subspan(detail::async_header::bytes);
+    try {
+      decode_into(payload, x, c, theirs_);
+    } catch (const transport_error& e) {
+      throw transport_error(std::string(protocol) + ": the model from rank " + std::to_string(p.rank) +
+                            " does not decode: " + e.what());
+    }
+    if (h.kind == 0) {  // a request: answer with our point, move half way to theirs
+      quantize(x, c, mine_);
+      send(t, p.rank, 1);
+      for (std::size_t i = 0; i < x.size(); ++i) x[i] += 0.5f * (theirs_[i] - mine_[i]);
+      return;
+    }
+    if (!p.pending)
+      throw transport_error(std::string(protocol) + ": rank " + std::to_string(p.rank) +
+                            " sent a reply to a request rank " + std::to_string(me_) + " never made");
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] += 0.5f * (theirs_[i] - p.sent[i]);
+    p.pending = false;
+    stats.record_staleness(steps_ - p.sent_at_step);
+  }
+
+  void give_up(peer& p, statistics& stats) {
+    if (p.lost) return;
+    p.lost = true;
+    p.pending = false;
+    stats.lost_peers.push_back(p.rank);
+  }
+
+  int me_;
+  graph graph_;
+  std::uint64_t seed_;
+  std::chrono::milliseconds timeout_;
+  std::vector<peer> peers_;
+  std::vector<std::size_t> candidates_;
+  std::vector<float> mine_, theirs_;
+  byte_buffer wire_, message_, in_;
+  std::uint64_t steps_ = 0, draws_ = 0, messages_ = 0;
+};
+
+}  // namespace distopt::collective

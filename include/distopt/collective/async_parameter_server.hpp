@@ -1,0 +1,308 @@
+#pragma once
+// async_parameter_server<C>: the parameter server of topology::parameter_server under
+// staleness::bounded<Tau> (SSP, Ho et al., NeurIPS 2013) and staleness::asynchronous
+// (AsySGD, Lian et al., NeurIPS 2015; the staled compressed gradients of Khirirat,
+// Feyzmahdavian, Johansson, arXiv 1806.06573).
+//
+// Every worker k counts its rounds c = 1, 2, ...; a round ends its local steps:
+//   worker k: push C(u_k), u_k = x_k - (model it last adopted), its update of round c;
+//             then adopt the newest model the server has sent back (see "waiting").
+//   server:   applies each push as it takes it: x <- x + decode(C(u_k)) / n (n pushes, one
+//             from each worker, make one synchronous round's step); after each pass over
+//             the workers it sends its model to every worker whose pushes it took, and to
+//             every worker its pass released (below).
+// A model is "complete to round m" when it holds rounds 1..m of every worker (m = the
+// smallest count of pushes taken). Waiting: after its round c a worker blocks until it holds
+// a model complete to round >= c - Tau; asynchronous never blocks and keeps the newest model
+// it has (possibly the one it already had). The staleness of the steps that follow is
+// c - m (0..Tau under bounded<Tau>), recorded in statistics.
+//
+// The server role runs on the server rank inside its own optimizer calls, with no extra
+// thread, so every transport works unchanged: pushes that arrive while the server rank
+// computes wait for its next step(). A server rank much slower than the others therefore
+// makes their models staler (statistics show it) without slowing their steps. Waiting for
+// any of several peers polls with a short sleep (detail/async_wait.hpp).
+//
+// Wire: push  [u32 kind: 0 update, 1 done][u32 0][u64 round][encoding];
+//       pull  [u32 kind: 0 model, 1 final][u32 laggard rank][u64 complete round][d floats].
+// Downlink: the exact model (4d bytes per pull); compressed downlinks are synchronous only.
+//
+// Faults. asynchronous: a worker silent for options.timeout while the server waits in
+// finish() is given up (statistics::lost_peers) and the others finish. bounded<Tau>: a
+// worker blocked past the deadline raises transport_error naming the rank that holds it back.
+// A lost server fails every worker (they all depend on it).
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "distopt/collective/detail/async_wait.hpp"
+#include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/concepts.hpp"
+#include "distopt/core/errors.hpp"
+#include "distopt/core/rng.hpp"
+#include "distopt/core/statistics.hpp"
+#include "distopt/core/tag.hpp"
+#include "distopt/core/traits.hpp"
+#include "distopt/transport/metered.hpp"
+
+namespace distopt::collective {
+
+inline constexpr tag async_push_tag{distopt::detail::reserved_tag_base + 32};
+inline constexpr tag async_pull_tag{distopt::detail::reserved_tag_base + 33};
+
+template <compressor C>
+class async_parameter_server {
+  static_assert(!drives_own_collective_v<C>,
+                "asynchronous parameter server: C runs its own synchronous collective (power_sgd); use "
+                "staleness::synchronous with topology::allreduce");
+  static_assert(!requires(C& c, std::span<float> v, compressor_state_t<C>& s) { c.finish_round(v, s); },
+                "asynchronous parameter server: C tracks the synchronous aggregate of all workers (ef21); use "
+                "staleness::synchronous");
+
+ public:
+  static constexpr std::uint64_t never = std::numeric_limits<std::uint64_t>::max();
+
+  /// `max_staleness`: Tau of bounded<Tau>, or `never` (asynchronous). x0: the initial model.
+  async_parameter_server(int rank, int world_size, int server_rank, std::uint64_t max_staleness,
+                         std::span<const float> x0, std::chrono::milliseconds timeout)
+      : me_(rank), server_(server_rank), n_(world_size), tau_(max_staleness), timeout_(timeout),
+        model_(x0.begin(), x0.end()) {
+    count_.assign(static_cast<std::size_t>(n_), 0);
+    done_.assign(static_cast<std::size_t>(n_), 0);
+    lost_.assign(static_cast<std::size_t>(n_), 0);
+    decoded_.resize(model_.size());
+  }
+
+  /// Ends this worker's round: pushes `update` (this round's change of the model), then replaces
+  /// x by the newest server model, waiting under bounded<Tau> as the header says. Returns the
+  /// staleness of that model (this worker's round minus the round it is complete to).
+  std::uint64_t round(metered_transport& t, statistics& stats, std::span<float> x, std::span<const float> update,
+                      C& c, rng& g) {
+    if (!state_) state_.emplace(make_compressor_state(c, update.size()));
+    ++rounds_;
+    encoding_.clear();  // encoders append
+    encode(c, update, encoding_, g, *state_);
+    if (me_ == server_) {
+      apply(me_, encoding_, c);
+      count_[static_cast<std::size_t>(me_)] = rounds_;
+      serve(t, stats, c);
+      if (must_wait()) wait_as_server(t, stats, c);
+      std::memcpy(x.data(), model_.data(), x.size_bytes());
+      return rounds_ - complete();
+    }
+    message_.resize(detail::async_header::bytes + encoding_.size());
+    detail::async_header{0, 0, rounds_}.write(message_);
+    std::memcpy(message_.data() + detail::async_header::bytes, encoding_.data(), encoding_.size());
+    t.send(server_, async_push_tag, message_);
+    while (t.try_recv(server_, async_pull_tag, pull_)) adopt_pull(/*final_expected=*/false);
+    while (must_wait()) {
+      receive_blocking(t);
+      adopt_pull(false);
+    }
+    std::memcpy(x.data(), model_.data(), x.size_bytes());
+    return rounds_ - held_complete_;
+  }
+
+  /// Ends the run: workers say they are done and adopt the server's final model; the server
+  /// takes every push until each worker is done (or, asynchronous, lost), then sends the
+  /// final model. Afterwards every surviving worker holds the same x.
+  void finish(metered_transport& t, statistics& stats, std::span<float> x, C& c) {
+    if (me_ != server_) {
+      message_.resize(detail::async_header::bytes);
+      detail::async_header{1, 0, rounds_}.write(message_);
+      t.send(server_, async_push_tag, message_);
+      for (;;) {
+        receive_blocking(t);
+        if (adopt_pull(true)) break;
+      }
+    } else {
+      done_[static_cast<std::size_t>(me_)] = 1;
+      detail::poll_backoff backoff(stats);
+      auto heard = std::vector<std::chrono::steady_clock::time_point>(static_cast<std::size_t>(n_),
+                                                                      std::chrono::steady_clock::now());
+      for (;;) {
+        const std::vector<std::uint64_t> before = count_;
+        const std::vector<char> done_before = done_;
+        serve(t, stats, c);
+        const auto now = std::chrono::steady_clock::now();
+        bool all = true, progress = false;
+        for (int k = 0; k < n_; ++k) {
+          const auto i = static_cast<std::size_t>(k);
+          if (count_[i] != before[i] || done_[i] != done_before[i]) {
+            heard[i] = now;
+            progress = true;
+          }
+          if (done_[i] || lost_[i]) continue;
+          if (now - heard[i] <= timeout_) {
+            all = false;
+          } else if (tau_ != never) {
+            throw transport_error(std::string(protocol) + ": the server (rank " + std::to_string(me_) + ") waited " +
+                                  std::to_string(timeout_.count()) + " ms in finish() for rank " + std::to_string(k) +
+                                  ", which sent nothing more after round " + std::to_string(count_[i]) +
+                                  ": it is dead or stuck");
+          } else {
+            give_up(k, stats);
+          }
+        }
+        if (all) break;
+        if (progress) backoff.reset();
+        else backoff.pause();
+      }
+      send_models(t, /*final_model=*/true, [&](int k) { return done_[static_cast<std::size_t>(k)] != 0; });
+    }
+    std::memcpy(x.data(), model_.data(), x.size_bytes());
+  }
+
+ private:
+  static constexpr const char* protocol = "asynchronous parameter server";
+
+  std::uint64_t complete() const {
+    std::uint64_t m = never;
+    for (int k = 0; k < n_; ++k)
+      if (!lost_[static_cast<std::size_t>(k)]) m = std::min(m, count_[static_cast<std::size_t>(k)]);
+    return m;
+  }
+  int laggard() const {
+    int who = server_;
+    for (int k = 0; k < n_; ++k)
+      if (!lost_[static_cast<std::size_t>(k)] && count_[static_cast<std::size_t>(k)] < count_[static_cast<std::size_t>(who)])
+        who = k;
+    return who;
+  }
+  // Must this worker, at its round rounds_, wait for a more complete model?
+  bool must_wait() const {
+    if (tau_ == never || rounds_ <= tau_) return false;
+    return (me_ == server_ ? complete() : held_complete_) < rounds_ - tau_;
+  }
+
+  // model += decode(encoding) / n.
+  void apply(int from, std::span<const std::byte> encoding, C& c) {
+    try {
+      c.decode(encoding, decoded_);
+    } catch (const transport_error& e) {
+      throw transport_error(std::string(protocol) + ": the update from rank " + std::to_string(from) +
+                            " does not decode: " + e.what());
+    }
+    const float scale = 1.0f / static_cast<float>(n_);
+    for (std::size_t i = 0; i < model_.size(); ++i) model_[i] += scale * decoded_[i];
+  }
+
+  // One pass of the server: takes every push that has arrived, then answers (header comment).
+  void serve(metered_transport& t, statistics& stats, C& c) {
+    const std::uint64_t old_complete = complete();
+    pushed_.assign(static_cast<std::size_t>(n_), 0);
+    for (int k = 0; k < n_; ++k) {
+      const auto i = static_cast<std::size_t>(k);
+      if (k == server_ || lost_[i] || done_[i]) continue;
+      try {
+        while (!done_[i] && t.try_recv(k, async_push_tag, push_)) {
+          const auto h = detail::async_header::read(push_, 1, protocol, k);
+          if (h.kind == 1) {
+            done_[i] = 1;
+            break;
+          }
+          if (h.b != count_[i] + 1)
+            throw transport_error(std::string(protocol) + ": rank " + std::to_string(k) + " pushed round " +
+                                  std::to_string(h.b) + " after round " + std::to_string(count_[i]) +
+                                  " (messages lost or reordered)");
+          apply(k, std::span<const std::byte>(push_).subspan(detail::async_header::bytes), c);
+          count_[i] = h.b;
+          pushed_[i] = 1;
+        }
+      } catch (const transport_error& e) {
+        if (tau_ != never) throw;
+        give_up(k, stats);
+      }
+    }
+    const std::uint64_t now_complete = complete();
+    send_models(t, false, [&](int k) {
+      const auto i = static_cast<std::size_t>(k);
+      const bool released = now_complete != old_complete && tau_ != never && count_[i] > tau_ &&
+                            old_complete < count_[i] - tau_;
+      return pushed_[i] != 0 || released;
+    });
+  }
+
+  template <class Want>
+  void send_models(metered_transport& t, bool final_model, Want want) {
+    const std::uint64_t m = complete();
+    pull_.resize(detail::async_header::bytes + model_.size() * sizeof(float));
+    detail::async_header{final_model ? 1u : 0u, static_cast<std::uint32_t>(laggard()), m}.write(pull_);
+    std::memcpy(pull_.data() + detail::async_header::bytes, model_.data(), model_.size() * sizeof(float));
+    for (int k = 0; k < n_; ++k)
+      if (k != server_ && !lost_[static_cast<std::size_t>(k)] && want(k)) t.send(k, async_pull_tag, pull_);
+  }
+
+  // Takes the model in pull_; returns whether it was the final one.
+  bool adopt_pull(bool final_expected) {
+    const auto h = detail::async_header::read(pull_, 1, protocol, server_);
+    if (pull_.size() != detail::async_header::bytes + model_.size() * sizeof(float))
+      throw transport_error(std::string(protocol) + ": rank " + std::to_string(me_) + " got a model of " +
+                            std::to_string(pull_.size() - detail::async_header::bytes) + " bytes from the server, expected " +
+                            std::to_string(model_.size() * sizeof(float)));
+    if (h.kind == 1 && !final_expected)
+      throw transport_error(std::string(protocol) + ": rank " + std::to_string(me_) +
+                            " got the final model while still training (the server finished early)");
+    std::memcpy(model_.data(), pull_.data() + detail::async_header::bytes, model_.size() * sizeof(float));
+    held_complete_ = h.b;
+    held_laggard_ = static_cast<int>(h.a);
+    return h.kind == 1;
+  }
+
+  void receive_blocking(metered_transport& t) {
+    try {
+      t.recv(server_, async_pull_tag, pull_, timeout_);
+    } catch (const transport_error& e) {
+      throw transport_error(std::string(protocol) + ": rank " + std::to_string(me_) + " at round " +
+                            std::to_string(rounds_) + " waited for the server's model (it holds one complete to round " +
+                            std::to_string(held_complete_) + ", the slowest being rank " + std::to_string(held_laggard_) +
+                            "): " + e.what());
+    }
+  }
+
+  void wait_as_server(metered_transport& t, statistics& stats, C& c) {
+    detail::poll_backoff backoff(stats);
+    const auto deadline = std::chrono::steady_clock::now() + timeout_;
+    while (must_wait()) {
+      if (std::chrono::steady_clock::now() > deadline)
+        throw transport_error(std::string(protocol) + ": the server (rank " + std::to_string(server_) + ") at round " +
+                              std::to_string(rounds_) + " waited " + std::to_string(timeout_.count()) +
+                              " ms for rank " + std::to_string(laggard()) + ", which is still at round " +
+                              std::to_string(complete()) + " (bounded staleness " + std::to_string(tau_) +
+                              "): it is dead, stuck or far slower; raise options.timeout if it is only slow");
+      const std::uint64_t before = complete();
+      serve(t, stats, c);
+      if (complete() != before) backoff.reset();
+      else backoff.pause();
+    }
+  }
+
+  void give_up(int k, statistics& stats) {
+    lost_[static_cast<std::size_t>(k)] = 1;
+    stats.lost_peers.push_back(k);
+  }
+
+  int me_;
+  int server_;
+  int n_;
+  std::uint64_t tau_;
+  std::chrono::milliseconds timeout_;
+  std::vector<float> model_;  // the server's model (server rank) or the newest one received
+  std::vector<float> decoded_;
+  std::vector<std::uint64_t> count_;  // server: pushes taken per worker
+  std::vector<char> done_, lost_, pushed_;
+  std::optional<compressor_state_t<C>> state_;
+  byte_buffer encoding_, message_, push_, pull_;
+  std::uint64_t rounds_ = 0;
+  std::uint64_t held_complete_ = 0;
+  int held_laggard_ = 0;
+};
+
+}  // namespace distopt::collective

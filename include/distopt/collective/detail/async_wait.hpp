@@ -1,0 +1,74 @@
+#pragma once
+// Pieces shared by the asynchronous protocols (async_parameter_server.hpp, async_gossip.hpp).
+//  - poll_backoff: waiting for "a message from any of several peers" with the transport's
+//    per-peer receives means polling; between empty polls the thread sleeps 20 us, doubling
+//    to 1 ms, so 64 waiting workers on 2 cores cost little CPU and a message waits at most
+//    ~1 ms for its receiver. The sleep counts as time blocked.
+//  - message headers: a kind and two counters in front of an encoding, checked on receipt.
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <thread>
+
+#include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/errors.hpp"
+#include "distopt/core/statistics.hpp"
+
+namespace distopt::detail {
+
+class poll_backoff {
+ public:
+  explicit poll_backoff(statistics& stats) : stats_(&stats) {}
+  /// Sleeps after a poll that found nothing.
+  void pause() {
+    const auto start = std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(wait_);
+    stats_->time_blocked += std::chrono::steady_clock::now() - start;
+    wait_ = std::min(wait_ * 2, max_wait);
+  }
+  /// After a poll that found something: poll again soon.
+  void reset() { wait_ = min_wait; }
+
+ private:
+  static constexpr std::chrono::microseconds min_wait{20};
+  static constexpr std::chrono::microseconds max_wait{1000};
+  statistics* stats_;
+  std::chrono::microseconds wait_ = min_wait;
+};
+
+/// [u32 kind][u32 a][u64 b], then the payload.
+struct async_header {
+  static constexpr std::size_t bytes = 16;
+  std::uint32_t kind = 0;
+  std::uint32_t a = 0;
+  std::uint64_t b = 0;
+
+  /// Writes the header at the front of `wire`, which has `bytes` bytes reserved there.
+  void write(byte_buffer& wire) const {
+    std::memcpy(wire.data(), &kind, 4);
+    std::memcpy(wire.data() + 4, &a, 4);
+    std::memcpy(wire.data() + 8, &b, 8);
+  }
+  /// Reads the header of a message from `from`; a message shorter than a header or of a
+  /// kind above `max_kind` is a transport_error naming `protocol` and the peer.
+  static async_header read(std::span<const std::byte> m, std::uint32_t max_kind, const char* protocol, int from) {
+    if (m.size() < bytes)
+      throw transport_error(std::string(protocol) + ": a " + std::to_string(m.size()) + "-byte message from rank " +
+                            std::to_string(from) + " is shorter than its 16-byte header (malformed or truncated)");
+    async_header h;
+    std::memcpy(&h.kind, m.data(), 4);
+    std::memcpy(&h.a, m.data() + 4, 4);
+    std::memcpy(&h.b, m.data() + 8, 8);
+    if (h.kind > max_kind)
+      throw transport_error(std::string(protocol) + ": a message from rank " + std::to_string(from) +
+                            " has unknown kind " + std::to_string(h.kind) + " (malformed, or a different protocol)");
+    return h;
+  }
+};
+
+}  // namespace distopt::detail

@@ -1,0 +1,22 @@
+#pragma once
+// staleness::bounded<Tau> — stale synchronous parallel (SSP; Ho et al., NeurIPS 2013): a
+// worker may compute on a model that lacks the contributions of the last Tau rounds of
+// the slowest worker, and blocks only when it would fall further behind. Round c of a
+// worker uses a model complete to round >= c - 1 - Tau of every worker; the observed
+// staleness c - 1 - (that round) is recorded in statistics and never exceeds Tau.
+// Where it applies: topology::parameter_server (see collective/async_parameter_server.hpp).
+// bounded<0> is the synchronous schedule, run by the asynchronous protocol.
+//
+//   distopt::optimizer<distopt::compress::qsgd<8>, distopt::topology::parameter_server,
+//                      distopt::staleness::bounded<2>, distopt::local_steps::every_step>
+
+#include <cstdint>
+
+namespace distopt::staleness {
+
+template <std::uint64_t Tau>
+struct bounded {
+  static constexpr std::uint64_t max_staleness = Tau;
+};
+
+}  // namespace distopt::staleness
