@@ -97,13 +97,9 @@ class async_gossip {
     const auto now = std::chrono::steady_clock::now();
     for (peer& p : peers_) {
       if (p.lost) continue;
-      try {
-        while (!p.lost && t.try_recv(p.rank, async_gossip_tag, in_)) {
-          p.heard = now;
-          take(t, stats, p, x, c);
-        }
-      } catch (const transport_error&) {
-        give_up(p, stats);
+      while (!p.lost && receive(t, stats, p)) {
+        p.heard = now;
+        take(t, stats, p, x, c);  // a malformed message throws
       }
       if (p.pending && now - p.sent_at > timeout_) give_up(p, stats);  // the partner never answered
     }
@@ -198,6 +194,16 @@ class async_gossip {
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += 0.5f * (theirs_[i] - p.sent[i]);
     p.pending = false;
     stats.record_staleness(steps_ - p.sent_at_step);
+  }
+
+  // try_recv; a neighbour whose link failed is given up.
+  bool receive(metered_transport& t, statistics& stats, peer& p) {
+    try {
+      return t.try_recv(p.rank, async_gossip_tag, in_);
+    } catch (const transport_error&) {
+      give_up(p, stats);
+      return false;
+    }
   }
 
   void give_up(peer& p, statistics& stats) {

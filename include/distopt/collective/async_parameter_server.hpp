@@ -28,7 +28,8 @@
 // Downlink: the exact model (4d bytes per pull); compressed downlinks are synchronous only.
 //
 // Faults. asynchronous: a worker silent for options.timeout while the server waits in
-// finish() is given up (statistics::lost_peers) and the others finish. bounded<Tau>: a
+// finish() is given up (statistics::lost_peers) and the others finish (a worker's finish()
+// waits up to twice options.timeout for the final model, to allow for that). bounded<Tau>: a
 // worker blocked past the deadline raises transport_error naming the rank that holds it back.
 // A lost server fails every worker (they all depend on it).
 
@@ -103,7 +104,7 @@ class async_parameter_server {
     t.send(server_, async_push_tag, message_);
     while (t.try_recv(server_, async_pull_tag, pull_)) adopt_pull(/*final_expected=*/false);
     while (must_wait()) {
-      receive_blocking(t);
+      receive_blocking(t, timeout_);
       adopt_pull(false);
     }
     std::memcpy(x.data(), model_.data(), x.size_bytes());
@@ -118,8 +119,8 @@ class async_parameter_server {
       message_.resize(detail::async_header::bytes);
       detail::async_header{1, 0, rounds_}.write(message_);
       t.send(server_, async_push_tag, message_);
-      for (;;) {
-        receive_blocking(t);
+      for (;;) {  // the server may first wait options.timeout for a silent worker: allow twice that
+        receive_blocking(t, 2 * timeout_);
         if (adopt_pull(true)) break;
       }
     } else {
@@ -201,8 +202,7 @@ class async_parameter_server {
     for (int k = 0; k < n_; ++k) {
       const auto i = static_cast<std::size_t>(k);
       if (k == server_ || lost_[i] || done_[i]) continue;
-      try {
-        while (!done_[i] && t.try_recv(k, async_push_tag, push_)) {
+      while (!done_[i] && receive_push(t, stats, k)) {
           const auto h = detail::async_header::read(push_, 1, protocol, k);
           if (h.kind == 1) {
             done_[i] = 1;
@@ -215,10 +215,6 @@ class async_parameter_server {
           apply(k, std::span<const std::byte>(push_).subspan(detail::async_header::bytes), c);
           count_[i] = h.b;
           pushed_[i] = 1;
-        }
-      } catch (const transport_error& e) {
-        if (tau_ != never) throw;
-        give_up(k, stats);
       }
     }
     const std::uint64_t now_complete = complete();
@@ -228,6 +224,18 @@ class async_parameter_server {
                             old_complete < count_[i] - tau_;
       return pushed_[i] != 0 || released;
     });
+  }
+
+  // try_recv of a push; asynchronous gives a worker whose link failed up, bounded<Tau>
+  // needs every worker and rethrows. Malformed messages throw in both (serve()).
+  bool receive_push(metered_transport& t, statistics& stats, int k) {
+    try {
+      return t.try_recv(k, async_push_tag, push_);
+    } catch (const transport_error&) {
+      if (tau_ != never) throw;
+      give_up(k, stats);
+      return false;
+    }
   }
 
   template <class Want>
@@ -256,9 +264,9 @@ class async_parameter_server {
     return h.kind == 1;
   }
 
-  void receive_blocking(metered_transport& t) {
+  void receive_blocking(metered_transport& t, std::chrono::milliseconds timeout) {
     try {
-      t.recv(server_, async_pull_tag, pull_, timeout_);
+      t.recv(server_, async_pull_tag, pull_, timeout);
     } catch (const transport_error& e) {
       throw transport_error(std::string(protocol) + ": rank " + std::to_string(me_) + " at round " +
                             std::to_string(rounds_) + " waited for the server's model (it holds one complete to round " +

@@ -4,12 +4,16 @@
 // virtual clock per worker (no sleeping); throttled.hpp applies it in real time.
 //
 // The model. Each worker has one NIC that sends one message at a time and receives one
-// at a time (full duplex). A message of B payload bytes sent when the sender's clock
-// reads t:
-//   send start  s = max(t, sender NIC free);           sender NIC free = s + B beta
-//   receive     r = max(s + alpha, receiver NIC free);  receiver NIC free = r + B beta
-//   the receiver's clock becomes max(its clock, r + B beta) when it takes the message.
-// So one message costs alpha + B beta; k messages into one NIC cost alpha + k B beta.
+// at a time (full duplex). The directed link i -> j (sender i, receiver j) has a
+// latency alpha(i, j) and a time per byte beta(i, j) = 1 / bandwidth(i, j): the model's
+// latency_s and bandwidth_bytes_per_s, unless network_model::links gives the link its
+// own. A message of B payload bytes from i to j sent when i's clock reads t:
+//   send start  s = max(t, i's NIC free);                i's NIC free = s + B beta(i, j)
+//   receive     r = max(s + alpha(i, j), j's NIC free);  j's NIC free = r + B beta(i, j)
+//   j's clock becomes max(its clock, r + B beta(i, j)) when it takes the message.
+// So one message costs alpha(i, j) + B beta(i, j), and a slow link keeps both of its
+// NICs busy for its whole B beta(i, j); with every link at the defaults alpha and beta,
+// k messages into one NIC cost alpha + k B beta.
 // Sends do not block the sender (as the transport concept promises). Local compute
 // between transport calls advances the clock by the thread's CPU time times the
 // worker's compute factor (factor 2 = a worker twice as slow), or, with
@@ -22,6 +26,9 @@
 //   distopt::network_model net = distopt::network_model::preset("1g");   // 50 us, 1 Gbit/s
 //   distopt::simulated_transport sim(t, net);        // t: any transport_ref
 //   optimizer opt(sim, x0);  ...  sim.now();         // seconds on the modelled network
+//
+//   net.links = {{.from = 0, .to = 1, .latency_s = 20e-3, .bandwidth_bytes_per_s = 12.5e6}};
+//   // rank 0 -> rank 1 is a WAN link; 1 -> 0 and every other link keep the defaults
 
 #include <algorithm>
 #include <chrono>
@@ -29,10 +36,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <cstdio>
 #include <ctime>
+#include <limits>
+#include <numeric>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "distopt/core/byte_buffer.hpp"
@@ -43,11 +54,36 @@
 
 namespace distopt {
 
+namespace detail {
+/// A number for an error message: %g keeps small latencies readable (5e-07, not 0.000000).
+inline std::string model_number(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", v);
+  return b;
+}
+}  // namespace detail
+
 struct network_model {
-  /// alpha: seconds from send start to the first byte at the receiver.
+  /// One directed link with its own latency and bandwidth: messages sent by rank `from`
+  /// to rank `to` (the reverse direction is a separate link). Both numbers must be set;
+  /// left out they are NaN, which validate() refuses.
+  struct link {
+    int from = -1;
+    int to = -1;
+    double latency_s = std::numeric_limits<double>::quiet_NaN();
+    double bandwidth_bytes_per_s = std::numeric_limits<double>::quiet_NaN();
+  };
+
+  /// alpha: seconds from send start to the first byte at the receiver, on every link
+  /// that `links` does not list.
   double latency_s = 50e-6;
-  /// 1 / beta: bytes per second of every NIC, each direction.
+  /// 1 / beta: bytes per second of every NIC, each direction, on every link that `links`
+  /// does not list.
   double bandwidth_bytes_per_s = 125e6;
+  /// Links that differ from the defaults above, at most one entry per (from, to); a
+  /// message from i to j occupies i's and j's NICs at the bandwidth of link i -> j. Ranks
+  /// must lie in the world, which modelled_transport checks at construction.
+  std::vector<link> links{};
   /// Compute slowdown per rank (stragglers); ranks beyond the list run at factor 1.
   std::vector<double> compute_factors{};
   /// If > 0, every rank's factor is further multiplied by 1 + u * straggler_spread with u
@@ -89,6 +125,56 @@ struct network_model {
         throw config_error("network_model: every compute factor must be finite and > 0, got " + std::to_string(f));
     if (!(straggler_spread >= 0.0) || !std::isfinite(straggler_spread))
       throw config_error("network_model: straggler_spread must be finite and >= 0");
+    for (std::size_t i = 0; i < links.size(); ++i) {
+      const link& l = links[i];
+      if (l.from < 0 || l.to < 0)
+        throw config_error("network_model: " + describe_link(i) +
+                           ": ranks must be >= 0; set from to the sending rank and to to the receiving rank");
+      if (!(l.latency_s >= 0.0) || !std::isfinite(l.latency_s))
+        throw config_error("network_model: " + describe_link(i) + ": latency_s must be finite and >= 0, got " +
+                           detail::model_number(l.latency_s) + "; set it to the link's latency in seconds");
+      if (!(l.bandwidth_bytes_per_s > 0.0) || !std::isfinite(l.bandwidth_bytes_per_s))
+        throw config_error("network_model: " + describe_link(i) + ": bandwidth_bytes_per_s must be finite and > 0, got " +
+                           detail::model_number(l.bandwidth_bytes_per_s) +
+                           "; set it to the link's bandwidth in bytes per second");
+    }
+    if (links.size() > 1) {  // duplicates: sort the indices by (from, to), compare neighbours
+      std::vector<std::size_t> order(links.size());
+      std::iota(order.begin(), order.end(), std::size_t{0});
+      const auto key = [&](std::size_t i) { return std::pair(links[i].from, links[i].to); };
+      std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return key(a) < key(b); });
+      for (std::size_t k = 1; k < order.size(); ++k)
+        if (key(order[k - 1]) == key(order[k]))
+          throw config_error("network_model: links[" + std::to_string(order[k - 1]) + "] and links[" +
+                             std::to_string(order[k]) + "] both describe the link " + std::to_string(links[order[k]].from) +
+                             " -> " + std::to_string(links[order[k]].to) +
+                             "; keep one entry per directed link (from sender to receiver)");
+    }
+  }
+
+  /// validate(), and a config_error if a link names a rank outside a world of
+  /// `world_size` ranks (modelled_transport calls this with its transport's size).
+  void validate(int world_size) const {
+    validate();
+    for (std::size_t i = 0; i < links.size(); ++i)
+      if (links[i].from >= world_size || links[i].to >= world_size)
+        throw config_error("network_model: " + describe_link(i) + " names rank " +
+                           std::to_string(std::max(links[i].from, links[i].to)) + ", but the world has " +
+                           std::to_string(world_size) + " ranks (0.." + std::to_string(world_size - 1) +
+                           "); remove the link or fix its ranks");
+  }
+
+  /// The latency of the link from -> to in seconds: its entry in `links`, else latency_s.
+  /// A search of `links`; modelled_transport looks each peer up once, at construction.
+  double latency(int from, int to) const {
+    const link* l = find(from, to);
+    return l ? l->latency_s : latency_s;
+  }
+  /// The bandwidth of the link from -> to in bytes per second: its entry in `links`,
+  /// else bandwidth_bytes_per_s.
+  double bandwidth(int from, int to) const {
+    const link* l = find(from, to);
+    return l ? l->bandwidth_bytes_per_s : bandwidth_bytes_per_s;
   }
 
   /// The compute factor of `rank`.
@@ -101,6 +187,17 @@ struct network_model {
     }
     return f;
   }
+
+ private:
+  const link* find(int from, int to) const {
+    for (const link& l : links)
+      if (l.from == from && l.to == to) return &l;
+    return nullptr;
+  }
+  std::string describe_link(std::size_t i) const {
+    return "links[" + std::to_string(i) + "] (" + std::to_string(links[i].from) + " -> " +
+           std::to_string(links[i].to) + ")";
+  }
 };
 
 /// A transport that charges every message the network model's cost on a clock.
@@ -112,9 +209,23 @@ template <class Clock>
 class modelled_transport {
  public:
   modelled_transport(transport_ref inner, network_model model, Clock clock = {})
-      : inner_(inner), model_((model.validate(), std::move(model))), clock_(std::move(clock)),
-        factor_(model_.compute_factor(inner.rank())), beta_(1.0 / model_.bandwidth_bytes_per_s),
-        cpu_mark_(thread_cpu_seconds()) {}
+      : inner_(inner), model_((model.validate(inner.size()), std::move(model))), clock_(std::move(clock)),
+        factor_(model_.compute_factor(inner.rank())), cpu_mark_(thread_cpu_seconds()) {
+    // Per-peer link parameters, indexed by peer rank, so a message costs no search.
+    const auto n = static_cast<std::size_t>(size());
+    const double beta = 1.0 / model_.bandwidth_bytes_per_s;
+    tx_beta_.assign(n, beta);
+    rx_alpha_.assign(n, model_.latency_s);
+    rx_beta_.assign(n, beta);
+    const int me = rank();
+    for (const network_model::link& l : model_.links) {
+      if (l.from == me) tx_beta_[static_cast<std::size_t>(l.to)] = 1.0 / l.bandwidth_bytes_per_s;
+      if (l.to == me) {
+        rx_alpha_[static_cast<std::size_t>(l.from)] = l.latency_s;
+        rx_beta_[static_cast<std::size_t>(l.from)] = 1.0 / l.bandwidth_bytes_per_s;
+      }
+    }
+  }
 
   int rank() const { return inner_.rank(); }
   int size() const { return inner_.size(); }
@@ -122,11 +233,11 @@ class modelled_transport {
   void send(int peer, tag tg, std::span<const std::byte> bytes) {
     account_compute();
     const double start = std::max(clock_.now(), tx_free_);
-    tx_free_ = start + static_cast<double>(bytes.size()) * beta_;
     outgoing_.resize(bytes.size() + trailer_bytes);
     if (!bytes.empty()) std::memcpy(outgoing_.data(), bytes.data(), bytes.size());
     std::memcpy(outgoing_.data() + bytes.size(), &start, trailer_bytes);
-    inner_.send(peer, tg, outgoing_);
+    inner_.send(peer, tg, outgoing_);  // checks peer first
+    tx_free_ = start + static_cast<double>(bytes.size()) * tx_beta_[slot(peer)];
     mark_cpu();
   }
   void recv(int peer, tag tg, byte_buffer& out) {
@@ -172,6 +283,14 @@ class modelled_transport {
     if (model_.measure_compute) clock_.pass_measured(thread_cpu_seconds() - cpu_mark_, factor_);
   }
 
+  // The index of a peer the inner transport has accepted (a guard against one that did not check).
+  std::size_t slot(int peer) const {
+    if (peer < 0 || peer >= size())
+      throw transport_error("modelled_transport: rank " + std::to_string(rank()) + " exchanged a message with rank " +
+                            std::to_string(peer) + " outside 0.." + std::to_string(size() - 1));
+    return static_cast<std::size_t>(peer);
+  }
+
   // Strips the trailer and applies the receive side of the model.
   void take(int peer, byte_buffer& out) {
     if (out.size() < trailer_bytes)
@@ -184,8 +303,9 @@ class modelled_transport {
     if (!std::isfinite(start))
       throw transport_error("modelled_transport: rank " + std::to_string(rank()) +
                             " got a non-finite send time from rank " + std::to_string(peer));
-    const double received = std::max(start + model_.latency_s, rx_free_);
-    rx_free_ = received + static_cast<double>(out.size()) * beta_;
+    const std::size_t p = slot(peer);
+    const double received = std::max(start + rx_alpha_[p], rx_free_);
+    rx_free_ = received + static_cast<double>(out.size()) * rx_beta_[p];
     clock_.wait_until(rx_free_);
     mark_cpu();
   }
@@ -194,7 +314,9 @@ class modelled_transport {
   network_model model_;
   Clock clock_;
   double factor_;
-  double beta_;
+  std::vector<double> tx_beta_;   // [p]: beta(me, p), seconds per byte this NIC sends to p
+  std::vector<double> rx_alpha_;  // [p]: alpha(p, me)
+  std::vector<double> rx_beta_;   // [p]: beta(p, me)
   double tx_free_ = 0.0;
   double rx_free_ = 0.0;
   double cpu_mark_;

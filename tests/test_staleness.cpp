@@ -1,0 +1,396 @@
+// ctest-labels: threads
+// Staleness policies: SSP and the asynchronous parameter server
+// (collective/async_parameter_server.hpp), AD-PSGD and SwarmSGD (collective/async_gossip.hpp).
+//
+// The staleness checks do not trust the library's statistics: a "counting" problem makes the
+// model itself say whose rounds it holds. Worker k's gradient is -e_k (dimension n, no
+// momentum), so each of its rounds moves the server's coordinate k by eta / n, and
+// round(x_k n / eta) is the number of rounds of worker k in the model x.
+
+#include <doctest/doctest.h>
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include <distopt/distopt.hpp>
+#include <distopt/transport/throttled.hpp>
+
+#include "optimizer_harness.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using harness::k_timeout;
+
+constexpr float counting_eta = 0.5f;
+
+// Rounds of each worker held by a model of the counting problem.
+std::vector<long> rounds_held(Eigen::Ref<const Eigen::VectorXf> x, int n) {
+  std::vector<long> held(static_cast<std::size_t>(n));
+  for (int k = 0; k < n; ++k) held[static_cast<std::size_t>(k)] = std::lround(x(k) * static_cast<float>(n) / counting_eta);
+  return held;
+}
+
+// Runs the counting problem for `steps` steps on n workers whose steps take a random
+// 0..max_sleep, over a throttled network; returns, per worker, the largest lag it saw:
+// (its step c) - 1 - (fewest rounds of any worker in the model it computed step c on).
+template <class Opt>
+std::vector<long> largest_lags(int n, int steps, std::chrono::microseconds max_sleep, std::uint64_t seed,
+                               std::vector<distopt::statistics>& stats) {
+  std::vector<long> lag(static_cast<std::size_t>(n), 0);
+  stats.assign(static_cast<std::size_t>(n), {});
+  std::mutex m;
+  distopt::network_model net{.latency_s = 200e-6, .bandwidth_bytes_per_s = 1e9};
+  distopt::run_threads(
+      n,
+      [&](distopt::transport_ref inner) {
+        distopt::throttled_transport t(inner, net);
+        Opt opt(t, Eigen::VectorXf::Zero(n), {.learning_rate = counting_eta, .timeout = k_timeout});
+        const int me = t.rank();
+        distopt::rng delays(seed, static_cast<std::uint32_t>(me), 0, distopt::purpose::user);
+        Eigen::VectorXf g = Eigen::VectorXf::Zero(n);
+        g(me) = -1.0f;
+        long worst = 0;
+        for (int c = 1; c <= steps; ++c) {
+          const auto held = rounds_held(opt.parameters(), n);
+          worst = std::max(worst, (c - 1) - *std::min_element(held.begin(), held.end()));
+          std::this_thread::sleep_for(std::chrono::microseconds(
+              static_cast<long>(delays.uniform() * static_cast<float>(max_sleep.count()))));
+          opt.step(g);
+        }
+        opt.finish();
+        std::lock_guard lock(m);
+        lag[static_cast<std::size_t>(me)] = worst;
+        stats[static_cast<std::size_t>(me)] = opt.stats();
+      },
+      harness::k_threads);
+  return lag;
+}
+
+}  // namespace
+
+TEST_CASE("bounded<Tau>: no worker computes on a model more than Tau rounds behind, under random delays") {
+  std::vector<distopt::statistics> stats;
+  for (const std::uint64_t seed : {1u, 2u}) {
+    CAPTURE(seed);
+    const auto lag2 = largest_lags<distopt::algorithms::ssp_sgd<2>>(4, 40, 3000us, seed, stats);
+    for (std::size_t k = 0; k < lag2.size(); ++k) {
+      CAPTURE(k);
+      CHECK(lag2[k] <= 2);
+      CHECK(stats[k].max_staleness <= 2);
+      CHECK(stats[k].rounds == 40);
+    }
+    const auto lag1 = largest_lags<distopt::algorithms::ssp_sgd<1, distopt::compress::identity>>(3, 30, 3000us, seed,
+                                                                                                 stats);
+    for (std::size_t k = 0; k < lag1.size(); ++k) CHECK(lag1[k] <= 1);
+  }
+}
+
+TEST_CASE("synchronous parameter server: every step computes on a model with every worker's previous rounds") {
+  std::vector<distopt::statistics> stats;
+  const auto lag = largest_lags<distopt::algorithms::ps_sgd<>>(4, 30, 2000us, 3, stats);
+  for (std::size_t k = 0; k < lag.size(); ++k) {
+    CHECK(lag[k] == 0);
+    CHECK(stats[k].max_staleness == 0);
+  }
+}
+
+TEST_CASE("asynchronous: runs ahead of the bound, so the SSP lag is observed above Tau (the check can fail)") {
+  // The same random delays as the bounded test; without a bound some worker must see a lag
+  // above 2, else the bounded test above proves nothing.
+  std::vector<distopt::statistics> stats;
+  const auto lag = largest_lags<distopt::algorithms::async_ps_sgd<>>(4, 40, 3000us, 1, stats);
+  CHECK(*std::max_element(lag.begin(), lag.end()) > 2);
+}
+
+namespace {
+
+// n workers, worker `slow` sleeps 10x longer per step than the others; the fast ones take
+// `steps` steps; the slow one steps until they are all done. Returns the slow worker's count.
+template <class Opt>
+std::uint64_t slow_worker_steps(int n, int slow, int steps, std::vector<distopt::statistics>& stats) {
+  std::atomic<int> fast_done{0};
+  std::atomic<std::uint64_t> slow_steps{0};
+  stats.assign(static_cast<std::size_t>(n), {});
+  std::mutex m;
+  const Eigen::VectorXf target = Eigen::VectorXf::LinSpaced(6, -1.0f, 1.0f);
+  distopt::run_threads(
+      n,
+      [&](distopt::transport_ref t) {
+        Opt opt(t, Eigen::VectorXf::Zero(6), {.learning_rate = 0.1f, .timeout = k_timeout});
+        const bool is_slow = t.rank() == slow;
+        for (int c = 0; is_slow ? fast_done.load() < n - 1 : c < steps; ++c) {
+          std::this_thread::sleep_for(is_slow ? 10ms : 1ms);
+          opt.step(opt.parameters() - target);
+          if (is_slow) slow_steps = static_cast<std::uint64_t>(c + 1);
+        }
+        if (!is_slow) ++fast_done;
+        opt.finish();
+        std::lock_guard lock(m);
+        stats[static_cast<std::size_t>(t.rank())] = opt.stats();
+      },
+      harness::k_threads);
+  return slow_steps.load();
+}
+
+}  // namespace
+
+TEST_CASE("asynchronous: one worker 10x slower does not hold the others back (steps counted, not time)") {
+  // If the fast workers waited for the slow one, it would have taken ~steps steps when they
+  // finish; not waiting, it has taken ~steps/10. The bound steps/3 leaves 3x room for a
+  // loaded machine delaying the fast ones.
+  constexpr int steps = 60;
+  std::vector<distopt::statistics> stats;
+  SUBCASE("async parameter server, the slow worker is the server") {
+    const std::uint64_t slow = slow_worker_steps<distopt::algorithms::async_ps_sgd<>>(4, 0, steps, stats);
+    CHECK(slow < steps / 3);
+    for (int k = 1; k < 4; ++k) CHECK(stats[static_cast<std::size_t>(k)].steps == steps);
+  }
+  SUBCASE("async parameter server, a slow worker") {
+    const std::uint64_t slow = slow_worker_steps<distopt::algorithms::async_ps_sgd<>>(4, 2, steps, stats);
+    CHECK(slow < steps / 3);
+    CHECK(stats[0].max_staleness > 0);  // the server saw the slow worker fall behind
+  }
+  SUBCASE("AD-PSGD") {
+    const std::uint64_t slow = slow_worker_steps<distopt::algorithms::ad_psgd<>>(4, 1, steps, stats);
+    CHECK(slow < steps / 3);
+    for (const auto& s : stats) CHECK(s.lost_peers.empty());
+  }
+  SUBCASE("bounded<2> is held back, by contrast") {
+    const std::uint64_t slow = slow_worker_steps<distopt::algorithms::ssp_sgd<2>>(4, 2, steps, stats);
+    CHECK(slow + 3 >= steps);  // the fast ones never got more than 2 (+1 in flight) rounds ahead
+  }
+}
+
+TEST_CASE("async parameter server reaches the least-squares optimum (noise-free data, full-batch shards)") {
+  // Noise-free: every shard's minimiser is x*, so x* is the fixed point however unevenly the
+  // workers push. Tolerance 1e-4 relative, far below the starting error 1.
+  const auto d = distopt::problems::synthetic_regression(240, 8, 0.0f, 21);
+  const Eigen::VectorXd x_star = harness::least_squares_solution(d);
+  auto shards = harness::ls_shards(d, 4, 5);
+  auto body = [&](int rank, auto& opt) {
+    Eigen::VectorXf g(opt.parameters().size());
+    for (int k = 0; k < 400; ++k) {
+      shards[static_cast<std::size_t>(rank)].gradient(opt.parameters(), g);
+      opt.step(g);
+      std::this_thread::sleep_for(50us);
+    }
+    opt.finish();
+  };
+  const Eigen::VectorXf x0 = Eigen::VectorXf::Zero(d.features.cols());
+  SUBCASE("asynchronous, qsgd<8>, staleness-aware step") {
+    // Unbounded staleness needs the step scaled by 1/(1 + staleness) (Khirirat et al.: gamma
+    // proportional to 1/(1 + tau)): a worker whose model is not refreshed pushes gradients of
+    // the same old model again and again.
+    auto r = harness::run_workers<distopt::algorithms::async_ps_sgd<distopt::compress::qsgd<8>>>(
+        4, x0, {.learning_rate = 0.5f, .timeout = k_timeout, .staleness_aware_lr = true}, body);
+    harness::check_all_ranks_identical(r);  // finish() hands every worker the server's final model
+    CHECK(harness::relative_error(r.x[0], x_star) <= 1e-4);
+  }
+  SUBCASE("bounded<3>, staleness-aware step") {
+    auto r = harness::run_workers<distopt::algorithms::ssp_sgd<3>>(
+        4, x0, {.learning_rate = 0.5f, .timeout = k_timeout, .staleness_aware_lr = true}, body);
+    harness::check_all_ranks_identical(r);
+    CHECK(harness::relative_error(r.x[0], x_star) <= 1e-4);
+  }
+}
+
+namespace {
+
+// Zero gradients: only the averaging moves the models. Returns every worker's final model.
+template <class Opt, class... Extra>
+std::vector<Eigen::VectorXf> gossip_only(int n, int steps, std::uint64_t seed, Extra... extra) {
+  std::vector<Eigen::VectorXf> out(static_cast<std::size_t>(n));
+  std::mutex m;
+  distopt::run_threads(
+      n,
+      [&](distopt::transport_ref t) {
+        const Eigen::VectorXf x0 = harness::seeded_normal(16, 99, static_cast<std::uint32_t>(t.rank()));
+        Opt opt(t, x0, {.learning_rate = 0.1f, .seed = seed, .timeout = k_timeout}, extra...);
+        const Eigen::VectorXf zero = Eigen::VectorXf::Zero(16);
+        for (int k = 0; k < steps; ++k) {
+          std::this_thread::sleep_for(100us);  // the compute of a step: lets the workers interleave
+          opt.step(zero);
+        }
+        opt.finish();
+        std::lock_guard lock(m);
+        out[static_cast<std::size_t>(t.rank())] = opt.parameters();
+      },
+      harness::k_threads);
+  return out;
+}
+
+Eigen::VectorXd mean_of(const std::vector<Eigen::VectorXf>& xs) {
+  Eigen::VectorXd s = Eigen::VectorXd::Zero(xs[0].size());
+  for (const auto& x : xs) s += x.cast<double>();
+  return s / static_cast<double>(xs.size());
+}
+
+}  // namespace
+
+TEST_CASE("AD-PSGD and SwarmSGD with zero gradients keep the average of the models and contract them") {
+  // Each interaction moves its two ends by opposite amounts, so the sum is kept up to float
+  // rounding (16 entries of size ~1, ~100 interactions each: 1e-4 is ~100x the rounding).
+  const int n = 6;
+  std::vector<Eigen::VectorXf> start(n);
+  for (int k = 0; k < n; ++k) start[static_cast<std::size_t>(k)] = harness::seeded_normal(16, 99, static_cast<std::uint32_t>(k));
+  const Eigen::VectorXd mu0 = mean_of(start);
+  double spread0 = 0;
+  for (const auto& x : start) spread0 += (x.cast<double>() - mu0).squaredNorm();
+  for (const std::uint64_t seed : {1u, 2u, 3u, 4u, 5u}) {
+    CAPTURE(seed);
+    for (int variant = 0; variant < 3; ++variant) {
+      CAPTURE(variant);
+      const auto xs = variant == 0   ? gossip_only<distopt::algorithms::ad_psgd<>>(n, 100, seed)
+                      : variant == 1 ? gossip_only<distopt::algorithms::swarm_sgd<3>>(n, 100, seed)
+                                     : gossip_only<distopt::algorithms::swarm_sgd<2, distopt::compress::lattice<8>>>(
+                                           n, 100, seed, distopt::compress::lattice<8>{.side = 0.05f});
+      const Eigen::VectorXd mu = mean_of(xs);
+      CHECK((mu - mu0).norm() <= 1e-4 * mu0.norm());
+      double spread = 0;
+      for (const auto& x : xs) spread += (x.cast<double>() - mu).squaredNorm();
+      CHECK(spread < 0.01 * spread0);  // they did average: 100 rounds of pairwise mixing
+    }
+  }
+}
+
+TEST_CASE("SwarmSGD reaches the least-squares optimum, exactly with identity, to the lattice's resolution with lattice<8>") {
+  // Noise-free least squares (every shard's minimiser is x*), full-batch shard gradients,
+  // H = 2 local steps, complete graph, 4 workers. Interactions move models by opposite
+  // amounts, so the mean model obeys full gradient descent on the average of the workers'
+  // gradients, up to the spread of the models, which the gradient steps contract.
+  const auto d = distopt::problems::synthetic_regression(240, 8, 0.0f, 23);
+  const Eigen::VectorXd x_star = harness::least_squares_solution(d);
+  auto shards = harness::ls_shards(d, 4, 6);
+  auto run = [&]<class Opt>(std::type_identity<Opt>, auto... extra) {
+    std::vector<Eigen::VectorXf> xs(4);
+    std::mutex m;
+    distopt::run_threads(
+        4,
+        [&](distopt::transport_ref t) {
+          Opt opt(t, Eigen::VectorXf::Zero(d.features.cols()), {.learning_rate = 0.3f, .seed = 4, .timeout = k_timeout},
+                  extra...);
+          Eigen::VectorXf g(d.features.cols());
+          for (int k = 0; k < 600; ++k) {
+            shards[static_cast<std::size_t>(t.rank())].gradient(opt.parameters(), g);
+            opt.step(g);
+            if (k % 8 == 0) std::this_thread::yield();
+          }
+          opt.finish();
+          std::lock_guard lock(m);
+          xs[static_cast<std::size_t>(t.rank())] = opt.parameters();
+        },
+        harness::k_threads);
+    return xs;
+  };
+  SUBCASE("identity") {
+    const auto xs = run(std::type_identity<distopt::algorithms::swarm_sgd<2>>{});
+    CHECK((mean_of(xs) - x_star).norm() <= 1e-4 * x_star.norm());
+    for (const auto& x : xs) CHECK(harness::relative_error(x, x_star) <= 1e-3);
+  }
+  SUBCASE("lattice<8>, side s = 0.01") {
+    // Every interaction moves a model by half a difference of lattice points, each within s
+    // per coordinate of the model it encodes: the models stay within a few s of x*.
+    constexpr float side = 0.01f;
+    const auto xs = run(std::type_identity<distopt::algorithms::swarm_sgd<2, distopt::compress::lattice<8>>>{},
+                        distopt::compress::lattice<8>{.side = side});
+    const double resolution = side * std::sqrt(static_cast<double>(d.features.cols()));
+    for (const auto& x : xs) CHECK((x.cast<double>() - x_star).norm() <= 2 * resolution);
+  }
+}
+
+namespace {
+
+// Worker `dead` stops after 3 steps without finish() (its thread returns: as good as dead
+// to the others); the rest take `steps` steps and finish. Returns every worker's statistics.
+template <class Opt>
+std::vector<distopt::statistics> with_a_dead_worker(int n, int dead, int steps) {
+  std::vector<distopt::statistics> stats(static_cast<std::size_t>(n));
+  std::mutex m;
+  distopt::run_threads(
+      n,
+      [&](distopt::transport_ref t) {
+        Opt opt(t, Eigen::VectorXf::Zero(4), {.learning_rate = 0.1f, .timeout = 300ms});
+        const Eigen::VectorXf target = Eigen::VectorXf::Ones(4);
+        for (int k = 0; k < (t.rank() == dead ? 3 : steps); ++k) {
+          std::this_thread::sleep_for(200us);
+          opt.step(opt.parameters() - target);
+        }
+        if (t.rank() == dead) return;
+        opt.finish();
+        std::lock_guard lock(m);
+        stats[static_cast<std::size_t>(t.rank())] = opt.stats();
+      },
+      distopt::thread_options{.timeout = 300ms});
+  return stats;
+}
+
+}  // namespace
+
+TEST_CASE("asynchronous: a dead worker does not stop the others; they report it in statistics") {
+  SUBCASE("async parameter server: the server gives the dead worker up") {
+    const auto stats = with_a_dead_worker<distopt::algorithms::async_ps_sgd<>>(4, 2, 40);
+    CHECK(stats[0].lost_peers == std::vector<int>{2});
+    for (int k : {0, 1, 3}) CHECK(stats[static_cast<std::size_t>(k)].steps == 40);
+  }
+  SUBCASE("AD-PSGD: its neighbours give it up") {
+    const auto stats = with_a_dead_worker<distopt::algorithms::ad_psgd<>>(4, 1, 40);
+    for (int k : {0, 2, 3}) {
+      CAPTURE(k);
+      CHECK(stats[static_cast<std::size_t>(k)].lost_peers == std::vector<int>{1});
+      CHECK(stats[static_cast<std::size_t>(k)].steps == 40);
+    }
+  }
+}
+
+TEST_CASE("bounded<Tau>: workers held back by a dead worker raise transport_error naming it after the deadline") {
+  const auto start = std::chrono::steady_clock::now();
+  std::string what;
+  try {
+    (void)with_a_dead_worker<distopt::algorithms::ssp_sgd<1>>(4, 2, 40);
+  } catch (const distopt::transport_error& e) {
+    what = e.what();
+  }
+  INFO(what);
+  CHECK(what.find("rank 2") != std::string::npos);
+  CHECK(std::chrono::steady_clock::now() - start < 10s);  // the 300 ms deadline, not a hang
+}
+
+TEST_CASE("asynchronous parameter server: a malformed push is a transport_error naming the sender") {
+  // Rank 1 speaks the protocol badly: a push shorter than its header, then one that skips a round.
+  for (const bool skip_round : {false, true}) {
+    CAPTURE(skip_round);
+    std::string what;
+    try {
+      distopt::run_threads(
+          2,
+          [&](distopt::transport_ref t) {
+            distopt::algorithms::async_ps_sgd<> opt(t, Eigen::VectorXf::Zero(2), {.timeout = 2s});
+            if (t.rank() == 1) {
+              std::vector<std::byte> bad(skip_round ? 16 + 8 : 7, std::byte{0});
+              if (skip_round) bad[8] = std::byte{5};  // round 5 where round 1 is due
+              t.send(0, distopt::collective::async_push_tag, bad);
+              return;
+            }
+            for (int k = 0; k < 1000; ++k) {
+              opt.step(Eigen::VectorXf::Ones(2));
+              std::this_thread::sleep_for(100us);
+            }
+          },
+          distopt::thread_options{.timeout = 2s});
+    } catch (const distopt::transport_error& e) {
+      what = e.what();
+    }
+    INFO(what);
+    CHECK(what.find("rank 1") != std::string::npos);
+    CHECK(what.find(skip_round ? "pushed round 5 after round 0" : "shorter than its 16-byte header") != std::string::npos);
+  }
+}
