@@ -412,16 +412,18 @@ void check_local_sgd(int n, const distopt::problems::labelled_data& d, const Eig
 
 }  // namespace
 
-TEST_CASE("optimizer: local SGD with full-batch gradients reaches the least-squares optimum (noise-free data)") {
+TEST_CASE("optimizer: local SGD, H in {1, 2, 4, 8}, with full-batch gradients reaches the least-squares optimum (noise-free data)") {
   const auto d = distopt::problems::synthetic_regression(240, 8, 0.0f, 12);
   const Eigen::VectorXd x_star = least_squares_solution(d);
   for (int n : {2, 4}) {
     // Also a step count that is not a multiple of H: finish() takes the last round; one
     // averaged local step is a global gradient step, which stays at the optimum.
+    check_local_sgd<1>(n, d, x_star, 120);
     check_local_sgd<2>(n, d, x_star, 120);
     check_local_sgd<2>(n, d, x_star, 121);
     check_local_sgd<4>(n, d, x_star, 120);
     check_local_sgd<4>(n, d, x_star, 122);
+    check_local_sgd<8>(n, d, x_star, 120);
   }
 }
 
