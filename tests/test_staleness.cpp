@@ -217,7 +217,7 @@ std::vector<Eigen::VectorXf> gossip_only(int n, int steps, std::uint64_t seed, E
         Opt opt(t, x0, {.learning_rate = 0.1f, .seed = seed, .timeout = k_timeout}, extra...);
         const Eigen::VectorXf zero = Eigen::VectorXf::Zero(16);
         for (int k = 0; k < steps; ++k) {
-          std::this_thread::sleep_for(100us);  // the compute of a step: lets the workers interleave
+          std::this_thread::sleep_for(1ms);  // the compute of a step: lets the workers interleave
           opt.step(zero);
         }
         opt.finish();
