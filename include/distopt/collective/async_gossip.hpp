@@ -4,8 +4,8 @@
 // NeurIPS 2021, arXiv 1910.12308; H local steps, optionally lattice-quantized models), the
 // configuration topology::random_pairwise<G> + staleness::asynchronous.
 //
-// An interaction of i with a neighbour j (uniform among the neighbours of i in G that i has
-// no request pending with and that have not finished):
+// An interaction of i with a neighbour j (uniform among the neighbours of i in G that have
+// not finished), when i's previous request has been answered (else i skips this one):
 //   i: q_i = Q(x_i); sends q_i; goes on with its local steps (it never waits);
 //   j: when it next polls (each of its steps): q_j = Q(x_j); sends q_j back;
 //      x_j <- x_j + (q_i - q_j) / 2;
@@ -75,14 +75,17 @@ class async_gossip {
   /// One local step was taken: for the staleness of pending interactions.
   void count_step() { ++steps_; }
 
-  /// Answers what has arrived, then starts an interaction with a random free neighbour.
+  /// Answers what has arrived, then, unless its previous request is still unanswered,
+  /// starts an interaction with a random neighbour.
   void interact(metered_transport& t, statistics& stats, std::span<float> x, C& c) {
     poll(t, stats, x, c);
     candidates_.clear();
-    for (std::size_t k = 0; k < peers_.size(); ++k)
-      if (!peers_[k].pending && !peers_[k].done && !peers_[k].lost) candidates_.push_back(k);
+    for (std::size_t k = 0; k < peers_.size(); ++k) {
+      if (peers_[k].pending) return;  // one interaction at a time keeps the re-applied progress short
+      if (!peers_[k].done && !peers_[k].lost) candidates_.push_back(k);
+    }
     rng g = stream(purpose::topology);
-    if (candidates_.empty()) return;  // every neighbour busy with us, finished or lost
+    if (candidates_.empty()) return;  // every neighbour finished or lost
     peer& p = peers_[candidates_[g.below(static_cast<std::uint32_t>(candidates_.size()))]];
     quantize(x, c, p.sent);
     p.pending = true;
