@@ -60,12 +60,12 @@ class async_gossip {
                 "compress::identity or compress::lattice<B>");
 
  public:
-  async_gossip(int rank, graph g, std::uint64_t seed, std::size_t dimension, std::chrono::milliseconds timeout)
-      : me_(rank), graph_(std::move(g)), seed_(seed), timeout_(timeout) {
-    const auto d = static_cast<std::size_t>(graph_.degree(me_));
+  async_gossip(int rank, const graph& g, std::uint64_t seed, std::size_t dimension, std::chrono::milliseconds timeout)
+      : me_(rank), seed_(seed), timeout_(timeout) {
+    const auto d = static_cast<std::size_t>(g.degree(me_));
     peers_.resize(d);
     for (std::size_t k = 0; k < d; ++k) {
-      peers_[k].rank = graph_.neighbours(me_)[k];
+      peers_[k].rank = g.neighbours(me_)[k];
       peers_[k].sent.resize(dimension);
     }
     mine_.resize(dimension);
@@ -87,11 +87,11 @@ class async_gossip {
     rng g = stream(purpose::topology);
     if (candidates_.empty()) return;  // every neighbour finished or lost
     peer& p = peers_[candidates_[g.below(static_cast<std::uint32_t>(candidates_.size()))]];
-    quantize(x, c, p.sent);
+    quantize(0, x, c, p.sent);
     p.pending = true;
     p.sent_at_step = steps_;
     p.sent_at = std::chrono::steady_clock::now();
-    send(t, p.rank, 0);
+    t.send(p.rank, async_gossip_tag, message_);
     ++stats.rounds;
   }
 
@@ -115,7 +115,8 @@ class async_gossip {
       p.heard = std::chrono::steady_clock::now();
       if (p.lost) continue;
       try {
-        send(t, p.rank, 2);
+        start_message(2);
+        t.send(p.rank, async_gossip_tag, message_);
       } catch (const transport_error&) {
         give_up(p, stats);
       }
@@ -150,12 +151,17 @@ class async_gossip {
   // A fresh stream per draw: a function of (seed, rank, draw number).
   rng stream(purpose p) { return rng(seed_, static_cast<std::uint32_t>(me_), static_cast<std::uint32_t>(draws_++), p); }
 
-  // wire_ = encoding of x; out = the point it decodes to (what every receiver reconstructs).
-  void quantize(std::span<const float> x, C& c, std::span<float> out) {
+  // message_ = [header of `kind`][encoding of x] (encoders append); out = the point the
+  // encoding decodes to (what every receiver reconstructs).
+  void quantize(std::uint32_t kind, std::span<const float> x, C& c, std::span<float> out) {
     rng g = stream(purpose::compression);
-    wire_.clear();  // encoders append
-    c.encode(x, wire_, g);
-    decode_into(wire_, x, c, out);
+    start_message(kind);
+    c.encode(x, message_, g);
+    decode_into(std::span<const std::byte>(message_).subspan(detail::async_header::bytes), x, c, out);
+  }
+  void start_message(std::uint32_t kind) {
+    message_.resize(detail::async_header::bytes);
+    detail::async_header{kind, 0, 0}.write(message_);
   }
   void decode_into(std::span<const std::byte> bytes, std::span<const float> key, C& c, std::span<float> out) {
     if constexpr (decodes_with_reference_v<C>)
@@ -164,12 +170,6 @@ class async_gossip {
       c.decode(bytes, out);
   }
 
-  void send(metered_transport& t, int to, std::uint32_t kind) {
-    message_.resize(detail::async_header::bytes + (kind == 2 ? 0 : wire_.size()));
-    detail::async_header{kind, 0, 0}.write(message_);
-    if (kind != 2) std::memcpy(message_.data() + detail::async_header::bytes, wire_.data(), wire_.size());
-    t.send(to, async_gossip_tag, message_);
-  }
 
   void take(metered_transport& t, statistics& stats, peer& p, std::span<float> x, C& c) {
     ++messages_;
@@ -186,8 +186,8 @@ class async_gossip {
                             " does not decode: " + e.what());
     }
     if (h.kind == 0) {  // a request: answer with our point, move half way to theirs
-      quantize(x, c, mine_);
-      send(t, p.rank, 1);
+      quantize(1, x, c, mine_);
+      t.send(p.rank, async_gossip_tag, message_);
       for (std::size_t i = 0; i < x.size(); ++i) x[i] += 0.5f * (theirs_[i] - mine_[i]);
       return;
     }
@@ -217,13 +217,12 @@ class async_gossip {
   }
 
   int me_;
-  graph graph_;
   std::uint64_t seed_;
   std::chrono::milliseconds timeout_;
   std::vector<peer> peers_;
   std::vector<std::size_t> candidates_;
   std::vector<float> mine_, theirs_;
-  byte_buffer wire_, message_, in_;
+  byte_buffer message_, in_;
   std::uint64_t steps_ = 0, draws_ = 0, messages_ = 0;
 };
 

@@ -88,19 +88,18 @@ class async_parameter_server {
                       C& c, rng& g) {
     if (!state_) state_.emplace(make_compressor_state(c, update.size()));
     ++rounds_;
-    encoding_.clear();  // encoders append
-    encode(c, update, encoding_, g, *state_);
+    // The push is [header][encoding]: encoders append, so encode right after the header.
+    message_.resize(detail::async_header::bytes);
+    detail::async_header{0, 0, rounds_}.write(message_);
+    encode(c, update, message_, g, *state_);
     if (me_ == server_) {
-      apply(me_, encoding_, c);
+      apply(me_, std::span<const std::byte>(message_).subspan(detail::async_header::bytes), c);
       count_[static_cast<std::size_t>(me_)] = rounds_;
       serve(t, stats, c);
       if (must_wait()) wait_as_server(t, stats, c);
       std::memcpy(x.data(), model_.data(), x.size_bytes());
       return rounds_ - complete();
     }
-    message_.resize(detail::async_header::bytes + encoding_.size());
-    detail::async_header{0, 0, rounds_}.write(message_);
-    std::memcpy(message_.data() + detail::async_header::bytes, encoding_.data(), encoding_.size());
     t.send(server_, async_push_tag, message_);
     while (t.try_recv(server_, async_pull_tag, pull_)) adopt_pull(/*final_expected=*/false);
     while (must_wait()) {
@@ -307,7 +306,7 @@ class async_parameter_server {
   std::vector<std::uint64_t> count_;  // server: pushes taken per worker
   std::vector<char> done_, lost_, pushed_;
   std::optional<compressor_state_t<C>> state_;
-  byte_buffer encoding_, message_, push_, pull_;
+  byte_buffer message_, push_, pull_;
   std::uint64_t rounds_ = 0;
   std::uint64_t held_complete_ = 0;
   int held_laggard_ = 0;
