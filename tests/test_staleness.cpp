@@ -351,6 +351,52 @@ TEST_CASE("asynchronous: a dead worker does not stop the others; they report it 
   }
 }
 
+TEST_CASE("AD-PSGD: a slow or paused neighbour is not given up, and finished workers do not wait for its steps") {
+  // Rank 3 is alive but slow for twice the 300 ms deadline: stepping every 50 ms, or pausing
+  // (an evaluation) while calling poll(). The others take 40 quick steps and finish; they
+  // need only rank 3's acknowledgement of their "done" (its next poll), not its last step.
+  constexpr int n = 4, slow = 3, fast_steps = 40, slow_steps = 12;
+  for (const bool pause : {false, true}) {
+    CAPTURE(pause);
+    std::vector<distopt::statistics> stats(n);
+    std::vector<int> slow_progress_at_return(n, -1);
+    std::atomic<int> slow_done{0};
+    std::mutex m;
+    distopt::run_threads(
+        n,
+        [&](distopt::transport_ref t) {
+          distopt::algorithms::ad_psgd<> opt(t, Eigen::VectorXf::Zero(4), {.learning_rate = 0.1f, .timeout = 300ms});
+          const Eigen::VectorXf target = Eigen::VectorXf::Ones(4);
+          const bool is_slow = t.rank() == slow;
+          for (int k = 0; k < (is_slow ? slow_steps : fast_steps); ++k) {
+            if (!is_slow) {
+              std::this_thread::sleep_for(200us);
+            } else if (!pause) {
+              std::this_thread::sleep_for(50ms);
+            } else if (k == 3) {
+              for (int i = 0; i < 30; ++i) {  // 600 ms without a step
+                std::this_thread::sleep_for(20ms);
+                opt.poll();
+              }
+            }
+            opt.step(opt.parameters() - target);
+            if (is_slow) slow_done.store(k + 1);
+          }
+          opt.finish();
+          std::lock_guard lock(m);
+          stats[static_cast<std::size_t>(t.rank())] = opt.stats();
+          slow_progress_at_return[static_cast<std::size_t>(t.rank())] = slow_done.load();
+        },
+        distopt::thread_options{.timeout = 300ms});
+    for (int k = 0; k < n; ++k) {
+      CAPTURE(k);
+      CHECK(stats[static_cast<std::size_t>(k)].lost_peers.empty());
+      CHECK(stats[static_cast<std::size_t>(k)].steps == (k == slow ? slow_steps : fast_steps));
+      if (k != slow) CHECK(slow_progress_at_return[static_cast<std::size_t>(k)] < slow_steps);
+    }
+  }
+}
+
 TEST_CASE("bounded<Tau>: workers held back by a dead worker raise transport_error naming it after the deadline") {
   const auto start = std::chrono::steady_clock::now();
   std::string what;

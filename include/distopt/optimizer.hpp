@@ -183,9 +183,13 @@ class optimizer {
   /// The current parameters (this worker's copy).
   Eigen::Ref<const Eigen::VectorXf> parameters() const { return x_; }
 
-  /// Ends a run so that every worker ends with the same parameters: averages the local
-  /// steps taken since the last round (centralized), or the models (gossip, exactly, by
-  /// ring allreduce).
+  /// Ends a run. Synchronous policies: every worker ends with the same parameters (the
+  /// local steps since the last round are averaged; gossip averages the models exactly, by
+  /// ring allreduce). Parameter server under bounded or asynchronous staleness: the pending
+  /// steps are pushed and every surviving worker adopts the server's final model. Pairwise
+  /// asynchronous gossip (AD-PSGD, SwarmSGD): no final averaging — each worker keeps its own
+  /// model (their mean is the algorithms' output; statistics::lost_peers lists the
+  /// neighbours it gave up).
   void finish() {
     if constexpr (stale && gossip) {
       async_->finish(meter_, stats_, span_of(x_), compressor_);
@@ -196,6 +200,15 @@ class optimizer {
       collective::ring_allreduce(meter_, span_of(x_), collective::reduce_op::mean, ring_);
     else if (local_since_round_ > 0)
       average_deltas();
+  }
+
+  /// Answers what peers have sent, without waiting or stepping. Asynchronous policies only
+  /// rely on it: a worker that pauses training for longer than options.timeout
+  /// (evaluation, checkpointing) calls it now and then, or its gossip partners — or, on
+  /// the server rank, the workers — give it up as dead. Does nothing under synchronous
+  /// policies.
+  void poll() {
+    if constexpr (stale) async_->poll(meter_, stats_, span_of(x_), compressor_);
   }
 
   /// Changes the step size eta for the following steps (decaying schedules).

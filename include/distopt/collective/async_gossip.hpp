@@ -5,7 +5,7 @@
 // configuration topology::random_pairwise<G> + staleness::asynchronous.
 //
 // An interaction of i with a neighbour j (uniform among the neighbours of i in G that have
-// not finished), when i's previous request has been answered (else i skips this one):
+// not finished), at each communication point of i (every H-th step):
 //   i: q_i = Q(x_i); sends q_i; goes on with its local steps (it never waits);
 //   j: when it next polls (each of its steps): q_j = Q(x_j); sends q_j back;
 //      x_j <- x_j + (q_i - q_j) / 2;
@@ -15,19 +15,29 @@
 // i re-applies its own progress since q_i, as SwarmSGD's non-blocking variant prescribes
 // (x_i <- (x̂_i + x̂_j)/2 + (x_i - x̂_i) with x̂_i = q_i). With identity, an interaction
 // without steps in between is the exact average (x_i + x_j)/2 on both ends.
+// One request is in flight per worker, which keeps the re-applied progress short: a
+// communication point that finds the previous request unanswered defers its interaction to
+// the moment the reply is applied (several deferred ones merge into one), so
+// statistics::rounds (interactions i started) falls below the communication points only
+// when partners answer more slowly than i reaches them.
 // Q is C's encoding: identity sends the floats; compress::lattice<B> sends B bits per
 // entry and the receiver decodes against its own model, which must lie within
-// lattice::radius() of the sender's (SwarmSGD's decoding key); other stateless compressors
-// decode from the bytes alone. i records the staleness of each interaction: the local
-// steps it took between sending q_i and applying the reply.
+// lattice::radius() of the sender's (SwarmSGD's decoding key; farther, the decoding fails
+// with transport_error); other stateless compressors decode from the bytes alone. i records
+// the staleness of each interaction: the local steps it took between sending q_i and
+// applying the reply.
 //
-// Termination (finish): a worker tells its neighbours it is done and keeps answering them
-// until each has said the same, and until its own pending requests are answered. Requests
-// precede the "done" on each channel, so every request is answered. Faults: a neighbour
-// silent for options.timeout (or whose link fails) is given up — recorded in
-// statistics::lost_peers, its pending request abandoned — and the others finish.
+// Termination (finish): a worker says "done" to the neighbours that have not; each answers
+// with an "ack" at its next poll (or with its own "done" if it is finishing too). A request
+// precedes the ack on its channel, so once every neighbour has acked (or said done) and its
+// own request is answered, nobody will ask it anything more and it returns, without waiting
+// for its neighbours to finish their steps. Faults: a neighbour that stays silent for
+// options.timeout while a request or ack is owed (or whose link fails) is given up —
+// recorded in statistics::lost_peers, its pending request abandoned — and the others go on.
+// A worker that pauses longer than that (evaluation, checkpointing) should call
+// optimizer::poll() meanwhile, or its partners give it up.
 //
-// Wire: [u32 kind: 0 request, 1 reply, 2 done][u32 0][u64 0][encoding of the model].
+// Wire: [u32 kind: 0 request, 1 reply, 2 done, 3 ack][u32 0][u64 0][encoding of the model].
 
 #include <chrono>
 #include <cstdint>
@@ -75,27 +85,15 @@ class async_gossip {
   /// One local step was taken: for the staleness of pending interactions.
   void count_step() { ++steps_; }
 
-  /// Answers what has arrived, then, unless its previous request is still unanswered,
-  /// starts an interaction with a random neighbour.
+  /// A communication point: answers what has arrived, then starts an interaction with a
+  /// random neighbour, or defers it while the previous request is unanswered.
   void interact(metered_transport& t, statistics& stats, std::span<float> x, C& c) {
+    owed_ = true;
     poll(t, stats, x, c);
-    candidates_.clear();
-    for (std::size_t k = 0; k < peers_.size(); ++k) {
-      if (peers_[k].pending) return;  // one interaction at a time keeps the re-applied progress short
-      if (!peers_[k].done && !peers_[k].lost) candidates_.push_back(k);
-    }
-    rng g = stream(purpose::topology);
-    if (candidates_.empty()) return;  // every neighbour finished or lost
-    peer& p = peers_[candidates_[g.below(static_cast<std::uint32_t>(candidates_.size()))]];
-    quantize(0, x, c, p.sent);
-    p.pending = true;
-    p.sent_at_step = steps_;
-    p.sent_at = std::chrono::steady_clock::now();
-    t.send(p.rank, async_gossip_tag, message_);
-    ++stats.rounds;
   }
 
-  /// Answers requests and applies replies that have arrived, without waiting.
+  /// Answers requests and applies replies that have arrived, without waiting; starts a
+  /// deferred interaction once the previous one is answered.
   void poll(metered_transport& t, statistics& stats, std::span<float> x, C& c) {
     const auto now = std::chrono::steady_clock::now();
     for (peer& p : peers_) {
@@ -106,20 +104,16 @@ class async_gossip {
       }
       if (p.pending && now - p.sent_at > timeout_) give_up(p, stats);  // the partner never answered
     }
+    if (owed_ && !finishing_ && !in_flight_) start(t, stats, x, c);
   }
 
-  /// Says done to every neighbour, then answers them until they are all done (or lost) and
-  /// this worker's own requests are answered (or abandoned).
+  /// Says done to the neighbours, then answers them until each has acked (or is lost) and
+  /// this worker's own request is answered (or abandoned).
   void finish(metered_transport& t, statistics& stats, std::span<float> x, C& c) {
+    finishing_ = true;
     for (peer& p : peers_) {
       p.heard = std::chrono::steady_clock::now();
-      if (p.lost) continue;
-      try {
-        start_message(2);
-        t.send(p.rank, async_gossip_tag, message_);
-      } catch (const transport_error&) {
-        give_up(p, stats);
-      }
+      if (!p.lost && !p.quiet) send_control(t, stats, p, 2);
     }
     detail::poll_backoff backoff(stats);
     for (;;) {
@@ -128,7 +122,7 @@ class async_gossip {
       const auto now = std::chrono::steady_clock::now();
       bool all = true;
       for (peer& p : peers_) {
-        if (p.lost || (p.done && !p.pending)) continue;
+        if (p.lost || (p.quiet && !p.pending)) continue;
         if (now - p.heard > timeout_) give_up(p, stats);
         else all = false;
       }
@@ -142,7 +136,10 @@ class async_gossip {
   static constexpr const char* protocol = "asynchronous gossip";
   struct peer {
     int rank = -1;
-    bool pending = false, done = false, lost = false;
+    bool pending = false;  // our request to it is unanswered
+    bool finished = false;  // it said done: never ask it again
+    bool quiet = false;     // it will ask us nothing more (it said done, or acked ours)
+    bool lost = false;
     std::vector<float> sent;  // q_i of the pending request
     std::uint64_t sent_at_step = 0;
     std::chrono::steady_clock::time_point sent_at{}, heard{std::chrono::steady_clock::now()};
@@ -171,11 +168,33 @@ class async_gossip {
   }
 
 
+  // Starts the owed interaction with a random neighbour that has not finished.
+  void start(metered_transport& t, statistics& stats, std::span<const float> x, C& c) {
+    owed_ = false;
+    candidates_.clear();
+    for (std::size_t k = 0; k < peers_.size(); ++k)
+      if (!peers_[k].finished && !peers_[k].lost) candidates_.push_back(k);
+    rng g = stream(purpose::topology);
+    if (candidates_.empty()) return;  // every neighbour finished or lost
+    peer& p = peers_[candidates_[g.below(static_cast<std::uint32_t>(candidates_.size()))]];
+    quantize(0, x, c, p.sent);
+    if (!send(t, stats, p)) return;
+    p.pending = true;
+    p.sent_at_step = steps_;
+    p.sent_at = std::chrono::steady_clock::now();
+    in_flight_ = true;
+    ++stats.rounds;
+  }
+
   void take(metered_transport& t, statistics& stats, peer& p, std::span<float> x, C& c) {
     ++messages_;
-    const auto h = detail::async_header::read(in_, 2, protocol, p.rank);
-    if (h.kind == 2) {
-      p.done = true;
+    const auto h = detail::async_header::read(in_, 3, protocol, p.rank);
+    if (h.kind >= 2) {  // done (answered by an ack unless ours is on its way) or ack
+      if (h.kind == 2) {
+        p.finished = true;
+        if (!finishing_) send_control(t, stats, p, 3);
+      }
+      p.quiet = true;
       return;
     }
     const auto payload = std::span<const std::byte>(in_).subspan(detail::async_header::bytes);
@@ -187,7 +206,7 @@ class async_gossip {
     }
     if (h.kind == 0) {  // a request: answer with our point, move half way to theirs
       quantize(1, x, c, mine_);
-      t.send(p.rank, async_gossip_tag, message_);
+      if (!send(t, stats, p)) return;
       for (std::size_t i = 0; i < x.size(); ++i) x[i] += 0.5f * (theirs_[i] - mine_[i]);
       return;
     }
@@ -196,7 +215,23 @@ class async_gossip {
                             " sent a reply to a request rank " + std::to_string(me_) + " never made");
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += 0.5f * (theirs_[i] - p.sent[i]);
     p.pending = false;
+    in_flight_ = false;
     stats.record_staleness(steps_ - p.sent_at_step);
+  }
+
+  // Sends message_ to p; a neighbour whose link failed is given up (false).
+  bool send(metered_transport& t, statistics& stats, peer& p) {
+    try {
+      t.send(p.rank, async_gossip_tag, message_);
+      return true;
+    } catch (const transport_error&) {
+      give_up(p, stats);
+      return false;
+    }
+  }
+  void send_control(metered_transport& t, statistics& stats, peer& p, std::uint32_t kind) {
+    start_message(kind);
+    send(t, stats, p);
   }
 
   // try_recv; a neighbour whose link failed is given up.
@@ -212,6 +247,7 @@ class async_gossip {
   void give_up(peer& p, statistics& stats) {
     if (p.lost) return;
     p.lost = true;
+    if (p.pending) in_flight_ = false;
     p.pending = false;
     stats.lost_peers.push_back(p.rank);
   }
@@ -224,6 +260,9 @@ class async_gossip {
   std::vector<float> mine_, theirs_;
   byte_buffer message_, in_;
   std::uint64_t steps_ = 0, draws_ = 0, messages_ = 0;
+  bool in_flight_ = false;  // a request of ours is unanswered (at most one)
+  bool owed_ = false;        // a communication point is waiting for that request's answer
+  bool finishing_ = false;
 };
 
 }  // namespace distopt::collective

@@ -29,8 +29,10 @@
 //
 // Faults. asynchronous: a worker silent for options.timeout while the server waits in
 // finish() is given up (statistics::lost_peers) and the others finish (a worker's finish()
-// waits up to twice options.timeout for the final model, to allow for that). bounded<Tau>: a
-// worker blocked past the deadline raises transport_error naming the rank that holds it back.
+// waits up to twice options.timeout for the final model, to allow for that). bounded<Tau>: the
+// server blocked past the deadline raises transport_error naming the rank that holds it back,
+// which fails every worker; a worker waits twice that for the server, so the server's diagnosis
+// comes first (a dead server: the worker's own error names it).
 // A lost server fails every worker (they all depend on it).
 
 #include <algorithm>
@@ -102,12 +104,18 @@ class async_parameter_server {
     }
     t.send(server_, async_push_tag, message_);
     while (t.try_recv(server_, async_pull_tag, pull_)) adopt_pull(/*final_expected=*/false);
-    while (must_wait()) {
-      receive_blocking(t, timeout_);
+    while (must_wait()) {  // the server waits timeout_ for the laggard, then fails naming it: outlast that
+      receive_blocking(t, 2 * timeout_);
       adopt_pull(false);
     }
     std::memcpy(x.data(), model_.data(), x.size_bytes());
     return rounds_ - held_complete_;
+  }
+
+  /// Takes the pushes that have arrived and answers them (server rank only; a worker has
+  /// nothing to answer): for a server rank that pauses between steps.
+  void poll(metered_transport& t, statistics& stats, std::span<const float>, C& c) {
+    if (me_ == server_) serve(t, stats, c);
   }
 
   /// Ends the run: workers say they are done and adopt the server's final model; the server
