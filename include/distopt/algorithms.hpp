@@ -105,7 +105,9 @@ template <std::uint64_t Tau, class C = compress::identity>
 using ssp_sgd = optimizer<C, topology::parameter_server, staleness::bounded<Tau>, local_steps::every_step>;
 
 /// Asynchronous SGD through a parameter server (AsySGD; Lian et al., NeurIPS 2015, arXiv 1506.08272):
-/// workers push C(update) and never wait; the server applies each push as it takes it.
+/// workers push C(update) and never wait; the server applies each push as it takes it. A worker steps on
+/// a model that lacks the others' latest pushes, so a learning rate tuned for synchronous SGD can
+/// diverge: lower it, or set options.staleness_aware_lr (steps scaled by 1/(1 + staleness)).
 template <class C = compress::identity>
 using async_ps_sgd = optimizer<C, topology::parameter_server, staleness::asynchronous, local_steps::every_step>;
 

@@ -12,7 +12,8 @@ struct statistics {
   std::uint64_t bytes_received = 0;
   std::uint64_t messages_sent = 0;
   std::uint64_t messages_received = 0;
-  /// Communication rounds this worker took part in (one per averaging).
+  /// Communication rounds this worker took part in: one per averaging; asynchronous pairwise
+  /// gossip counts the interactions this worker started (not those it answered).
   std::uint64_t rounds = 0;
   /// Local optimizer steps taken.
   std::uint64_t steps = 0;
