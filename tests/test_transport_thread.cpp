@@ -118,6 +118,33 @@ TEST_CASE("transport_ref: over a transport without a timeout overload, recv(...,
       {.timeout = 200ms});
 }
 
+TEST_CASE("thread transport: arrivals() changes when a message arrives, and transport_ref forwards only what exists") {
+  distopt::run_threads(
+      2,
+      [](distopt::transport_ref t) {
+        distopt::byte_buffer out;
+        const int peer = 1 - t.rank();
+        if (t.rank() == 0) {
+          const auto before = t.arrivals();
+          REQUIRE(before.has_value());
+          t.send(peer, conformance::tag_a, {});   // rank 1 sends only after this
+          t.recv(peer, conformance::tag_a, out);  // so this message arrives after `before`
+          CHECK(t.arrivals() != before);
+          const auto settled = t.arrivals();
+          CHECK_FALSE(t.try_recv(peer, conformance::tag_b, out));
+          CHECK(t.arrivals() == settled);  // nothing arrived: polls and receives do not change it
+          minimal_transport m(t);  // a backend without the counter
+          CHECK_FALSE(distopt::transport_ref(m).arrivals().has_value());
+          t.send(peer, conformance::tag_b, {});  // only now may rank 1 exit (an exit changes it too)
+        } else {
+          t.recv(peer, conformance::tag_a, out);
+          t.send(peer, conformance::tag_a, {});
+          t.recv(peer, conformance::tag_b, out);
+        }
+      },
+      {.timeout = 10s});
+}
+
 TEST_CASE("run_threads: a non-standard exception wakes the others and is rethrown as itself") {
   for (const int n : {1, 2, 4}) {
     CAPTURE(n);

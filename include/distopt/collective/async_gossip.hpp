@@ -96,9 +96,12 @@ class async_gossip {
   /// deferred interaction once the previous one is answered.
   void poll(metered_transport& t, statistics& stats, std::span<float> x, C& c) {
     const auto now = std::chrono::steady_clock::now();
+    const auto arrivals = t.arrivals();  // before the pass: what arrives during it is seen next time
+    const bool news = !arrivals || arrivals != seen_arrivals_;
+    seen_arrivals_ = arrivals;
     for (peer& p : peers_) {
       if (p.lost) continue;
-      while (!p.lost && receive(t, stats, p)) {
+      while (news && !p.lost && receive(t, stats, p)) {
         p.heard = now;
         take(t, stats, p, x, c);  // a malformed message throws
       }
@@ -260,6 +263,7 @@ class async_gossip {
   std::vector<float> mine_, theirs_;
   byte_buffer message_, in_;
   std::uint64_t steps_ = 0, draws_ = 0, messages_ = 0;
+  std::optional<std::uint64_t> seen_arrivals_;  // transport_ref::arrivals() at the last pass
   bool in_flight_ = false;  // a request of ours is unanswered (at most one)
   bool owed_ = false;        // a communication point is waiting for that request's answer
   bool finishing_ = false;

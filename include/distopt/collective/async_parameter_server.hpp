@@ -206,7 +206,10 @@ class async_parameter_server {
   void serve(metered_transport& t, statistics& stats, C& c) {
     const std::uint64_t old_complete = complete();
     pushed_.assign(static_cast<std::size_t>(n_), 0);
-    for (int k = 0; k < n_; ++k) {
+    const auto arrivals = t.arrivals();  // unchanged since the last pass: nothing to take
+    const bool news = !arrivals || arrivals != seen_arrivals_;
+    seen_arrivals_ = arrivals;
+    for (int k = 0; news && k < n_; ++k) {
       const auto i = static_cast<std::size_t>(k);
       if (k == server_ || lost_[i] || done_[i]) continue;
       while (!done_[i] && receive_push(t, stats, k)) {
@@ -315,6 +318,7 @@ class async_parameter_server {
   std::vector<char> done_, lost_, pushed_;
   std::optional<compressor_state_t<C>> state_;
   byte_buffer message_, push_, pull_;
+  std::optional<std::uint64_t> seen_arrivals_;  // transport_ref::arrivals() at the last pass
   std::uint64_t rounds_ = 0;
   std::uint64_t held_complete_ = 0;
   int held_laggard_ = 0;

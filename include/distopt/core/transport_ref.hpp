@@ -11,6 +11,7 @@
 #include <chrono>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
@@ -55,6 +56,10 @@ class transport_ref {
   /// Replaces v by its mean over all ranks with the backend's own collective and returns
   /// true, if the backend offers one and was asked to use it; otherwise returns false.
   bool native_allreduce_mean(std::span<float> v) const { return vtable_->native_allreduce_mean(object_, v); }
+  /// A counter that changes whenever a message may have arrived for this rank, if the backend
+  /// keeps one (the thread transport), else nullopt. Polling loops over many peers skip their
+  /// try_recv pass while it stays the same (collective/async_gossip.hpp).
+  std::optional<std::uint64_t> arrivals() const { return vtable_->arrivals(object_); }
 
  private:
   struct vtable {
@@ -64,6 +69,7 @@ class transport_ref {
     void (*recv)(void*, int, tag, byte_buffer&, std::optional<std::chrono::milliseconds>);
     bool (*try_recv)(void*, int, tag, byte_buffer&);
     bool (*native_allreduce_mean)(void*, std::span<float>);
+    std::optional<std::uint64_t> (*arrivals)(void*);
   };
 
   template <class T>
@@ -89,6 +95,12 @@ class transport_ref {
         } else {
           return false;
         }
+      },
+      [](void* o) -> std::optional<std::uint64_t> {
+        if constexpr (requires(T& t) { { t.arrivals() } -> std::convertible_to<std::optional<std::uint64_t>>; })
+          return static_cast<T*>(o)->arrivals();
+        else
+          return std::nullopt;
       },
   };
 

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <span>
 
 #include "distopt/core/statistics.hpp"
@@ -42,6 +43,7 @@ class metered_transport {
     stats_->messages_received += 2 * (n - 1);
     return true;
   }
+  std::optional<std::uint64_t> arrivals() const { return inner_.arrivals(); }
   bool try_recv(int peer, tag tg, byte_buffer& out) {
     if (!inner_.try_recv(peer, tg, out)) return false;
     count_received(out);

@@ -127,6 +127,11 @@ class thread_world {
     box.arrived.notify_all();
   }
 
+  /// Changes whenever a message arrives for `self` (also on exits and failures).
+  std::uint64_t arrivals(int self) const {
+    return mailboxes_[static_cast<std::size_t>(self)].events.load(std::memory_order_acquire);
+  }
+
   bool try_recv(int self, int from, tag tg, byte_buffer& out) {
     check_peer(self, from, "receive from");
     mailbox& box = mailboxes_[static_cast<std::size_t>(self)];
@@ -295,6 +300,8 @@ class thread_transport {
     }
     world_->recycle(rank_, std::move(previous));
   }
+  /// A counter that changes whenever a message arrives for this rank (transport_ref::arrivals).
+  std::uint64_t arrivals() const { return world_->arrivals(rank_); }
   bool try_recv(int peer, tag tg, byte_buffer& out) {
     byte_buffer previous = std::move(out);
     out = byte_buffer{};
