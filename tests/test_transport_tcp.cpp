@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <arpa/inet.h>
@@ -498,87 +499,135 @@ TEST_CASE("tcp transport: a synchronous optimizer gives bit-identical parameters
   CHECK(over_threads[0].cwiseAbs().maxCoeff() > 0.0f);  // it moved: not trivially equal zeros
 }
 
+// What the survivors of kill_rank_1 saw.
+struct after_kill {
+  std::string errors[3];          // each rank's transport_error, if any
+  double seconds_after_kill[3] = {};  // when each rank's training ended
+  int status = 0;                 // of the killed process
+};
+
+// A 3-rank TCP world: rank 1 is a forked process (forked while this process has one
+// thread), ranks 0 and 2 are threads here; all run train(t, rank). Rank 1 is killed with
+// SIGKILL `delay` after rank 0 has its transport. train returns normally or throws
+// transport_error (recorded).
+template <class Train>
+after_kill kill_rank_1(Train train, std::chrono::milliseconds delay, std::chrono::milliseconds deadline) {
+  after_kill out;
+  int pipe_fds[2];
+  REQUIRE(::pipe(pipe_fds) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {  // rank 1: learn the port, then train until killed
+    ::close(pipe_fds[1]);
+    std::uint16_t port = 0;
+    pollfd p{pipe_fds[0], POLLIN, 0};
+    if (::poll(&p, 1, 20000) != 1 || ::read(pipe_fds[0], &port, sizeof port) != sizeof port) ::_exit(2);
+    try {
+      distopt::tcp_transport t({.rank = 1, .size = 3, .coordinator = "127.0.0.1:" + std::to_string(port),
+                                .token = "k", .timeout = deadline});
+      for (;;) train(t, 1);
+    } catch (...) {
+    }
+    ::_exit(1);
+  }
+  ::close(pipe_fds[0]);
+  std::promise<void> training;
+  auto started = training.get_future();
+  std::atomic<std::int64_t> killed_at{0};
+  std::promise<std::uint16_t> port_promise;
+  auto port = port_promise.get_future().share();
+  auto rank = [&](int r) {
+    try {
+      distopt::tcp_options o{.rank = r, .size = 3, .coordinator = "127.0.0.1:0", .token = "k", .timeout = deadline};
+      if (r == 0)
+        o.on_listening = [&](std::uint16_t p) {
+          CHECK(::write(pipe_fds[1], &p, sizeof p) == sizeof p);  // to rank 1, the forked process
+          port_promise.set_value(p);
+        };
+      else if (port.wait_for(30s) == std::future_status::ready)
+        o.coordinator = "127.0.0.1:" + std::to_string(port.get());
+      distopt::tcp_transport t(std::move(o));
+      if (r == 0) training.set_value();
+      train(t, r);
+    } catch (const distopt::transport_error& e) {
+      out.errors[r] = e.what();
+    }
+    out.seconds_after_kill[r] =
+        std::chrono::duration<double>(clock_type::now().time_since_epoch()).count() - killed_at.load() * 1e-9;
+  };
+  std::thread r2(rank, 2);
+  std::thread r0(rank, 0);
+  REQUIRE(started.wait_for(30s) == std::future_status::ready);
+  std::this_thread::sleep_for(delay);
+  killed_at = std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch()).count();
+  ::kill(child, SIGKILL);
+  r0.join();
+  r2.join();
+  ::waitpid(child, &out.status, 0);
+  ::close(pipe_fds[1]);
+  return out;
+}
+
 TEST_CASE("tcp faults: a rank killed with SIGKILL mid-training fails every other rank within the deadline + 1 s") {
-  // Rank 1 is a forked process (forked while this process has one thread), ranks 0
-  // and 2 are threads here; all run ring allreduces in a loop until rank 1 is killed
-  // after a seeded random delay. Deadline 10 s; the survivors must fail well before
-  // it, because the lost connection is noticed, not waited out.
-  constexpr auto deadline = 10s;
+  // All run ring allreduces in a loop until rank 1 is killed after a seeded random delay.
+  // Deadline 10 s; the survivors must fail well before it, because the lost connection is
+  // noticed, not waited out.
   for (const std::uint64_t seed : {1u, 2u, 3u}) {
     CAPTURE(seed);
     const auto delay = std::chrono::milliseconds(20 + conformance::splitmix64(seed) % 400);
-    int pipe_fds[2];
-    REQUIRE(::pipe(pipe_fds) == 0);
-    const pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    auto train = [](distopt::transport_ref t) {
-      std::vector<float> x(1000, 1.0f);
-      distopt::collective::allreduce_workspace ws;
-      for (;;) distopt::collective::ring_allreduce(t, x, distopt::collective::reduce_op::mean, ws);
-    };
-    if (child == 0) {  // rank 1: learn the port, then train until killed
-      ::close(pipe_fds[1]);
-      std::uint16_t port = 0;
-      pollfd p{pipe_fds[0], POLLIN, 0};
-      if (::poll(&p, 1, 20000) != 1 || ::read(pipe_fds[0], &port, sizeof port) != sizeof port) ::_exit(2);
-      try {
-        distopt::tcp_transport t({.rank = 1, .size = 3, .coordinator = "127.0.0.1:" + std::to_string(port),
-                                  .token = "k", .timeout = deadline});
-        train(t);
-      } catch (...) {
-      }
-      ::_exit(1);
-    }
-    ::close(pipe_fds[0]);
-    std::promise<void> training;
-    auto started = training.get_future();
-    std::string errors[3];
-    double seconds_after_kill[3] = {};
-    std::atomic<std::int64_t> killed_at{0};
-    std::promise<std::uint16_t> port_promise;
-    auto port = port_promise.get_future().share();
-    auto rank = [&](int r) {
-      try {
-        distopt::tcp_options o{.rank = r, .size = 3, .coordinator = "127.0.0.1:0", .token = "k", .timeout = deadline};
-        if (r == 0)
-          o.on_listening = [&](std::uint16_t p) {
-            CHECK(::write(pipe_fds[1], &p, sizeof p) == sizeof p);  // to rank 1, the forked process
-            port_promise.set_value(p);
-          };
-        else if (port.wait_for(30s) == std::future_status::ready)
-          o.coordinator = "127.0.0.1:" + std::to_string(port.get());
-        distopt::tcp_transport t(std::move(o));
-        if (r == 0) training.set_value();
-        train(t);
-      } catch (const distopt::transport_error& e) {
-        errors[r] = e.what();
-      }
-      seconds_after_kill[r] =
-          std::chrono::duration<double>(clock_type::now().time_since_epoch()).count() - killed_at.load() * 1e-9;
-    };
-    std::thread r2(rank, 2);
-    std::thread r0(rank, 0);
-    REQUIRE(started.wait_for(30s) == std::future_status::ready);
-    std::this_thread::sleep_for(delay);
-    killed_at = std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch()).count();
-    ::kill(child, SIGKILL);
-    r0.join();
-    r2.join();
-    int status = 0;
-    ::waitpid(child, &status, 0);
-    ::close(pipe_fds[1]);
-    CHECK(WIFSIGNALED(status));
+    const auto seen = kill_rank_1(
+        [](distopt::transport_ref t, int) {
+          std::vector<float> x(1000, 1.0f);
+          distopt::collective::allreduce_workspace ws;
+          for (;;) distopt::collective::ring_allreduce(t, x, distopt::collective::reduce_op::mean, ws);
+        },
+        delay, 10s);
+    CHECK(WIFSIGNALED(seen.status));
     for (const int r : {0, 2}) {
-      INFO("rank ", r, " saw: ", errors[r]);
-      CHECK(conformance::contains(errors[r], "rank"));
-      CHECK(seconds_after_kill[r] < 11.0);  // deadline + 1 s
+      INFO("rank ", r, " saw: ", seen.errors[r]);
+      CHECK(conformance::contains(seen.errors[r], "rank"));
+      CHECK(seen.seconds_after_kill[r] < 11.0);  // deadline + 1 s
     }
     // Rank 2 receives from rank 1, so it names the lost connection, unless rank 0 (which
     // sends to rank 1) failed first and rank 2 hit rank 0's failing goodbye before its own
     // reader saw rank 1's end: then it names rank 0's failure, a true cause one step removed.
-    INFO("rank 2 saw: ", errors[2]);
-    CHECK((conformance::contains(errors[2], "lost the connection to rank 1") ||
-           conformance::contains(errors[2], "rank 0 closed its transport while failing")));
+    INFO("rank 2 saw: ", seen.errors[2]);
+    CHECK((conformance::contains(seen.errors[2], "lost the connection to rank 1") ||
+           conformance::contains(seen.errors[2], "rank 0 closed its transport while failing")));
+  }
+}
+
+TEST_CASE("tcp faults: AD-PSGD and the async parameter server go on without a rank killed with SIGKILL") {
+  // The survivors take all their steps, finish, and report rank 1 in lost_peers. 600 steps of
+  // >= 1 ms each outlast the kill (20..420 ms after the start); deadline 2 s.
+  constexpr int steps = 600;
+  auto train_with = [](auto type) {
+    return [](distopt::transport_ref t, int r) {
+      using opt_type = typename decltype(type)::type;
+      opt_type opt(t, Eigen::VectorXf::Zero(4), {.learning_rate = 0.1f, .timeout = 2s});
+      const Eigen::VectorXf target = Eigen::VectorXf::Ones(4);
+      for (int k = 0; r == 1 || k < steps; ++k) {  // rank 1 trains until it is killed
+        std::this_thread::sleep_for(1ms);
+        opt.step(opt.parameters() - target);
+      }
+      opt.finish();
+      const auto& st = opt.stats();
+      CHECK(st.steps == static_cast<std::uint64_t>(steps));
+      if (r == 0 || std::is_same_v<opt_type, distopt::algorithms::ad_psgd<>>)  // rank 0 is the server
+        CHECK(st.lost_peers == std::vector<int>{1});
+    };
+  };
+  for (const std::uint64_t seed : {1u, 2u}) {
+    CAPTURE(seed);
+    const auto delay = std::chrono::milliseconds(20 + conformance::splitmix64(seed) % 400);
+    for (const auto& seen : {kill_rank_1(train_with(std::type_identity<distopt::algorithms::ad_psgd<>>{}), delay, 2s),
+                             kill_rank_1(train_with(std::type_identity<distopt::algorithms::async_ps_sgd<>>{}), delay, 2s)}) {
+      CHECK(WIFSIGNALED(seen.status));
+      for (const int r : {0, 2}) {
+        INFO("rank ", r, " saw: ", seen.errors[r]);
+        CHECK(seen.errors[r].empty());
+      }
+    }
   }
 }
 
