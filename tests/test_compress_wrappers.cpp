@@ -347,10 +347,11 @@ TEST_CASE("lattice: E||C(x) - x||^2 = s^2 sum p_i(1 - p_i) <= n s^2 / 4 on every
   }
 }
 
-TEST_CASE("lattice: a reference near x decodes exactly far from 0; the reference 0 wraps") {
+TEST_CASE("lattice: a reference near x decodes exactly far from 0; the reference 0 is refused") {
   // Models near 1000 with side 0.01 and 8 bits: radius() = 127 * 0.01 = 1.27. References within
   // 1.2 of x give exactly the dithered point (the decode with x itself as the reference); the
-  // reference 0 is ~1000 away and gives that point shifted by a nonzero multiple of q s = 2.56.
+  // reference 0 is ~1000 away, so it would give that point shifted by nonzero multiples of q s = 2.56:
+  // the check refuses it.
   const dc::lattice<8> c{.side = 0.01f};
   CHECK(c.radius() == doctest::Approx(1.27));
   distopt::rng g(21, 0, 0, distopt::purpose::user);
@@ -361,24 +362,96 @@ TEST_CASE("lattice: a reference near x decodes exactly far from 0; the reference
     ref[i] = x[i] + 1.2f * (2.0f * g.uniform() - 1.0f);
   }
   const auto wire = suite::encode_one(c, x, 7, 0, 0);
-  CHECK(wire.size() == 8 + n);
+  CHECK(wire.size() == 12 + n);
   std::vector<float> exact(n), near(n), from_zero(n);
   c.decode(wire, x, exact);
   c.decode(wire, ref, near);
-  c.decode(wire, from_zero);
+  CHECK_THROWS_WITH_AS(c.decode(wire, from_zero), doctest::Contains("radius() = 1.27"), distopt::transport_error);
   CHECK(std::memcmp(exact.data(), near.data(), n * sizeof(float)) == 0);
-  std::size_t far = 0, not_wrapped = 0;
-  for (std::size_t i = 0; i < n; ++i) {
+  std::size_t far = 0;
+  for (std::size_t i = 0; i < n; ++i)
     far += std::abs(double(exact[i]) - x[i]) >= 0.01 + 1e-4;  // < s, plus float rounding near 1000
-    const double shift = (double(exact[i]) - from_zero[i]) / 2.56;
-    not_wrapped += std::abs(shift - std::round(shift)) > 1e-3 || std::round(shift) == 0;
-  }
   CHECK(far == 0);
-  CHECK(not_wrapped == 0);
   // In place: the reference buffer may receive the decode.
   std::vector<float> inplace = ref;
   c.decode(wire, inplace, inplace);
   CHECK(inplace == near);
+}
+
+TEST_CASE("lattice: one coordinate out of the radius is refused, never decoded to a wrong point") {
+  // Side 0.01, q = 256: radius() = 1.27, q s = 2.56. The decoded z_j is the integer congruent to the
+  // sent one closest to ref_j / s, and the sent z_j is within one step of x_j / s: a displacement
+  // below radius() = (q/2 - 1) s decodes exactly, one above (q/2 + 1) s = radius() + 2 s surely
+  // wraps. A single wrap always changes the check (file comment), so every case below is certain.
+  const dc::lattice<8> c{.side = 0.01f};
+  distopt::rng g(5, 0, 0, distopt::purpose::user);
+  constexpr std::size_t n = 600;  // three chunks of the kernels
+  std::vector<float> x(n), exact(n), out(n);
+  for (auto& v : x) v = 10.0f + g.normal();
+  const auto wire = suite::encode_one(c, x, 3, 0, 0);
+  c.decode(wire, x, exact);
+  const auto q_s = float(c.levels) * c.side, outside = float(c.radius()) + 2.1f * c.side;
+  for (std::size_t j : {std::size_t{0}, std::size_t{255}, std::size_t{256}, n - 1}) {
+    for (float sign : {1.0f, -1.0f}) {
+      CAPTURE(j);
+      CAPTURE(sign);
+      auto ref = x;
+      ref[j] = x[j] + sign * 0.99f * float(c.radius());
+      c.decode(wire, ref, out);
+      CHECK(out == exact);
+      for (float d : {q_s, outside}) {
+        CAPTURE(d);
+        ref[j] = x[j] + sign * d;
+        CHECK_THROWS_WITH_AS(c.decode(wire, ref, out), doctest::Contains("farther than radius() = 1.27"),
+                             distopt::transport_error);
+      }
+    }
+  }
+  // The reference 0: the same with x_j itself out of the radius.
+  for (float sign : {1.0f, -1.0f}) {
+    CAPTURE(sign);
+    std::vector<float> small(n);
+    for (auto& v : small) v = 0.1f * g.normal();
+    small[300] = sign * outside;
+    CHECK_THROWS_WITH_AS(c.decode(suite::encode_one(c, small, 4, 0, 0), out), doctest::Contains("radius() = 1.27"),
+                         distopt::transport_error);
+    small[300] = sign * 0.99f * float(c.radius());
+    c.decode(suite::encode_one(c, small, 4, 0, 0), out);
+    CHECK(std::abs(out[300] - small[300]) < c.side);
+  }
+}
+
+TEST_CASE("lattice: 1000 random wrap patterns are all refused") {
+  // Each trial pushes a random set of coordinates of the reference (half the trials 1 to 4 of them,
+  // half up to all 600) out by random nonzero multiples m_i of q s, so the decode gives z_i + m_i q
+  // there. One wrap is always detected; several cancel in the check only if
+  // sum_i m_i w_i = 0 mod 2^(32 - 8), probability about 2^-24 per pattern, so that some of the 1000
+  // trials goes undetected has probability below 1000 * 2^-24 < 1e-4 (and the seed is fixed).
+  const dc::lattice<8> c{.side = 0.01f};
+  distopt::rng g(6, 0, 0, distopt::purpose::user);
+  constexpr std::size_t n = 600;
+  std::vector<float> x(n), out(n);
+  for (auto& v : x) v = g.normal();
+  const auto wire = suite::encode_one(c, x, 8, 0, 0);
+  const float q_s = float(c.levels) * c.side;
+  std::vector<std::size_t> order(n);
+  std::size_t undetected = 0;
+  for (int trial = 0; trial < 1000; ++trial) {
+    for (std::size_t i = 0; i < n; ++i) order[i] = i;
+    const std::size_t k = 1 + g.below(trial % 2 ? 4 : std::uint32_t{n});
+    auto ref = x;
+    for (std::size_t j = 0; j < k; ++j) {
+      std::swap(order[j], order[j + g.below(static_cast<std::uint32_t>(n - j))]);
+      const auto m = static_cast<float>(1 + g.below(3)) * (g.below(2) ? 1.0f : -1.0f);
+      ref[order[j]] += m * q_s;
+    }
+    try {
+      c.decode(wire, ref, out);
+      ++undetected;
+    } catch (const distopt::transport_error&) {
+    }
+  }
+  CHECK(undetected == 0);
 }
 
 TEST_CASE("lattice: the portable and the SIMD kernels give identical bytes and values") {
@@ -424,7 +497,7 @@ TEST_CASE("lattice: bad configurations and malformed encodings are refused") {
 
   const dc::lattice<4> c{.side = 0.125f};
   c.encode(x, wire, g);
-  REQUIRE(wire.size() == 8 + 2);
+  REQUIRE(wire.size() == 12 + 2);
   std::vector<float> out(3), ref(3, 0.0f);
   for (float side : {0.0f, -0.125f, std::nanf(""), std::numeric_limits<float>::infinity(), 1e-40f, 1e38f}) {
     CAPTURE(side);
@@ -436,6 +509,14 @@ TEST_CASE("lattice: bad configurations and malformed encodings are refused") {
   auto padded = wire;
   padded.back() |= std::byte{0xF0};  // 3 codes of 4 bits: the top half of the second byte is padding
   CHECK_THROWS_AS(c.decode(padded, out), distopt::transport_error);
+  // A corrupt check, or a corrupt code (a single changed z_i, as a wrap): refused by the check.
+  for (std::size_t at : {std::size_t{8}, std::size_t{11}, std::size_t{12}}) {
+    CAPTURE(at);
+    auto corrupt = wire;
+    corrupt[at] ^= std::byte{0x01};
+    CHECK_THROWS_AS(c.decode(corrupt, out), distopt::transport_error);
+    CHECK_THROWS_AS(c.decode(corrupt, ref, out), distopt::transport_error);
+  }
   std::vector<float> short_ref(2);
   CHECK_THROWS_AS(c.decode(wire, short_ref, out), distopt::config_error);
   const std::vector<float> nan_ref = {0.0f, std::nanf(""), 0.0f};

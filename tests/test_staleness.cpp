@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -247,12 +248,16 @@ TEST_CASE("AD-PSGD and SwarmSGD with zero gradients keep the average of the mode
   for (const auto& x : start) spread0 += (x.cast<double>() - mu0).squaredNorm();
   for (const std::uint64_t seed : {1u, 2u, 3u, 4u, 5u}) {
     CAPTURE(seed);
-    for (int variant = 0; variant < 3; ++variant) {
+    // Variant 3: a lattice whose radius (127 x 0.002 = 0.25) the unit-normal starting models
+    // exceed, so the first interactions fall back to full precision; the later ones, once the
+    // models are close, decode.
+    for (int variant = 0; variant < 4; ++variant) {
       CAPTURE(variant);
+      using swarm_lattice = distopt::algorithms::swarm_sgd<2, distopt::compress::lattice<8>>;
       const auto xs = variant == 0   ? gossip_only<distopt::algorithms::ad_psgd<>>(n, 100, seed)
                       : variant == 1 ? gossip_only<distopt::algorithms::swarm_sgd<3>>(n, 100, seed)
-                                     : gossip_only<distopt::algorithms::swarm_sgd<2, distopt::compress::lattice<8>>>(
-                                           n, 100, seed, distopt::compress::lattice<8>{.side = 0.05f});
+                      : variant == 2 ? gossip_only<swarm_lattice>(n, 100, seed, distopt::compress::lattice<8>{.side = 0.05f})
+                                     : gossip_only<swarm_lattice>(n, 100, seed, distopt::compress::lattice<8>{.side = 0.002f});
       const Eigen::VectorXd mu = mean_of(xs);
       CHECK((mu - mu0).norm() <= 1e-4 * mu0.norm());
       double spread = 0;
@@ -438,5 +443,48 @@ TEST_CASE("asynchronous parameter server: a malformed push is a transport_error 
     INFO(what);
     CHECK(what.find("rank 1") != std::string::npos);
     CHECK(what.find(skip_round ? "pushed round 5 after round 0" : "shorter than its 16-byte header") != std::string::npos);
+  }
+}
+
+TEST_CASE("asynchronous gossip: a malformed message is a transport_error naming the sender and the fault") {
+  // Rank 1 sends one bad message [u32 kind][u32 encoding][u64 0][payload] and stops; rank 0
+  // takes it when it polls, at its next step.
+  struct bad_message {
+    std::uint32_t kind, encoding;
+    std::size_t payload;
+    const char* expected;
+  };
+  for (const bad_message& m : {bad_message{9, 0, 0, "unknown kind 9"}, bad_message{0, 7, 8, "unknown encoding 7"},
+                               bad_message{4, 0, 0, "answered a request rank 0 never made"},
+                               bad_message{1, 1, 8, "answered a request rank 0 never made"},
+                               bad_message{0, 1, 5, "a full-precision model of 5 bytes, expected 8"}}) {
+    const std::string expected = m.expected;
+    CAPTURE(expected);
+    std::string what;
+    try {
+      distopt::run_threads(
+          2,
+          [&](distopt::transport_ref t) {
+            // H = 4096 > the steps taken: rank 0 never starts an interaction, so no answer is due.
+            distopt::algorithms::swarm_sgd<4096> opt(t, Eigen::VectorXf::Zero(2), {.timeout = 2s});
+            if (t.rank() == 1) {
+              std::vector<std::byte> bad(16 + m.payload, std::byte{0});
+              std::memcpy(bad.data(), &m.kind, 4);
+              std::memcpy(bad.data() + 4, &m.encoding, 4);
+              t.send(0, distopt::collective::async_gossip_tag, bad);
+              return;
+            }
+            for (int k = 0; k < 1000; ++k) {
+              opt.step(Eigen::VectorXf::Zero(2));
+              std::this_thread::sleep_for(100us);
+            }
+          },
+          distopt::thread_options{.timeout = 2s});
+    } catch (const distopt::transport_error& e) {
+      what = e.what();
+    }
+    INFO(what);
+    CHECK(what.find("rank 1") != std::string::npos);
+    CHECK(what.find(m.expected) != std::string::npos);
   }
 }

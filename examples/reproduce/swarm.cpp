@@ -16,8 +16,7 @@
 // workers, all messages, headers included), and the consensus distance Gamma = sum_i ||x_i - mu||^2.
 // f* by Newton. finish() of the asynchronous methods drains the pending interactions and keeps one
 // model per worker (no final averaging): "mean f_i" is the mean suboptimality of those models,
-// "drift" checks that the averaging kept the sum of the models (exact up to rounding unless a
-// lattice decoding left its radius). "talk%": async_gossip defers an interaction while the
+// "drift" checks that the averaging kept the sum of the models (exact up to rounding). "talk%": async_gossip defers an interaction while the
 // worker's previous request is unanswered and merges deferred ones, so AD-PSGD and SwarmSGD
 // may talk at fewer than all of their communication points (every H-th step); the bits and
 // interactions counted are real.
@@ -35,10 +34,10 @@
 // m = 2048, sweep 4,8 (a few seconds).
 // Lattice side: s = 5e-3 (radius 127 s = 0.635). Interacting models differ by their dispersion
 // plus the drift of up to ~2 pace steps of staleness, ~0.1-0.25 per coordinate early in the
-// run here. With 1e-3 or 2e-3 decodings left the radius: each wrapped coordinate moves mu by
-// 128 s / n (try --side 1e-3: drift jumps from ~1e-7 to ~1e-2), and some runs diverged, since
-// two models farther apart than the radius each average towards the other's aliased image and
-// so move apart. At s = 5e-3 the quantization error is still far below one SGD step.
+// run here. A model farther than the radius from its decoding reference is detected (the
+// lattice's check value) and that interaction falls back to full precision (async_gossip.hpp),
+// which costs bits: with --side 1e-3 or 2e-3 the Mbit column grows. At s = 5e-3 the
+// quantization error is still far below one SGD step.
 // Expected (paper, ALGORITHMS.md §3.4): f(mu) vs total steps close to allreduce SGD on
 // well-connected graphs, worse on the ring (Gamma ~ eta^2 H^2 (r / lambda2)^2 far larger there);
 // H trades communication for accuracy; the 8-bit lattice gives the same curve at ~1/4 of the
@@ -539,9 +538,8 @@ int main(int argc, char** argv) try {
               radius);
   std::printf("columns k=...: f(mu_k) - f* at per-worker step k (total steps n k); Mbit, interact(ions), Gamma at k = K;\n"
               "Gamma_end, mean f_i (mean of f(x_i) - f*) after finish(); drift: max_j |mu_j - (x0 - mean_i sum eta g_i)_j|\n"
-              "after finish() (0 up to rounding when the averaging keeps the sum of the models: a lattice decoding\n"
-              "out of its radius breaks it); talk%%: interactions (rounds) per communication point (every H-th\n"
-              "step); stale: mean/max staleness (local steps)\n");
+              "after finish() (0 up to rounding: the averaging keeps the sum of the models); talk%%: interactions\n"
+              "(rounds) per communication point (every H-th step); stale: mean/max staleness (local steps)\n");
 
   const std::vector<graph_kind> graphs{graph_kind::complete, graph_kind::hypercube, graph_kind::random4, graph_kind::ring};
   const std::vector<int> hs{1, 2, 4, 8};

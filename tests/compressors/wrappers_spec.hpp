@@ -100,7 +100,8 @@ struct spec<ef21_first_round<distopt::compress::top_k>> {
   }
 };
 
-// lattice<B>: u32 n, float32 side, B bits per entry, packed (ALGORITHMS.md §3.5: log2 q bits per coordinate).
+// lattice<B>: u32 n, float32 side, u32 check, B bits per entry, packed (ALGORITHMS.md §3.5: log2 q bits per
+// coordinate).
 template <unsigned B>
 struct spec<distopt::compress::lattice<B>> {
   using C = distopt::compress::lattice<B>;
@@ -111,7 +112,7 @@ struct spec<distopt::compress::lattice<B>> {
     else
       return {C{.side = 7.0f / float((1u << (B - 1)) - 1)}};  // radius 7
   }
-  static std::optional<std::size_t> bytes(const C&, std::size_t n) { return 8 + ceil_div(n * B, 8); }
+  static std::optional<std::size_t> bytes(const C&, std::size_t n) { return 12 + ceil_div(n * B, 8); }
 };
 
 }  // namespace suite

@@ -21,11 +21,14 @@
 // statistics::rounds (interactions i started) falls below the communication points only
 // when partners answer more slowly than i reaches them.
 // Q is C's encoding: identity sends the floats; compress::lattice<B> sends B bits per
-// entry and the receiver decodes against its own model, which must lie within
-// lattice::radius() of the sender's (SwarmSGD's decoding key; farther, the decoding fails
-// with transport_error); other stateless compressors decode from the bytes alone. i records
-// the staleness of each interaction: the local steps it took between sending q_i and
-// applying the reply.
+// entry and the receiver decodes against its own model (SwarmSGD's decoding key), which must
+// lie within lattice::radius() of the sender's; other stateless compressors decode from the
+// bytes alone. Models that drifted farther apart do not stop the run: j, unable to decode
+// q_i (decoding_radius_error), asks i to send x_i in full precision and the interaction
+// goes on exactly. i decodes the reply against q_i (not against its model, which may have
+// moved meanwhile), and j, which knows q_i, replies in full precision when x_j is not
+// within the radius of q_i, so every reply decodes. i records the staleness of each
+// interaction: the local steps it took between sending q_i and applying the reply.
 //
 // Termination (finish): a worker says "done" to the neighbours that have not; each answers
 // with an "ack" at its next poll (or with its own "done" if it is finishing too). A request
@@ -37,10 +40,14 @@
 // A worker that pauses longer than that (evaluation, checkpointing) should call
 // optimizer::poll() meanwhile, or its partners give it up.
 //
-// Wire: [u32 kind: 0 request, 1 reply, 2 done, 3 ack][u32 0][u64 0][encoding of the model].
+// Wire: [u32 kind: 0 request, 1 reply, 2 done, 3 ack, 4 resend in full precision]
+//       [u32 0: C's encoding, 1: d floats][u64 0][the model].
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <string>
@@ -151,17 +158,23 @@ class async_gossip {
   // A fresh stream per draw: a function of (seed, rank, draw number).
   rng stream(purpose p) { return rng(seed_, static_cast<std::uint32_t>(me_), static_cast<std::uint32_t>(draws_++), p); }
 
-  // message_ = [header of `kind`][encoding of x] (encoders append); out = the point the
-  // encoding decodes to (what every receiver reconstructs).
-  void quantize(std::uint32_t kind, std::span<const float> x, C& c, std::span<float> out) {
+  // message_ = [header of `kind`][x in full precision if `exact`, else C's encoding of x]
+  // (encoders append); out = the point the receiver reconstructs.
+  void quantize(std::uint32_t kind, bool exact, std::span<const float> x, C& c, std::span<float> out) {
+    start_message(kind, exact);
+    if (exact) {
+      message_.resize(detail::async_header::bytes + x.size_bytes());
+      std::memcpy(message_.data() + detail::async_header::bytes, x.data(), x.size_bytes());
+      std::copy(x.begin(), x.end(), out.begin());
+      return;
+    }
     rng g = stream(purpose::compression);
-    start_message(kind);
     c.encode(x, message_, g);
     decode_into(std::span<const std::byte>(message_).subspan(detail::async_header::bytes), x, c, out);
   }
-  void start_message(std::uint32_t kind) {
+  void start_message(std::uint32_t kind, bool exact = false) {
     message_.resize(detail::async_header::bytes);
-    detail::async_header{kind, 0, 0}.write(message_);
+    detail::async_header{kind, exact ? 1u : 0u, 0}.write(message_);
   }
   void decode_into(std::span<const std::byte> bytes, std::span<const float> key, C& c, std::span<float> out) {
     if constexpr (decodes_with_reference_v<C>)
@@ -170,6 +183,44 @@ class async_gossip {
       c.decode(bytes, out);
   }
 
+  // theirs_ = the point of p's request or reply, decoded against `key`. False for a request
+  // that C cannot decode (a lattice point beyond the radius of key): the caller asks for it
+  // in full precision.
+  bool read_point(const detail::async_header& h, const peer& p, std::span<const float> key, C& c) {
+    const auto payload = std::span<const std::byte>(in_).subspan(detail::async_header::bytes);
+    try {
+      if (h.a == 0) {
+        decode_into(payload, key, c, theirs_);
+      } else if (payload.size() == theirs_.size() * sizeof(float)) {
+        std::memcpy(theirs_.data(), payload.data(), payload.size());
+      } else {
+        throw transport_error("a full-precision model of " + std::to_string(payload.size()) + " bytes, expected " +
+                              std::to_string(theirs_.size() * sizeof(float)));
+      }
+      return true;
+    } catch (const decoding_radius_error& e) {
+      if (h.kind == 0) return false;
+      throw undecodable(p, e);
+    } catch (const transport_error& e) {
+      throw undecodable(p, e);
+    }
+  }
+  transport_error undecodable(const peer& p, const transport_error& e) const {
+    return transport_error(std::string(protocol) + ": the model from rank " + std::to_string(p.rank) +
+                           " does not decode: " + e.what());
+  }
+
+  // Must our reply to the request point theirs_ go in full precision? Its sender decodes it
+  // against that point, exactly when x is within the radius of it (1 % kept for rounding).
+  bool reply_exactly(std::span<const float> x, const C& c) const {
+    if constexpr (requires { c.radius(); }) {
+      float far = 0;
+      for (std::size_t i = 0; i < x.size(); ++i) far = std::max(far, std::abs(x[i] - theirs_[i]));
+      return !(far < 0.99f * c.radius());
+    } else {
+      return false;
+    }
+  }
 
   // Starts the owed interaction with a random neighbour that has not finished.
   void start(metered_transport& t, statistics& stats, std::span<const float> x, C& c) {
@@ -180,7 +231,7 @@ class async_gossip {
     rng g = stream(purpose::topology);
     if (candidates_.empty()) return;  // every neighbour finished or lost
     peer& p = peers_[candidates_[g.below(static_cast<std::uint32_t>(candidates_.size()))]];
-    quantize(0, x, c, p.sent);
+    quantize(0, false, x, c, p.sent);
     if (!send(t, stats, p)) return;
     p.pending = true;
     p.sent_at_step = steps_;
@@ -191,8 +242,11 @@ class async_gossip {
 
   void take(metered_transport& t, statistics& stats, peer& p, std::span<float> x, C& c) {
     ++messages_;
-    const auto h = detail::async_header::read(in_, 3, protocol, p.rank);
-    if (h.kind >= 2) {  // done (answered by an ack unless ours is on its way) or ack
+    const auto h = detail::async_header::read(in_, 4, protocol, p.rank);
+    if (h.a > 1)
+      throw transport_error(std::string(protocol) + ": a message from rank " + std::to_string(p.rank) +
+                            " has unknown encoding " + std::to_string(h.a) + " (malformed, or a different protocol)");
+    if (h.kind == 2 || h.kind == 3) {  // done (answered by an ack unless ours is on its way) or ack
       if (h.kind == 2) {
         p.finished = true;
         if (!finishing_) send_control(t, stats, p, 3);
@@ -200,22 +254,27 @@ class async_gossip {
       p.quiet = true;
       return;
     }
-    const auto payload = std::span<const std::byte>(in_).subspan(detail::async_header::bytes);
-    try {
-      decode_into(payload, x, c, theirs_);
-    } catch (const transport_error& e) {
-      throw transport_error(std::string(protocol) + ": the model from rank " + std::to_string(p.rank) +
-                            " does not decode: " + e.what());
+    if (h.kind != 0 && !p.pending)
+      throw transport_error(std::string(protocol) + ": rank " + std::to_string(p.rank) +
+                            " answered a request rank " + std::to_string(me_) + " never made");
+    if (h.kind == 4) {  // p could not decode our request: the same interaction in full precision
+      quantize(0, true, x, c, p.sent);
+      p.sent_at_step = steps_;
+      p.sent_at = std::chrono::steady_clock::now();
+      send(t, stats, p);
+      return;
     }
     if (h.kind == 0) {  // a request: answer with our point, move half way to theirs
-      quantize(1, x, c, mine_);
+      if (!read_point(h, p, x, c)) {
+        send_control(t, stats, p, 4);
+        return;
+      }
+      quantize(1, h.a == 1 || reply_exactly(x, c), x, c, mine_);
       if (!send(t, stats, p)) return;
       for (std::size_t i = 0; i < x.size(); ++i) x[i] += 0.5f * (theirs_[i] - mine_[i]);
       return;
     }
-    if (!p.pending)
-      throw transport_error(std::string(protocol) + ": rank " + std::to_string(p.rank) +
-                            " sent a reply to a request rank " + std::to_string(me_) + " never made");
+    read_point(h, p, p.sent, c);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += 0.5f * (theirs_[i] - p.sent[i]);
     p.pending = false;
     in_flight_ = false;

@@ -18,13 +18,19 @@
 // The concept form decode(bytes, out) uses the reference 0, so it is exact only for |x_i| < radius();
 // it then returns s z_i with z_i in (-q/2, q/2]. The optimizer's allreduce uses this form (small
 // gradients); gossip (model exchange) passes the public copy of the neighbour's model as the reference.
+// Check: so that a wrap is an error rather than a silently wrong model, the wire carries
+// h = sum_i z_i w_i mod 2^32 over the full indices z_i, with odd pseudo-random weights w_i; the
+// decoder recomputes it over its own z_i and throws decoding_radius_error (a transport_error) if they
+// differ. A wrap changes z_i by m_i q, so h by q sum_i m_i w_i: one wrapped coordinate always changes
+// it (w_i is odd and 0 < |m_i| < 2^(32-Bits), both indices being below 2^24 + q in magnitude); wraps
+// of several cancel with probability about 2^-(32-Bits) (2^-24 for Bits = 8).
 //
 // Bound (when decoding is exact): unbiased, |C(x)_i - x_i| < s, and with p_i = frac(x_i / s),
 //   E||C(x) - x||^2 = s^2 sum_i p_i (1 - p_i) <= n s^2 / 4.
 // The error is absolute (it scales with s, not with ||x||): there is no omega. The dithering uses
 // 24 random bits per entry, so E[z_i] = x_i / s up to 2^-22 of a step and the rounding of x_i / s.
-// Wire: [u32 n][float32 s][n codes of Bits bits, LSB-first, zero pad bits], little-endian:
-//   bytes(n) = 8 + ceil(n Bits / 8).
+// Wire: [u32 n][float32 s][u32 h][n codes of Bits bits, LSB-first, zero pad bits], little-endian:
+//   bytes(n) = 12 + ceil(n Bits / 8).
 // Limits: |x_i| / s < 2^24 (a finer lattice than float resolution carries nothing): else encode throws
 // numeric_error, as for NaN/Inf. A decoded side must be a normal float <= FLT_MAX * 2^-25.
 // Randomness: the caller's rng seeds 32 xoshiro128+ lanes (detail/quantize_impl.hpp).
@@ -34,14 +40,17 @@
 // reference; the SwarmSGD experiments use Bits = 8 with s = 1e-4 or 3e-5 for models).
 //
 //   distopt::compress::lattice<8> q{.side = 1e-4f};
-//   q.encode(my_model, wire, g);                      // 8 + n bytes
-//   q.decode(wire, my_copy_of_their_model, theirs);   // exact if they are within q.radius() of my copy
+//   q.encode(my_model, wire, g);                      // 12 + n bytes
+//   q.decode(wire, my_copy_of_their_model, theirs);   // exact if they are within q.radius() of my copy,
+//                                                     // else (almost surely) decoding_radius_error
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <span>
@@ -68,30 +77,52 @@ DISTOPT_DETAIL_ALWAYS_INLINE float lattice_in_range(float v, std::uint32_t& wors
   return std::bit_cast<float>(bits & (0u - static_cast<std::uint32_t>(mag < lattice_max_units_bits)));
 }
 
+/// An odd hash of i (multiply-xorshift, as murmur3's finaliser).
+constexpr std::uint32_t lattice_hash(std::uint32_t i) noexcept {
+  std::uint32_t w = i * 0x9E3779B1u;
+  w = (w ^ (w >> 16)) * 0x85EBCA6Bu;
+  return (w ^ (w >> 13)) | 1u;
+}
+
+/// The check h = sum_i z_i w_i weighs entry i = c0 + k of the chunk at c0 by
+/// w_i = lattice_weights[k] lattice_hash(c0): odd, pseudo-random rather than linear in i (with
+/// w_i = a i + b, wraps of +q, -2q, +q at i, i + 1, i + 2 would cancel), and one multiply per entry in
+/// the hot loops (hashing every i took a third of the encode's speed).
+inline constexpr std::array<std::uint32_t, chunk> lattice_weights = [] {
+  std::array<std::uint32_t, chunk> t{};
+  for (std::uint32_t k = 0; k < chunk; ++k) t[k] = lattice_hash(k);
+  return t;
+}();
+
 template <unsigned Bits>
 struct lattice_encode_kernel {
-  /// Writes the codes of x[0, n); false if some x_i / s is not finite or reaches 2^24.
+  /// Writes the codes of x[0, n) and their check; false if some x_i / s is not finite or reaches 2^24.
   static DISTOPT_DETAIL_ALWAYS_INLINE bool run(const float* x, std::size_t n, float inv_side, std::byte* out,
-                                               lane_bits* lanes) {
+                                               lane_bits* lanes, std::uint32_t* check) {
     constexpr std::int32_t mask = (1 << Bits) - 1;
     std::uint32_t rnd[chunk];
     std::uint8_t codes[chunk];
-    std::uint32_t worst = 0;
+    std::uint32_t worst = 0, h = 0;
     for (std::size_t c0 = 0; c0 < n; c0 += chunk) {
       const std::size_t len = std::min(chunk, n - c0);
       lanes->fill_for(rnd, len);
       const float* xc = x + c0;
+      std::uint32_t hc = 0;
       for (std::size_t k = 0; k < len; ++k) {
         const float v = lattice_in_range(xc[k] * inv_side, worst);
         const auto t = static_cast<std::int32_t>(v);  // towards zero
         const float f = v - static_cast<float>(t);    // in (-1, 1), exact
         // floor(f + u) in {-1, 0, 1}: up with probability f if f >= 0, down with probability -f if f < 0.
         const auto step = static_cast<std::int32_t>(f + unit_float(rnd[k]) + 1.0f) - 1;
-        codes[k] = static_cast<std::uint8_t>((t + step) & mask);
+        const std::int32_t z = t + step;
+        codes[k] = static_cast<std::uint8_t>(z & mask);
+        hc += static_cast<std::uint32_t>(z) * lattice_weights[k];
       }
+      h += hc * lattice_hash(static_cast<std::uint32_t>(c0));
       pack_codes<Bits>(codes, len, out);
       out += packed_bytes<Bits>(len);
     }
+    *check = h;
     return worst < lattice_max_units_bits;
   }
 };
@@ -101,18 +132,21 @@ enum class lattice_decode_status { ok, pad_bits, reference_out_of_range };
 
 template <unsigned Bits, bool WithReference>
 struct lattice_decode_kernel {
-  /// out_i = s z_i, z_i = c_i (mod q) closest to ref_i / s (ref = 0 if !WithReference).
+  /// out_i = s z_i, z_i = c_i (mod q) closest to ref_i / s (ref = 0 if !WithReference); *check = the
+  /// check of these z_i.
   static DISTOPT_DETAIL_ALWAYS_INLINE lattice_decode_status run(const std::byte* in, std::size_t n, float side,
-                                                                float inv_side, const float* ref, float* out) {
+                                                                float inv_side, const float* ref, float* out,
+                                                                std::uint32_t* check) {
     constexpr std::int32_t q = 1 << Bits, mask = q - 1;
     constexpr float half = static_cast<float>(q / 2);
     std::uint8_t codes[chunk];
-    std::uint32_t worst = 0;
+    std::uint32_t worst = 0, h = 0;
     for (std::size_t c0 = 0; c0 < n; c0 += chunk) {
       const std::size_t len = std::min(chunk, n - c0);
       if (!unpack_codes<Bits>(in, len, codes)) return lattice_decode_status::pad_bits;
       in += packed_bytes<Bits>(len);
       float* o = out + c0;
+      std::uint32_t hc = 0;
       for (std::size_t k = 0; k < len; ++k) {
         const std::int32_t c = codes[k];
         std::int32_t z;
@@ -133,8 +167,11 @@ struct lattice_decode_kernel {
           z = c > q / 2 ? c - q : c;
         }
         o[k] = static_cast<float>(z) * side;
+        hc += static_cast<std::uint32_t>(z) * lattice_weights[k];
       }
+      h += hc * lattice_hash(static_cast<std::uint32_t>(c0));
     }
+    *check = h;
     return worst < lattice_max_units_bits ? lattice_decode_status::ok : lattice_decode_status::reference_out_of_range;
   }
 };
@@ -163,24 +200,29 @@ struct lattice {
     const std::size_t n = in.size(), start = wire.size();
     detail::put_length(wire, n, name);
     detail::put(wire, side);
+    detail::put(wire, std::uint32_t{0});  // the check, known after the codes
     const auto codes = detail::grow(wire, detail::quantize::packed_bytes<Bits>(n));
     detail::quantize::lane_bits lanes(g);
-    if (!detail::quantize::run_kernel<detail::quantize::lattice_encode_kernel<Bits>>(in.data(), n, 1.0f / side,
-                                                                                      codes.data(), &lanes)) {
+    std::uint32_t check = 0;
+    if (!detail::quantize::run_kernel<detail::quantize::lattice_encode_kernel<Bits>>(
+            in.data(), n, 1.0f / side, codes.data(), &lanes, &check)) {
       wire.resize(start);
       throw numeric_error(std::string(name) + ": an entry is NaN or Inf, or |x_i| / side reaches 2^24 (side = " +
                           std::to_string(side) + "); check the input, or raise side");
     }
+    std::memcpy(wire.data() + start + 8, &check, sizeof check);
   }
 
-  /// Decodes against the reference 0: exact only where |x_i| < radius().
+  /// Decodes against the reference 0: exact only where |x_i| < radius(); farther, it throws
+  /// decoding_radius_error (see the check in the file comment). After a throw `out` is unspecified.
   void decode(std::span<const std::byte> bytes, std::span<float> out) const {
     decode_impl<false>(bytes, nullptr, out);
   }
 
   /// Decodes against `reference` (the receiver's copy of what the sender encoded; reference.size() ==
   /// out.size(); the two may be the same span, to update a copy in place). Exact where
-  /// |x_i - reference_i| < radius(). After a throw the contents of `out` are unspecified.
+  /// |x_i - reference_i| < radius(); farther, it throws decoding_radius_error. After a throw the
+  /// contents of `out` are unspecified.
   void decode(std::span<const std::byte> bytes, std::span<const float> reference, std::span<float> out) const {
     if (reference.size() != out.size())
       throw config_error(std::string(name) + ": the reference has " + std::to_string(reference.size()) +
@@ -189,7 +231,7 @@ struct lattice {
     decode_impl<true>(bytes, reference.data(), out);
   }
 
-  std::size_t max_encoded_bytes(std::size_t n) const { return 8 + detail::quantize::packed_bytes<Bits>(n); }
+  std::size_t max_encoded_bytes(std::size_t n) const { return 12 + detail::quantize::packed_bytes<Bits>(n); }
 
  private:
   static constexpr float max_side = std::numeric_limits<float>::max() * 0x1.0p-25f;
@@ -210,17 +252,33 @@ struct lattice {
     const float s = r.get<float>("side");
     if (!valid_side(s))
       r.fail("side " + std::to_string(s) + " is not a normal float in [2^-126, FLT_MAX * 2^-25]");
+    const auto sent_check = r.get<std::uint32_t>("check");
     const auto codes = r.take(detail::quantize::packed_bytes<Bits>(n), "codes");
     r.expect_end();
     using status = detail::quantize::lattice_decode_status;
+    std::uint32_t check = 0;
     const status st = detail::quantize::run_kernel<detail::quantize::lattice_decode_kernel<Bits, WithReference>>(
-        codes.data(), n, s, 1.0f / s, reference, out.data());
+        codes.data(), n, s, 1.0f / s, reference, out.data(), &check);
     if (st == status::pad_bits) r.fail("nonzero pad bits after the last code");
     if (st == status::reference_out_of_range) {
       if (std::any_of(reference, reference + n, [](float y) { return !std::isfinite(y); }))
         throw numeric_error(std::string(name) + ": the decoding reference holds NaN or Inf; pass a finite copy");
       r.fail("the side " + std::to_string(s) + " is too small for the reference (|reference_i| / side >= 2^24)");
     }
+    if (check != sent_check) wrapped(s, WithReference);
+  }
+
+  /// The decoded indices are not the encoded ones: a wrap (or corrupt bytes).
+  [[noreturn]] static void wrapped(float s, bool with_reference) {
+    char radius[32];
+    std::snprintf(radius, sizeof radius, "%g", lattice{.side = s}.radius());
+    const std::string why = with_reference ? "some coordinates are farther than radius() = " + std::string(radius) +
+                                                 " from the decoding reference (the models drifted apart)"
+                                           : "some |x_i| reach radius() = " + std::string(radius) +
+                                                 " (this form decodes against 0)";
+    throw decoding_radius_error(std::string(name) + "<" + std::to_string(Bits) +
+                                ">: the decoded point is not the one that was sent: " + why +
+                                ", or the bytes are corrupt; use more Bits or a larger side");
   }
 };
 

@@ -24,6 +24,14 @@ class transport_error : public error {
   using error::error;
 };
 
+/// A reference-based decoding (compress::lattice) found the receiver's reference too far from
+/// the sender's point: the bytes are well formed, but they do not decode to the point sent.
+/// Asynchronous gossip answers it with a full-precision exchange.
+class decoding_radius_error : public transport_error {
+ public:
+  using transport_error::transport_error;
+};
+
 /// Non-finite values (NaN or Inf) where finite ones are required.
 class numeric_error : public error {
  public:
