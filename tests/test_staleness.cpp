@@ -415,31 +415,43 @@ TEST_CASE("bounded<Tau>: workers held back by a dead worker raise transport_erro
   CHECK(std::chrono::steady_clock::now() - start < 10s);  // the 300 ms deadline, not a hang
 }
 
+namespace {
+
+// Two workers of Opt: rank 1 sends `bad` (tag tg) to rank 0 and stops; rank 0 takes steps
+// with `gradient` until the message fails it. Returns the error's text.
+template <class Opt>
+std::string error_after_bad_message(distopt::tag tg, const std::vector<std::byte>& bad, float gradient) {
+  try {
+    distopt::run_threads(
+        2,
+        [&](distopt::transport_ref t) {
+          Opt opt(t, Eigen::VectorXf::Zero(2), {.timeout = 2s});
+          if (t.rank() == 1) {
+            t.send(0, tg, bad);
+            return;
+          }
+          for (int k = 0; k < 1000; ++k) {
+            opt.step(Eigen::VectorXf::Constant(2, gradient));
+            std::this_thread::sleep_for(100us);
+          }
+        },
+        distopt::thread_options{.timeout = 2s});
+  } catch (const distopt::transport_error& e) {
+    return e.what();
+  }
+  return {};
+}
+
+}  // namespace
+
 TEST_CASE("asynchronous parameter server: a malformed push is a transport_error naming the sender") {
   // Rank 1 speaks the protocol badly: a push shorter than its header, then one that skips a round.
   for (const bool skip_round : {false, true}) {
     CAPTURE(skip_round);
-    std::string what;
-    try {
-      distopt::run_threads(
-          2,
-          [&](distopt::transport_ref t) {
-            distopt::algorithms::async_ps_sgd<> opt(t, Eigen::VectorXf::Zero(2), {.timeout = 2s});
-            if (t.rank() == 1) {
-              std::vector<std::byte> bad(skip_round ? 16 + 8 : 7, std::byte{0});
-              if (skip_round) bad[8] = std::byte{5};  // round 5 where round 1 is due
-              t.send(0, distopt::collective::async_push_tag, bad);
-              return;
-            }
-            for (int k = 0; k < 1000; ++k) {
-              opt.step(Eigen::VectorXf::Ones(2));
-              std::this_thread::sleep_for(100us);
-            }
-          },
-          distopt::thread_options{.timeout = 2s});
-    } catch (const distopt::transport_error& e) {
-      what = e.what();
-    }
+    std::vector<std::byte> bad(skip_round ? 16 + 8 : 7, std::byte{0});
+    if (skip_round) bad[8] = std::byte{5};  // round 5 where round 1 is due
+    const std::string what =
+        error_after_bad_message<distopt::algorithms::async_ps_sgd<>>(distopt::collective::async_push_tag, bad, 1.0f);
     INFO(what);
     CHECK(what.find("rank 1") != std::string::npos);
     CHECK(what.find(skip_round ? "pushed round 5 after round 0" : "shorter than its 16-byte header") != std::string::npos);
@@ -447,8 +459,8 @@ TEST_CASE("asynchronous parameter server: a malformed push is a transport_error 
 }
 
 TEST_CASE("asynchronous gossip: a malformed message is a transport_error naming the sender and the fault") {
-  // Rank 1 sends one bad message [u32 kind][u32 encoding][u64 0][payload] and stops; rank 0
-  // takes it when it polls, at its next step.
+  // Rank 1 sends [u32 kind][u32 encoding][u64 0][payload]. With H = 4096 > the steps taken,
+  // rank 0 never starts an interaction, so no answer is due.
   struct bad_message {
     std::uint32_t kind, encoding;
     std::size_t payload;
@@ -460,31 +472,13 @@ TEST_CASE("asynchronous gossip: a malformed message is a transport_error naming 
                                bad_message{0, 1, 5, "a full-precision model of 5 bytes, expected 8"}}) {
     const std::string expected = m.expected;
     CAPTURE(expected);
-    std::string what;
-    try {
-      distopt::run_threads(
-          2,
-          [&](distopt::transport_ref t) {
-            // H = 4096 > the steps taken: rank 0 never starts an interaction, so no answer is due.
-            distopt::algorithms::swarm_sgd<4096> opt(t, Eigen::VectorXf::Zero(2), {.timeout = 2s});
-            if (t.rank() == 1) {
-              std::vector<std::byte> bad(16 + m.payload, std::byte{0});
-              std::memcpy(bad.data(), &m.kind, 4);
-              std::memcpy(bad.data() + 4, &m.encoding, 4);
-              t.send(0, distopt::collective::async_gossip_tag, bad);
-              return;
-            }
-            for (int k = 0; k < 1000; ++k) {
-              opt.step(Eigen::VectorXf::Zero(2));
-              std::this_thread::sleep_for(100us);
-            }
-          },
-          distopt::thread_options{.timeout = 2s});
-    } catch (const distopt::transport_error& e) {
-      what = e.what();
-    }
+    std::vector<std::byte> bad(16 + m.payload, std::byte{0});
+    std::memcpy(bad.data(), &m.kind, 4);
+    std::memcpy(bad.data() + 4, &m.encoding, 4);
+    const std::string what =
+        error_after_bad_message<distopt::algorithms::swarm_sgd<4096>>(distopt::collective::async_gossip_tag, bad, 0.0f);
     INFO(what);
     CHECK(what.find("rank 1") != std::string::npos);
-    CHECK(what.find(m.expected) != std::string::npos);
+    CHECK(what.find(expected) != std::string::npos);
   }
 }
