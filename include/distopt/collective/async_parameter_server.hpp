@@ -80,6 +80,7 @@ class async_parameter_server {
     count_.assign(static_cast<std::size_t>(n_), 0);
     done_.assign(static_cast<std::size_t>(n_), 0);
     lost_.assign(static_cast<std::size_t>(n_), 0);
+    heard_.resize(static_cast<std::size_t>(n_));
     decoded_.resize(model_.size());
   }
 
@@ -133,22 +134,16 @@ class async_parameter_server {
     } else {
       done_[static_cast<std::size_t>(me_)] = 1;
       detail::poll_backoff backoff(stats);
-      auto heard = std::vector<std::chrono::steady_clock::time_point>(static_cast<std::size_t>(n_),
-                                                                      std::chrono::steady_clock::now());
+      heard_.assign(heard_.size(), std::chrono::steady_clock::now());  // silence counts from here
       for (;;) {
-        const std::vector<std::uint64_t> before = count_;
-        const std::vector<char> done_before = done_;
+        const std::uint64_t before = taken_;
         serve(t, stats, c);
         const auto now = std::chrono::steady_clock::now();
-        bool all = true, progress = false;
+        bool all = true;
         for (int k = 0; k < n_; ++k) {
           const auto i = static_cast<std::size_t>(k);
-          if (count_[i] != before[i] || done_[i] != done_before[i]) {
-            heard[i] = now;
-            progress = true;
-          }
           if (done_[i] || lost_[i]) continue;
-          if (now - heard[i] <= timeout_) {
+          if (now - heard_[i] <= timeout_) {
             all = false;
           } else if (tau_ != never) {
             throw transport_error(std::string(protocol) + ": the server (rank " + std::to_string(me_) + ") waited " +
@@ -160,7 +155,7 @@ class async_parameter_server {
           }
         }
         if (all) break;
-        if (progress) backoff.reset();
+        if (taken_ != before) backoff.reset();
         else backoff.pause();
       }
       send_models(t, /*final_model=*/true, [&](int k) { return done_[static_cast<std::size_t>(k)] != 0; });
@@ -209,22 +204,25 @@ class async_parameter_server {
     const auto arrivals = t.arrivals();  // unchanged since the last pass: nothing to take
     const bool news = !arrivals || arrivals != seen_arrivals_;
     seen_arrivals_ = arrivals;
+    const auto now = std::chrono::steady_clock::now();
     for (int k = 0; news && k < n_; ++k) {
       const auto i = static_cast<std::size_t>(k);
       if (k == server_ || lost_[i] || done_[i]) continue;
       while (!done_[i] && receive_push(t, stats, k)) {
-          const auto h = detail::async_header::read(push_, 1, protocol, k);
-          if (h.kind == 1) {
-            done_[i] = 1;
-            break;
-          }
-          if (h.b != count_[i] + 1)
-            throw transport_error(std::string(protocol) + ": rank " + std::to_string(k) + " pushed round " +
-                                  std::to_string(h.b) + " after round " + std::to_string(count_[i]) +
-                                  " (messages lost or reordered)");
-          apply(k, std::span<const std::byte>(push_).subspan(detail::async_header::bytes), c);
-          count_[i] = h.b;
-          pushed_[i] = 1;
+        ++taken_;
+        heard_[i] = now;
+        const auto h = detail::async_header::read(push_, 1, protocol, k);
+        if (h.kind == 1) {
+          done_[i] = 1;
+          break;
+        }
+        if (h.b != count_[i] + 1)
+          throw transport_error(std::string(protocol) + ": rank " + std::to_string(k) + " pushed round " +
+                                std::to_string(h.b) + " after round " + std::to_string(count_[i]) +
+                                " (messages lost or reordered)");
+        apply(k, std::span<const std::byte>(push_).subspan(detail::async_header::bytes), c);
+        count_[i] = h.b;
+        pushed_[i] = 1;
       }
     }
     const std::uint64_t now_complete = complete();
@@ -316,6 +314,8 @@ class async_parameter_server {
   std::vector<float> decoded_;
   std::vector<std::uint64_t> count_;  // server: pushes taken per worker
   std::vector<char> done_, lost_, pushed_;
+  std::vector<std::chrono::steady_clock::time_point> heard_;  // server: when each worker's last message was taken
+  std::uint64_t taken_ = 0;                                    // server: messages taken so far
   std::optional<compressor_state_t<C>> state_;
   byte_buffer message_, push_, pull_;
   std::optional<std::uint64_t> seen_arrivals_;  // transport_ref::arrivals() at the last pass
