@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <Eigen/Core>
+#include <Eigen/Eigenvalues>
 #include <algorithm>
 #include <cmath>
 #include <numbers>
@@ -68,6 +69,29 @@ TEST_CASE("graph: ring eigenvalues are 1/3 + 2/3 cos(2 pi k / n)") {
   CHECK(two.spectral_gap() == doctest::Approx(1.0));
   CHECK(graph::ring(1).mixing_matrix()(0, 0) == 1.0);
   CHECK(graph::ring(1).spectral_gap() == 1.0);
+}
+
+TEST_CASE("detail::symmetric_eigenvalues matches Eigen's SelfAdjointEigenSolver") {
+  // The library's own tridiagonal QL (kept out of graph.hpp's compile cost) against Eigen's
+  // solver on random symmetric matrices, a diagonal one, repeated eigenvalues and n = 1, 2.
+  distopt::rng r(11, 0, 0, distopt::purpose::sampling);
+  for (int n : {1, 2, 3, 7, 16, 33, 64}) {
+    for (int trial = 0; trial < 3; ++trial) {
+      CAPTURE(n);
+      CAPTURE(trial);
+      Eigen::MatrixXd a(n, n);
+      for (int i = 0; i < n; ++i)
+        for (int j = 0; j <= i; ++j) a(i, j) = a(j, i) = trial == 2 && i != j ? 0.0 : 2.0 * r.uniform() - 1.0;
+      if (trial == 1 && n > 2) a.topLeftCorner(2, 2) = Eigen::Matrix2d::Identity();  // a repeated pair
+      std::vector<double> flat(static_cast<std::size_t>(n * n));
+      for (int i = 0; i < n; ++i)
+        for (int j = 0; j < n; ++j) flat[static_cast<std::size_t>(i * n + j)] = a(i, j);
+      const auto mine = distopt::detail::symmetric_eigenvalues(flat, static_cast<std::size_t>(n));
+      const Eigen::VectorXd ref = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(a, Eigen::EigenvaluesOnly).eigenvalues();
+      REQUIRE(mine.size() == static_cast<std::size_t>(n));
+      for (int k = 0; k < n; ++k) CHECK(mine[static_cast<std::size_t>(k)] == doctest::Approx(ref(k)).epsilon(1e-11).scale(1.0));
+    }
+  }
 }
 
 TEST_CASE("graph: hypercube spectrum and gap 2/(dim + 1)") {

@@ -17,8 +17,10 @@
 //  - Given weights (from_weights): checked, never changed.
 // Spectral gap (CHOCO notation, Koloskova, Stich, Jaggi, ICML 2019, arXiv 1902.00340):
 //   gap = 1 - max(|lambda_2|, |lambda_n|) with lambda_1 = 1 >= lambda_2 >= ... >= lambda_n,
-// computed with Eigen's SelfAdjointEigenSolver in double precision (O(n^3): build the
-// graph once, not per round).
+// computed in double precision by Householder tridiagonalisation and the implicit QL
+// method (detail::symmetric_eigenvalues; O(n^3): build the graph once, not per round).
+// Not Eigen's SelfAdjointEigenSolver: instantiating it took 7 s of compile time in every
+// translation unit that includes this header.
 // Generators: ring(n), torus(rows, cols), hypercube(dim), complete(n),
 // exponential(n) (i ~ i +- 2^k), random_regular(n, r, seed).
 // Bad input (an edge to a rank outside [0, n), a self-loop, a disconnected graph,
@@ -31,7 +33,6 @@
 //   auto h = distopt::graph::from_edges(4, {{0, 1}, {1, 2}, {2, 3}});   // a path, MH weights
 
 #include <Eigen/Core>
-#include <Eigen/Eigenvalues>
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -44,6 +45,97 @@
 
 #include "distopt/core/errors.hpp"
 #include "distopt/core/rng.hpp"
+
+namespace distopt::detail {
+
+/// Eigenvalues of the symmetric matrix `a` (row-major n x n, destroyed), increasing.
+/// Householder reduction to tridiagonal form, then the QL method with implicit shifts
+/// (Press et al., Numerical Recipes, 3rd ed., §11.3–11.4: tred2 without eigenvectors, tqli).
+inline std::vector<double> symmetric_eigenvalues(std::vector<double> a, std::size_t n) {
+  auto at = [&](std::size_t i, std::size_t j) -> double& { return a[i * n + j]; };
+  std::vector<double> d(n), e(n, 0.0);
+  for (std::size_t i = n; i-- > 1;) {  // tred2: zero row i left of the subdiagonal
+    const std::size_t l = i - 1;
+    double h = 0.0, scale = 0.0;
+    if (l > 0) {
+      for (std::size_t k = 0; k <= l; ++k) scale += std::abs(at(i, k));
+      if (scale == 0.0) {
+        e[i] = at(i, l);
+      } else {
+        for (std::size_t k = 0; k <= l; ++k) {
+          at(i, k) /= scale;
+          h += at(i, k) * at(i, k);
+        }
+        double f = at(i, l);
+        double g = f >= 0.0 ? -std::sqrt(h) : std::sqrt(h);
+        e[i] = scale * g;
+        h -= f * g;
+        at(i, l) = f - g;
+        f = 0.0;
+        for (std::size_t j = 0; j <= l; ++j) {
+          g = 0.0;
+          for (std::size_t k = 0; k <= j; ++k) g += at(j, k) * at(i, k);
+          for (std::size_t k = j + 1; k <= l; ++k) g += at(k, j) * at(i, k);
+          e[j] = g / h;
+          f += e[j] * at(i, j);
+        }
+        const double hh = f / (h + h);
+        for (std::size_t j = 0; j <= l; ++j) {
+          f = at(i, j);
+          e[j] = g = e[j] - hh * f;
+          for (std::size_t k = 0; k <= j; ++k) at(j, k) -= f * e[k] + g * at(i, k);
+        }
+      }
+    } else {
+      e[i] = at(i, l);
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) d[i] = at(i, i);
+  // tqli: e[i] becomes the coupling of d[i] and d[i+1].
+  for (std::size_t i = 1; i < n; ++i) e[i - 1] = e[i];
+  if (n > 0) e[n - 1] = 0.0;
+  constexpr double eps = 1e-15;
+  for (std::size_t l = 0; l < n; ++l) {
+    for (int iter = 0;; ++iter) {
+      std::size_t m = l;
+      for (; m + 1 < n; ++m)
+        if (std::abs(e[m]) <= eps * (std::abs(d[m]) + std::abs(d[m + 1]))) break;
+      if (m == l) break;
+      if (iter == 60) throw config_error("graph: the eigenvalues of W did not converge; is W symmetric and finite?");
+      double g = (d[l + 1] - d[l]) / (2.0 * e[l]);
+      double r = std::hypot(g, 1.0);
+      g = d[m] - d[l] + e[l] / (g + (g >= 0.0 ? r : -r));
+      double s = 1.0, c = 1.0, p = 0.0;
+      bool underflow = false;
+      for (std::size_t i = m; i-- > l;) {
+        const double f = s * e[i];
+        const double b = c * e[i];
+        e[i + 1] = r = std::hypot(f, g);
+        if (r == 0.0) {  // recover from underflow: deflate and restart this l
+          d[i + 1] -= p;
+          e[m] = 0.0;
+          underflow = true;
+          break;
+        }
+        s = f / r;
+        c = g / r;
+        g = d[i + 1] - p;
+        r = (d[i] - g) * s + 2.0 * c * b;
+        p = s * r;
+        d[i + 1] = g + p;
+        g = c * r - b;
+      }
+      if (underflow) continue;
+      d[l] -= p;
+      e[l] = g;
+      e[m] = 0.0;
+    }
+  }
+  std::sort(d.begin(), d.end());
+  return d;
+}
+
+}  // namespace distopt::detail
 
 namespace distopt {
 
@@ -213,8 +305,14 @@ class graph {
 
   /// Eigenvalues of W, decreasing (the first is 1).
   Eigen::VectorXd eigenvalues() const {
-    Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> solver(w_, Eigen::EigenvaluesOnly);
-    return solver.eigenvalues().reverse();  // Eigen sorts increasing
+    const auto n = static_cast<std::size_t>(size());
+    std::vector<double> a(n * n);
+    for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t j = 0; j < n; ++j) a[i * n + j] = w_(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j));
+    const std::vector<double> l = detail::symmetric_eigenvalues(std::move(a), n);
+    Eigen::VectorXd out(static_cast<Eigen::Index>(n));
+    for (std::size_t k = 0; k < n; ++k) out(static_cast<Eigen::Index>(k)) = l[n - 1 - k];
+    return out;
   }
   /// 1 - max(|lambda_2|, |lambda_n|): the per-step contraction of gossip is 1 - gap.
   /// 1 for n = 1 (nothing to mix).
