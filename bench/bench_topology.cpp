@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "distopt/collective/model_exchange.hpp"
+#include "distopt/protocols/gossip.hpp"
 #include "distopt/collective/ring_allreduce.hpp"
 #include "distopt/compress/top_k.hpp"
 #include "distopt/core/statistics.hpp"

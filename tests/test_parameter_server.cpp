@@ -1,5 +1,5 @@
 // ctest-labels: threads
-// Tests of topology::parameter_server (collective/parameter_server.hpp) and of the
+// Tests of topology::parameter_server (protocols/parameter_server_round.hpp) and of the
 // ps_sgd / double_squeeze aliases against independent references: a serial float sum
 // in rank order (bit for bit), byte counts derived from the wire formats (identity:
 // 4 d bytes; top_k: 8 + ceil(k ceil(log2 d) / 8) + 4 k bytes) and the push/pull

@@ -1,6 +1,6 @@
 // ctest-labels: threads
 // Staleness policies: SSP and the asynchronous parameter server
-// (collective/async_parameter_server.hpp), AD-PSGD and SwarmSGD (collective/async_gossip.hpp).
+// (protocols/stale_server.hpp), AD-PSGD and SwarmSGD (protocols/async_gossip.hpp).
 //
 // The staleness checks do not trust the library's statistics: a "counting" problem makes the
 // model itself say whose rounds it holds. Worker k's gradient is -e_k (dimension n, no

@@ -99,7 +99,7 @@ using double_squeeze = optimizer<compress::error_feedback<C>, topology::compress
                                  staleness::synchronous, local_steps::every_step>;
 
 /// Stale synchronous parallel SGD (Ho et al., NeurIPS 2013) through a parameter server: a worker runs at
-/// most Tau rounds ahead of the slowest (collective/async_parameter_server.hpp). With a compressor C this
+/// most Tau rounds ahead of the slowest (protocols/stale_server.hpp). With a compressor C this
 /// is the staled compressed gradient method of Khirirat, Feyzmahdavian, Johansson (arXiv 1806.06573).
 template <std::uint64_t Tau, class C = compress::identity>
 using ssp_sgd = optimizer<C, topology::parameter_server, staleness::bounded<Tau>, local_steps::every_step>;
@@ -112,7 +112,7 @@ template <class C = compress::identity>
 using async_ps_sgd = optimizer<C, topology::parameter_server, staleness::asynchronous, local_steps::every_step>;
 
 /// AD-PSGD (Lian et al., ICML 2018, arXiv 1710.06952): after every step, non-blocking pairwise averaging
-/// with a random neighbour in the graph G (collective/async_gossip.hpp).
+/// with a random neighbour in the graph G (protocols/async_gossip.hpp).
 template <class G = topology::complete>
 using ad_psgd = optimizer<compress::identity, topology::random_pairwise<G>, staleness::asynchronous,
                           local_steps::every_step>;

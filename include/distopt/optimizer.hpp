@@ -41,11 +41,11 @@
 #include <vector>
 
 #include "distopt/collective/allgather.hpp"
-#include "distopt/collective/async_gossip.hpp"
-#include "distopt/collective/async_parameter_server.hpp"
+#include "distopt/protocols/async_gossip.hpp"
+#include "distopt/protocols/stale_server.hpp"
 #include "distopt/collective/average.hpp"
-#include "distopt/collective/model_exchange.hpp"
-#include "distopt/collective/parameter_server.hpp"
+#include "distopt/protocols/gossip.hpp"
+#include "distopt/protocols/parameter_server_round.hpp"
 #include "distopt/collective/ring_allreduce.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/errors.hpp"
@@ -100,8 +100,8 @@ class optimizer {
   using local_steps_type = L;
   /// True for gossip topologies, which exchange models rather than gradients.
   static constexpr bool gossip = T::exchange == exchange_kind::models;
-  /// True for bounded and asynchronous staleness (collective/async_parameter_server.hpp,
-  /// collective/async_gossip.hpp); bounded<0> is synchronous.
+  /// True for bounded and asynchronous staleness (protocols/stale_server.hpp,
+  /// protocols/async_gossip.hpp); bounded<0> is synchronous.
   static constexpr bool stale = S::max_staleness != 0;
 
   optimizer(transport_ref t, Eigen::Ref<const Eigen::VectorXf> x0, options o = {}, C c = {}, T topo = {}, S s = {},

@@ -18,7 +18,7 @@
 
 namespace distopt::collective {
 
-inline constexpr tag allgather_tag{detail::reserved_tag_base + 3};
+inline constexpr tag allgather_tag = detail::reserved_tag(detail::reserved::allgather);
 
 /// On return `parts[k]` holds rank k's `mine`, on every rank.
 inline void allgather(transport_ref t, std::span<const std::byte> mine, std::vector<byte_buffer>& parts,

@@ -15,7 +15,7 @@
 
 namespace distopt::collective {
 
-inline constexpr tag broadcast_tag{detail::reserved_tag_base + 2};
+inline constexpr tag broadcast_tag = detail::reserved_tag(detail::reserved::broadcast);
 
 /// On return every rank's `data` equals the root's.
 inline void broadcast(transport_ref t, int root, byte_buffer& data, tag tg = broadcast_tag) {

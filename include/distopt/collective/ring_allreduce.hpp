@@ -50,7 +50,7 @@ struct allreduce_workspace {
   std::size_t segment_floats = std::size_t{1} << 16;
 };
 
-inline constexpr tag ring_allreduce_tag{detail::reserved_tag_base + 1};
+inline constexpr tag ring_allreduce_tag = detail::reserved_tag(detail::reserved::ring_allreduce);
 
 /// In-place allreduce of `data` over all ranks of `t`. Every rank must pass the same length.
 inline void ring_allreduce(transport_ref t, std::span<float> data, reduce_op op, allreduce_workspace& ws,

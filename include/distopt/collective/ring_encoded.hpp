@@ -35,7 +35,7 @@ struct encoded_ring_workspace {
   byte_buffer incoming;
 };
 
-inline constexpr tag ring_encoded_tag{detail::reserved_tag_base + 4};
+inline constexpr tag ring_encoded_tag = detail::reserved_tag(detail::reserved::ring_encoded);
 
 /// Replaces `v` by the mean over all ranks of decode(encode(v_k)), reducing on the
 /// encodings. Every rank must pass the same length. Each rank encodes its n chunks

@@ -58,7 +58,7 @@ class transport_ref {
   bool native_allreduce_mean(std::span<float> v) const { return vtable_->native_allreduce_mean(object_, v); }
   /// A counter that changes whenever a message may have arrived for this rank, if the backend
   /// keeps one (the thread transport), else nullopt. Polling loops over many peers skip their
-  /// try_recv pass while it stays the same (collective/async_gossip.hpp).
+  /// try_recv pass while it stays the same (protocols/async_gossip.hpp).
   std::optional<std::uint64_t> arrivals() const { return vtable_->arrivals(object_); }
 
  private:

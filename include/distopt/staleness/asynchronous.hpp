@@ -6,7 +6,7 @@
 //    workers push C(update) and adopt the newest model the server has sent back;
 //  - topology::random_pairwise<G>: AD-PSGD (Lian et al., ICML 2018, arXiv 1710.06952) and
 //    SwarmSGD (Nadiradze et al., NeurIPS 2021, arXiv 1910.12308) — non-blocking pairwise
-//    averaging with a random neighbour (collective/async_gossip.hpp).
+//    averaging with a random neighbour (protocols/async_gossip.hpp).
 //
 //   distopt::optimizer<distopt::compress::identity, distopt::topology::random_pairwise<>,
 //                      distopt::staleness::asynchronous, distopt::local_steps::every_step>

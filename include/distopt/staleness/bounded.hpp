@@ -4,7 +4,7 @@
 // the slowest worker, and blocks only when it would fall further behind. Round c of a
 // worker uses a model complete to round >= c - 1 - Tau of every worker; the observed
 // staleness c - 1 - (that round) is recorded in statistics and never exceeds Tau.
-// Where it applies: topology::parameter_server (see collective/async_parameter_server.hpp).
+// Where it applies: topology::parameter_server (see protocols/stale_server.hpp).
 // bounded<0> is the synchronous schedule, run by the asynchronous protocol.
 //
 //   distopt::optimizer<distopt::compress::qsgd<8>, distopt::topology::parameter_server,

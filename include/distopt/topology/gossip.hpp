@@ -13,7 +13,7 @@
 //    shared options.seed, never by the rank).
 //
 // Schemes (namespace distopt::mixing) say how models are exchanged; they are all one
-// mechanism, collective/model_exchange.hpp. `eta d` is the local SGD step.
+// mechanism, protocols/gossip.hpp. `eta d` is the local SGD step.
 //   exact                x <- sum_j W_ij x_j - eta d          D-PSGD, Lian et al., NeurIPS 2017, arXiv 1705.09056
 //                        (the gradient is taken at the pre-mixing model; raw models are sent)
 //   exact_step_then_mix  x <- sum_j W_ij (x_j - eta d_j)      the "plain" D-PSGD of ChocoSGD's convex code

@@ -15,7 +15,7 @@
 // Public copies need fixed neighbours, so the synchronous schedule runs the exact scheme
 // (compress::identity; a compressor is refused at compile time). Under
 // staleness::asynchronous the same topology runs non-blocking pairwise averaging
-// (AD-PSGD, SwarmSGD; collective/async_gossip.hpp), there with identity or lattice<B>.
+// (AD-PSGD, SwarmSGD; protocols/async_gossip.hpp), there with identity or lattice<B>.
 //
 //   distopt::optimizer<distopt::compress::identity, distopt::topology::random_pairwise<>,
 //                      distopt::staleness::synchronous, distopt::local_steps::every_step> opt(t, x0, {.seed = 3});

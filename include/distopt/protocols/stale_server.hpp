@@ -45,7 +45,7 @@
 #include <string>
 #include <vector>
 
-#include "distopt/collective/detail/async_wait.hpp"
+#include "distopt/protocols/detail/async_wait.hpp"
 #include "distopt/core/byte_buffer.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/errors.hpp"

@@ -53,8 +53,8 @@
 #include <string>
 #include <vector>
 
-#include "distopt/collective/detail/async_wait.hpp"
-#include "distopt/collective/model_exchange.hpp"
+#include "distopt/protocols/detail/async_wait.hpp"
+#include "distopt/protocols/gossip.hpp"
 #include "distopt/core/byte_buffer.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/errors.hpp"
