@@ -3,7 +3,7 @@
 // same binary (results read as ratios).
 //
 //   gossip_exact/ring        D-PSGD's round: send the model to both ring neighbours, form
-//                            sum_j W_ij x_j (collective::exact_mixer)
+//                            sum_j W_ij x_j (protocols::exact_mixer)
 //   gossip_choco_top1/ring   CHOCO's round with top-1%: weighted sum of the public copies,
 //                            encode x - xh_i, send to both neighbours, update 3 copies
 //   ring_allreduce           the centralized round (mean), for comparison
@@ -22,10 +22,10 @@
 #include <string>
 #include <vector>
 
-#include "distopt/protocols/gossip.hpp"
 #include "distopt/collective/ring_allreduce.hpp"
 #include "distopt/compress/top_k.hpp"
 #include "distopt/core/statistics.hpp"
+#include "distopt/protocols/gossip.hpp"
 #include "distopt/topology/ring.hpp"
 #include "distopt/transport/metered.hpp"
 #include "distopt/transport/thread.hpp"
@@ -62,7 +62,7 @@ auto exact_round = [](distopt::transport_ref t, std::size_t floats) {
     distopt::transport_ref t;
     std::vector<float> x;
     distopt::mixing_row row;
-    dc::exact_mixer mixer;
+    distopt::protocols::exact_mixer mixer;
   };
   auto s = std::make_shared<state>(state{t, std::vector<float>(floats, 1.0f), {}, {}});
   s->row.assign(distopt::graph::ring(t.size()), t.rank());
@@ -74,11 +74,11 @@ auto choco_round = [](distopt::transport_ref t, std::size_t floats) {
     distopt::transport_ref t;
     std::vector<float> x, step;
     distopt::compress::top_k c{0.01};
-    std::unique_ptr<dc::model_exchange<distopt::compress::top_k, distopt::topology::ring>> ex;
+    std::unique_ptr<distopt::protocols::model_exchange<distopt::compress::top_k, distopt::topology::ring>> ex;
     distopt::rng g{1, 0, 0, distopt::purpose::compression};
   };
   auto s = std::make_shared<state>(state{t, std::vector<float>(floats, 1.0f), std::vector<float>(floats, 1e-3f), {}, {}, {}});
-  s->ex = std::make_unique<dc::model_exchange<distopt::compress::top_k, distopt::topology::ring>>(
+  s->ex = std::make_unique<distopt::protocols::model_exchange<distopt::compress::top_k, distopt::topology::ring>>(
       t, distopt::topology::ring{}, s->x, 0.04f, 1, s->c);
   return [s] { s->ex->round(s->t, s->x, s->step, s->c, s->g); };
 };

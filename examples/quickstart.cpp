@@ -7,28 +7,27 @@
 //   build/examples/quickstart [--transport threads|mpi] [workers] [epochs]
 //   mpirun -np 4 build/examples/quickstart --transport mpi
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
-#include <cstdlib>
 #include <mutex>
 #include <string>
-#include <vector>
 
 #include <distopt/distopt.hpp>
+#include <distopt/problems.hpp>
 
 #include "launch.hpp"
 
 int main(int argc, char** argv) try {
   std::string transport = "threads";
-  std::vector<int> numbers;  // [workers] [epochs]
-  for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--transport" && i + 1 < argc)
-      transport = argv[++i];
-    else
-      numbers.push_back(std::atoi(argv[i]));
-  }
+  int requested_workers = 0;  // 0: the launcher's default (4 threads, or the MPI world)
+  int epochs = 10;
+  CLI::App app{"distopt quickstart: synchronous data-parallel SGD on logistic regression"};
+  app.add_option("--transport", transport, "threads or mpi")->check(CLI::IsMember({"threads", "mpi"}));
+  app.add_option("workers", requested_workers, "number of workers (threads)")->check(CLI::NonNegativeNumber);
+  app.add_option("epochs", epochs, "passes over the data")->check(CLI::PositiveNumber);
+  CLI11_PARSE(app, argc, argv);
   const examples::launcher launch(transport, argc, argv);
-  const int workers = launch.workers(numbers.size() > 0 ? numbers[0] : 0);
-  const int epochs = numbers.size() > 1 ? numbers[1] : 10;
+  const int workers = launch.workers(requested_workers);
   const auto data = distopt::problems::synthetic_classification(/*samples=*/8192, /*dim=*/64, /*seed=*/1);
   const distopt::problems::logistic_regression problem(data.features, data.targets, /*lambda=*/1e-3f);
   std::mutex print;

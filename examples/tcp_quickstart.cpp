@@ -7,14 +7,18 @@
 // The run is bit-for-bit the one of `build/examples/quickstart 4 [epochs]` with
 // threads: same data, same seeds, same reduction order.
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
-#include <cstdlib>
 
 #include <distopt/distopt.hpp>
+#include <distopt/problems.hpp>
 #include <distopt/transport/tcp.hpp>
 
 int main(int argc, char** argv) try {
-  const int epochs = argc > 1 ? std::atoi(argv[1]) : 10;
+  int epochs = 10;
+  CLI::App app{"distopt quickstart over TCP, one process per rank (start it with scripts/distopt-launch)"};
+  app.add_option("epochs", epochs, "passes over the data")->check(CLI::PositiveNumber);
+  CLI11_PARSE(app, argc, argv);
   const auto data = distopt::problems::synthetic_classification(/*samples=*/8192, /*dim=*/64, /*seed=*/1);
   const distopt::problems::logistic_regression problem(data.features, data.targets, /*lambda=*/1e-3f);
 

@@ -451,7 +451,7 @@ TEST_CASE("asynchronous parameter server: a malformed push is a transport_error 
     std::vector<std::byte> bad(skip_round ? 16 + 8 : 7, std::byte{0});
     if (skip_round) bad[8] = std::byte{5};  // round 5 where round 1 is due
     const std::string what =
-        error_after_bad_message<distopt::algorithms::async_ps_sgd<>>(distopt::collective::async_push_tag, bad, 1.0f);
+        error_after_bad_message<distopt::algorithms::async_ps_sgd<>>(distopt::protocols::async_push_tag, bad, 1.0f);
     INFO(what);
     CHECK(what.find("rank 1") != std::string::npos);
     CHECK(what.find(skip_round ? "pushed round 5 after round 0" : "shorter than its 16-byte header") != std::string::npos);
@@ -476,7 +476,7 @@ TEST_CASE("asynchronous gossip: a malformed message is a transport_error naming 
     std::memcpy(bad.data(), &m.kind, 4);
     std::memcpy(bad.data() + 4, &m.encoding, 4);
     const std::string what =
-        error_after_bad_message<distopt::algorithms::swarm_sgd<4096>>(distopt::collective::async_gossip_tag, bad, 0.0f);
+        error_after_bad_message<distopt::algorithms::swarm_sgd<4096>>(distopt::protocols::async_gossip_tag, bad, 0.0f);
     INFO(what);
     CHECK(what.find("rank 1") != std::string::npos);
     CHECK(what.find(expected) != std::string::npos);

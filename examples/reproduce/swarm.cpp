@@ -272,7 +272,7 @@ result& run(context& cx, int n, result meta, C compressor, T topology) {
       std::size_t next = 0;
       Eigen::VectorXd u = Eigen::VectorXd::Zero(d);
       for (long k = 0; k < s.steps;) {
-        if (Opt::stale && s.pace > 0)
+        if (Opt::staleness_type::max_staleness != 0 && s.pace > 0)
           while (k > slowest() + s.pace) std::this_thread::yield();
         distopt::rng pick(7, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(k), distopt::purpose::sampling);
         for (auto& i : batch) i = pick.below(static_cast<std::uint32_t>(mine.samples()));
@@ -287,7 +287,7 @@ result& run(context& cx, int n, result meta, C compressor, T topology) {
           rounds[next][r] = opt.stats().rounds;
           ++next;
         }
-        if (Opt::stale && s.yield) std::this_thread::yield();
+        if (Opt::staleness_type::max_staleness != 0 && s.yield) std::this_thread::yield();
       }
       opt.finish();
       finals[r] = opt.parameters();

@@ -46,6 +46,23 @@ class averager {
     }
   }
 
+  /// The average over all ranks of `in`, which is left unchanged: `in` itself when nothing
+  /// changes it (one rank, raw floats), otherwise `scratch` (resized to in.size()). Raw
+  /// floats go around the ring straight from `in`, so the caller's gradient is not copied.
+  std::span<const float> average(transport_ref t, std::span<const float> in, std::vector<float>& scratch, C& c,
+                                 rng& g) {
+    if constexpr (reduction_for_v<C> == reduction::ring_on_floats)
+      if (t.size() == 1) return in;
+    scratch.resize(in.size());
+    if constexpr (reduction_for_v<C> == reduction::ring_on_floats) {
+      if (!t.native_allreduce_mean(in, scratch)) ring_allreduce(t, in, scratch, reduce_op::mean, ring_);
+    } else {
+      std::copy(in.begin(), in.end(), scratch.begin());
+      average(t, scratch, c, g);
+    }
+    return scratch;
+  }
+
   /// This worker's compressor state (residuals, EF21's g_i, ...); null before the first round.
   const compressor_state_t<C>* state() const { return state_ ? &*state_ : nullptr; }
 

@@ -36,6 +36,15 @@ inline void allreduce_add_divide(float* __restrict x, const float* __restrict a,
                                  float divisor) noexcept {
   for (std::size_t i = 0; i < m; ++i) x[i] = (a[i] + x[i]) / divisor;
 }
+// Out of place: x[i] = a[i] + own[i] (then / divisor); x, own and a are three arrays.
+inline void allreduce_add(float* __restrict x, const float* __restrict own, const float* __restrict a,
+                          std::size_t m) noexcept {
+  for (std::size_t i = 0; i < m; ++i) x[i] = a[i] + own[i];
+}
+inline void allreduce_add_divide(float* __restrict x, const float* __restrict own, const float* __restrict a,
+                                 std::size_t m, float divisor) noexcept {
+  for (std::size_t i = 0; i < m; ++i) x[i] = (a[i] + own[i]) / divisor;
+}
 
 }  // namespace distopt::detail
 
@@ -52,21 +61,27 @@ struct allreduce_workspace {
 
 inline constexpr tag ring_allreduce_tag = detail::reserved_tag(detail::reserved::ring_allreduce);
 
-/// In-place allreduce of `data` over all ranks of `t`. Every rank must pass the same length.
-inline void ring_allreduce(transport_ref t, std::span<float> data, reduce_op op, allreduce_workspace& ws,
-                           tag tg = ring_allreduce_tag) {
+/// Allreduce of `in` over all ranks of `t` into `data`, which may be `in` itself (in place)
+/// or an array of the same length that does not overlap it; `in` is read, never written,
+/// when they differ, so a caller's const gradient needs no copy. Every rank must pass the
+/// same length. With one rank, `data` = `in`.
+inline void ring_allreduce(transport_ref t, std::span<const float> in, std::span<float> data, reduce_op op,
+                           allreduce_workspace& ws, tag tg = ring_allreduce_tag) {
   const int n = t.size();
   const int r = t.rank();
-  if (n == 1) return;  // sum of one, and x / 1 == x exactly
+  const bool in_place = in.data() == data.data();
+  if (n == 1) {  // sum of one, and x / 1 == x exactly
+    if (!in_place) std::copy(in.begin(), in.end(), data.begin());
+    return;
+  }
   const int next = (r + 1) % n;
   const int prev = (r + n - 1) % n;
   const std::size_t len = data.size();
   const std::size_t seg = std::max<std::size_t>(ws.segment_floats, 1);
-  auto chunk = [&](int c) {
-    const std::size_t b = len * static_cast<std::size_t>(c) / static_cast<std::size_t>(n);
-    const std::size_t e = len * static_cast<std::size_t>(c + 1) / static_cast<std::size_t>(n);
-    return data.subspan(b, e - b);
-  };
+  auto chunk_begin = [&](int c) { return len * static_cast<std::size_t>(c) / static_cast<std::size_t>(n); };
+  auto chunk = [&](int c) { return data.subspan(chunk_begin(c), chunk_begin(c + 1) - chunk_begin(c)); };
+  // The caller's own values under an output segment.
+  auto own = [&](std::span<float> piece) { return in.data() + (piece.data() - data.data()); };
   auto send = [&](std::span<const float> piece) { t.send(next, tg, std::as_bytes(piece)); };
   // Visits chunk c in segments; an empty chunk is one empty segment, so every rank
   // sends and receives the same number of messages.
@@ -88,16 +103,21 @@ inline void ring_allreduce(transport_ref t, std::span<float> data, reduce_op op,
   };
 
   // Reduce-scatter: in step s, rank r receives the partial sum of chunk r-1-s and adds its own.
-  for_each_segment(r, send);
+  for_each_segment(r, [&](std::span<float> piece) { send(std::span<const float>(own(piece), piece.size())); });
   const float divisor = static_cast<float>(n);
   for (int s = 0; s < n - 1; ++s) {
     const int c = ((r - 1 - s) % n + n) % n;
     const bool owner = s == n - 2;  // the last addition completes chunk r+1
-    receive_chunk(c, [&](std::span<float> piece, std::span<const float> in) {
-      if (owner && op == reduce_op::mean)
-        detail::allreduce_add_divide(piece.data(), in.data(), piece.size(), divisor);
+    receive_chunk(c, [&](std::span<float> piece, std::span<const float> received) {
+      const bool mean = owner && op == reduce_op::mean;
+      if (in_place && mean)
+        detail::allreduce_add_divide(piece.data(), received.data(), piece.size(), divisor);
+      else if (in_place)
+        detail::allreduce_add(piece.data(), received.data(), piece.size());
+      else if (mean)
+        detail::allreduce_add_divide(piece.data(), own(piece), received.data(), piece.size(), divisor);
       else
-        detail::allreduce_add(piece.data(), in.data(), piece.size());
+        detail::allreduce_add(piece.data(), own(piece), received.data(), piece.size());
       send(piece);  // next step's input (or, for the owner, the allgather's first message)
     });
   }
@@ -105,11 +125,17 @@ inline void ring_allreduce(transport_ref t, std::span<float> data, reduce_op op,
   for (int s = 0; s < n - 1; ++s) {
     const int c = ((r - s) % n + n) % n;
     const bool forward = s < n - 2;
-    receive_chunk(c, [&](std::span<float> piece, std::span<const float> in) {
-      if (forward) send(in);  // first, so that the next rank can go on while this one copies
-      std::copy(in.begin(), in.end(), piece.begin());
+    receive_chunk(c, [&](std::span<float> piece, std::span<const float> received) {
+      if (forward) send(received);  // first, so that the next rank can go on while this one copies
+      std::copy(received.begin(), received.end(), piece.begin());
     });
   }
+}
+
+/// In-place allreduce of `data` over all ranks of `t`. Every rank must pass the same length.
+inline void ring_allreduce(transport_ref t, std::span<float> data, reduce_op op, allreduce_workspace& ws,
+                           tag tg = ring_allreduce_tag) {
+  ring_allreduce(t, std::span<const float>(data), data, op, ws, tg);
 }
 
 }  // namespace distopt::collective

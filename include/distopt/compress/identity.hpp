@@ -23,6 +23,8 @@ namespace distopt::compress {
 struct identity {
   static constexpr bool unbiased = true;
   static constexpr bool summable = true;
+  /// The encoding is the floats themselves (core/traits.hpp, sends_raw_floats_v).
+  static constexpr bool raw_floats = true;
   static constexpr double omega = 0.0;
 
   void encode(std::span<const float> in, byte_buffer& wire, rng& /*unused*/) const { append(wire, std::as_bytes(in)); }

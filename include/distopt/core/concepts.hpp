@@ -1,5 +1,6 @@
 #pragma once
-// The concepts of distopt: one per policy axis, plus the transport.
+// The concepts of distopt: one per policy axis, plus the transport (and, in
+// core/protocol.hpp, the protocol a (Topology, Staleness) pair selects).
 // docs/concepts.md mirrors them as requirement tables; change both together.
 
 #include <concepts>
@@ -121,5 +122,8 @@ template <class L>
 concept local_steps_policy = std::copyable<L> && requires(const L& l, std::uint64_t step) {
   { l.communicates_after(step) } -> std::same_as<bool>;
 };
+
+// The Protocol concept is declared in core/protocol.hpp, beside the protocol_context it is
+// built from (it needs transport_ref, which needs the transport concept above).
 
 }  // namespace distopt

@@ -6,11 +6,18 @@
 #include <span>
 #include <type_traits>
 
-#include "distopt/compress/identity.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/transport_ref.hpp"
 
 namespace distopt {
+
+/// True if C declares `static constexpr bool raw_floats = true`: its encoding is the floats
+/// themselves (compress::identity), so collectives move and add them without encoding and
+/// gossip can mix the models exactly.
+template <class C>
+inline constexpr bool sends_raw_floats_v = requires {
+  requires C::raw_floats;
+};
 
 /// True if C declares `static constexpr bool summable = true`: encodings of
 /// different workers can be added without decoding.
@@ -60,7 +67,7 @@ inline constexpr bool drives_own_collective_v =
 
 /// The reduction a compressor gets under a centralized topology.
 template <compressor C>
-inline constexpr reduction reduction_for_v = std::same_as<C, compress::identity> ? reduction::ring_on_floats
+inline constexpr reduction reduction_for_v = sends_raw_floats_v<C>                  ? reduction::ring_on_floats
                                              : drives_own_collective_v<C>           ? reduction::compressor_driven
                                              : summable_encoding<C>                 ? reduction::ring_on_encodings
                                                                                     : reduction::gather_decode;

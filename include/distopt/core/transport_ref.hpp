@@ -8,6 +8,7 @@
 //   distopt::transport_ref t(endpoint);   // endpoint must outlive t
 //   t.send(1, distopt::tag{0}, bytes);
 
+#include <algorithm>
 #include <chrono>
 #include <concepts>
 #include <cstddef>
@@ -55,7 +56,12 @@ class transport_ref {
   bool try_recv(int peer, tag tg, byte_buffer& out) const { return vtable_->try_recv(object_, peer, tg, out); }
   /// Replaces v by its mean over all ranks with the backend's own collective and returns
   /// true, if the backend offers one and was asked to use it; otherwise returns false.
-  bool native_allreduce_mean(std::span<float> v) const { return vtable_->native_allreduce_mean(object_, v); }
+  bool native_allreduce_mean(std::span<float> v) const { return native_allreduce_mean(v, v); }
+  /// The same, reading `in` and writing the mean to `out` (`in` itself or an array of the
+  /// same length); nothing is read or written when it returns false.
+  bool native_allreduce_mean(std::span<const float> in, std::span<float> out) const {
+    return vtable_->native_allreduce_mean(object_, in, out);
+  }
   /// A counter that changes whenever a message may have arrived for this rank, if the backend
   /// keeps one (the thread transport), else nullopt. Polling loops over many peers skip their
   /// try_recv pass while it stays the same (protocols/async_gossip.hpp).
@@ -68,7 +74,7 @@ class transport_ref {
     void (*send)(void*, int, tag, std::span<const std::byte>);
     void (*recv)(void*, int, tag, byte_buffer&, std::optional<std::chrono::milliseconds>);
     bool (*try_recv)(void*, int, tag, byte_buffer&);
-    bool (*native_allreduce_mean)(void*, std::span<float>);
+    bool (*native_allreduce_mean)(void*, std::span<const float>, std::span<float>);
     std::optional<std::uint64_t> (*arrivals)(void*);
   };
 
@@ -84,13 +90,14 @@ class transport_ref {
         static_cast<T*>(o)->recv(peer, tg, out);
       },
       [](void* o, int peer, tag tg, byte_buffer& out) { return static_cast<T*>(o)->try_recv(peer, tg, out); },
-      [](void* o, std::span<float> v) -> bool {
+      [](void* o, std::span<const float> in, std::span<float> out) -> bool {
         T& t = *static_cast<T*>(o);
-        if constexpr (requires { { t.native_allreduce_mean(v) } -> std::same_as<bool>; }) {
-          return t.native_allreduce_mean(v);  // a wrapper that forwards (metered_transport)
+        if constexpr (requires { { t.native_allreduce_mean(in, out) } -> std::same_as<bool>; }) {
+          return t.native_allreduce_mean(in, out);  // a wrapper that forwards (metered_transport)
         } else if constexpr (native_allreduce_transport<T>) {
           if (!t.native_allreduce()) return false;
-          t.allreduce_mean(v);
+          if (in.data() != out.data()) std::copy(in.begin(), in.end(), out.begin());
+          t.allreduce_mean(out);
           return true;
         } else {
           return false;

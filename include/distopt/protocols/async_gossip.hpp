@@ -63,11 +63,12 @@
 #include "distopt/core/tag.hpp"
 #include "distopt/core/traits.hpp"
 #include "distopt/graph.hpp"
-#include "distopt/transport/metered.hpp"
+#include "distopt/core/protocol.hpp"
+#include "distopt/core/transport_ref.hpp"
 
-namespace distopt::collective {
+namespace distopt::protocols {
 
-inline constexpr tag async_gossip_tag{distopt::detail::reserved_tag_base + 40};
+inline constexpr tag async_gossip_tag = distopt::detail::reserved_tag(distopt::detail::reserved::async_gossip);
 
 template <compressor C>
 class async_gossip {
@@ -94,14 +95,14 @@ class async_gossip {
 
   /// A communication point: answers what has arrived, then starts an interaction with a
   /// random neighbour, or defers it while the previous request is unanswered.
-  void interact(metered_transport& t, statistics& stats, std::span<float> x, C& c) {
+  void interact(transport_ref t, statistics& stats, std::span<float> x, C& c) {
     owed_ = true;
     poll(t, stats, x, c);
   }
 
   /// Answers requests and applies replies that have arrived, without waiting; starts a
   /// deferred interaction once the previous one is answered.
-  void poll(metered_transport& t, statistics& stats, std::span<float> x, C& c) {
+  void poll(transport_ref t, statistics& stats, std::span<float> x, C& c) {
     const auto now = std::chrono::steady_clock::now();
     const auto arrivals = t.arrivals();  // before the pass: what arrives during it is seen next time
     const bool news = !arrivals || arrivals != seen_arrivals_;
@@ -119,7 +120,7 @@ class async_gossip {
 
   /// Says done to the neighbours, then answers them until each has acked (or is lost) and
   /// this worker's own request is answered (or abandoned).
-  void finish(metered_transport& t, statistics& stats, std::span<float> x, C& c) {
+  void finish(transport_ref t, statistics& stats, std::span<float> x, C& c) {
     finishing_ = true;
     for (peer& p : peers_) {
       p.heard = std::chrono::steady_clock::now();
@@ -223,7 +224,7 @@ class async_gossip {
   }
 
   // Starts the owed interaction with a random neighbour that has not finished.
-  void start(metered_transport& t, statistics& stats, std::span<const float> x, C& c) {
+  void start(transport_ref t, statistics& stats, std::span<const float> x, C& c) {
     owed_ = false;
     candidates_.clear();
     for (std::size_t k = 0; k < peers_.size(); ++k)
@@ -240,7 +241,7 @@ class async_gossip {
     ++stats.rounds;
   }
 
-  void take(metered_transport& t, statistics& stats, peer& p, std::span<float> x, C& c) {
+  void take(transport_ref t, statistics& stats, peer& p, std::span<float> x, C& c) {
     ++messages_;
     const auto h = detail::async_header::read(in_, 4, protocol, p.rank);
     if (h.a > 1)
@@ -282,7 +283,7 @@ class async_gossip {
   }
 
   // Sends message_ to p; a neighbour whose link failed is given up (false).
-  bool send(metered_transport& t, statistics& stats, peer& p) {
+  bool send(transport_ref t, statistics& stats, peer& p) {
     try {
       t.send(p.rank, async_gossip_tag, message_);
       return true;
@@ -291,13 +292,13 @@ class async_gossip {
       return false;
     }
   }
-  void send_control(metered_transport& t, statistics& stats, peer& p, std::uint32_t kind) {
+  void send_control(transport_ref t, statistics& stats, peer& p, std::uint32_t kind) {
     start_message(kind);
     send(t, stats, p);
   }
 
   // try_recv; a neighbour whose link failed is given up.
-  bool receive(metered_transport& t, statistics& stats, peer& p) {
+  bool receive(transport_ref t, statistics& stats, peer& p) {
     try {
       return t.try_recv(p.rank, async_gossip_tag, in_);
     } catch (const transport_error&) {
@@ -328,4 +329,36 @@ class async_gossip {
   bool finishing_ = false;
 };
 
-}  // namespace distopt::collective
+/// The asynchronous pairwise gossip protocol (AD-PSGD, SwarmSGD) over
+/// topology::random_pairwise<G>: every local step x <- x - eta d(g); a step that ends with
+/// a round starts a non-blocking interaction with a random neighbour of G (async_gossip),
+/// others answer what has arrived. finish() keeps each worker's own model.
+template <compressor C, class T, class S>
+class pairwise_gossip {
+ public:
+  pairwise_gossip(protocol_context ctx, std::span<const float> x0, C c, T topo, S)
+      : ctx_(ctx),
+        compressor_(std::move(c)),
+        engine_(ctx.transport.rank(), topo.base.make_graph(ctx.transport.size()), ctx.opts.seed, x0.size(),
+                ctx.opts.timeout) {}
+
+  void step(std::span<float> x, std::span<const float> g, bool talk, local_update& u) {
+    u.apply(x, g);
+    engine_.count_step();
+    if (talk)
+      engine_.interact(ctx_.transport, *ctx_.stats, x, compressor_);
+    else
+      engine_.poll(ctx_.transport, *ctx_.stats, x, compressor_);
+  }
+
+  void finish(std::span<float> x) { engine_.finish(ctx_.transport, *ctx_.stats, x, compressor_); }
+
+  void poll(std::span<float> x) { engine_.poll(ctx_.transport, *ctx_.stats, x, compressor_); }
+
+ private:
+  protocol_context ctx_;
+  C compressor_;
+  async_gossip<C> engine_;
+};
+
+}  // namespace distopt::protocols

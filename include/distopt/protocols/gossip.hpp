@@ -23,7 +23,7 @@
 // Compressors that decode against a reference (decode(bytes, reference, out), e.g. a
 // lattice quantizer) are not wired in yet and are refused at compile time.
 //
-//   distopt::collective::model_exchange<distopt::compress::top_k, distopt::topology::ring> ex(
+//   distopt::protocols::model_exchange<distopt::compress::top_k, distopt::topology::ring> ex(
 //       t, distopt::topology::ring{}, x0, /*gamma=*/0.04f, /*seed=*/1, c);
 //   ex.round(t, x, eta_times_direction, c, g);   // one CHOCO round
 
@@ -37,18 +37,19 @@
 #include <vector>
 
 #include "distopt/collective/detail/float_bytes.hpp"
-#include "distopt/compress/identity.hpp"
+#include "distopt/collective/ring_allreduce.hpp"
 #include "distopt/core/byte_buffer.hpp"
 #include "distopt/core/concepts.hpp"
+#include "distopt/core/protocol.hpp"
 #include "distopt/core/rng.hpp"
 #include "distopt/core/tag.hpp"
 #include "distopt/core/traits.hpp"
 #include "distopt/core/transport_ref.hpp"
 #include "distopt/topology/gossip.hpp"
 
-namespace distopt::collective {
+namespace distopt::protocols {
 
-inline constexpr tag gossip_tag{detail::reserved_tag_base + 8};
+inline constexpr tag gossip_tag = distopt::detail::reserved_tag(distopt::detail::reserved::gossip);
 
 /// True if C decodes relative to a reference the receiver holds (decode(bytes, reference, out)).
 template <class C>
@@ -57,7 +58,7 @@ inline constexpr bool decodes_with_reference_v =
       c.decode(b, ref, out);
     };
 
-}  // namespace distopt::collective
+}  // namespace distopt::protocols
 
 namespace distopt::detail {
 // x[i] = s * x[i] + w * y[i]
@@ -70,7 +71,7 @@ inline void scaled_copy(float* x, float w, const float* y, std::size_t n) noexce
 }
 }  // namespace distopt::detail
 
-namespace distopt::collective {
+namespace distopt::protocols {
 
 /// Exact gossip: out = W_ii v + sum_k W_{i,p_k} v_{p_k}. `out` may alias `v`.
 class exact_mixer {
@@ -81,7 +82,7 @@ class exact_mixer {
     detail::scaled_copy(out.data(), row.self_weight, v.data(), n);
     for (std::size_t k = 0; k < row.peers.size(); ++k) {
       t.recv(row.peers[k], gossip_tag, incoming_);
-      const auto theirs = detail::received_floats(incoming_, n, "collective::exact_mixer", t.rank(),
+      const auto theirs = distopt::detail::received_floats(incoming_, n, "protocols::exact_mixer", t.rank(),
                                                            row.peers[k]);
       detail::scale_add(out.data(), 1.0f, row.weights[k], theirs.data(), n);
     }
@@ -123,7 +124,7 @@ class public_copies {
     std::copy(v.begin(), v.end(), copies_[0].begin());
     for (std::size_t k = 0; k < row_.peers.size(); ++k) {
       t.recv(row_.peers[k], gossip_tag, incoming_);
-      const auto theirs = detail::received_floats(incoming_, v.size(), "collective::public_copies",
+      const auto theirs = distopt::detail::received_floats(incoming_, v.size(), "protocols::public_copies",
                                                            t.rank(), row_.peers[k]);
       std::copy(theirs.begin(), theirs.end(), copies_[k + 1].begin());
     }
@@ -153,7 +154,7 @@ class public_copies {
 template <compressor C, class T>
 class model_exchange {
   static_assert(topology::gossip_topology<T>,
-                "collective::model_exchange<C, T>: T must be a gossip topology (ring, torus, exponential, "
+                "protocols::model_exchange<C, T>: T must be a gossip topology (ring, torus, exponential, "
                 "hypercube, complete, custom, one_peer_exponential, random_pairwise)");
 
  public:
@@ -161,7 +162,7 @@ class model_exchange {
   static constexpr bool exact = std::same_as<scheme, mixing::exact> || std::same_as<scheme, mixing::exact_step_then_mix>;
 
  private:
-  static_assert(!exact || std::same_as<C, compress::identity>,
+  static_assert(!exact || sends_raw_floats_v<C>,
                 "distopt gossip: mixing::exact and mixing::exact_step_then_mix send the models themselves and need "
                 "compress::identity; to compress models use mixing::choco (the default), dcd, ecd or deep_squeeze");
   static_assert(exact || topology::static_gossip_topology<T>,
@@ -258,4 +259,44 @@ class model_exchange {
   std::uint64_t round_ = 0;
 };
 
-}  // namespace distopt::collective
+/// The synchronous gossip protocol (D-PSGD and its compressed relatives): a local step is
+/// x <- x - eta d(g); a step that ends with a round hands eta d(g) to model_exchange, which
+/// mixes by T's scheme (topology/gossip.hpp). finish() averages the models exactly (ring
+/// allreduce), so every worker ends with the node average.
+template <compressor C, class T>
+class gossip {
+ public:
+  template <class S>
+  gossip(protocol_context ctx, std::span<const float> x0, C c, T topo, S)
+      : ctx_(ctx),
+        compressor_(std::move(c)),
+        exchange_(ctx.transport, topo, x0, ctx.opts.consensus_step, ctx.opts.seed, compressor_),
+        direction_(x0.size()) {}
+
+  void step(std::span<float> x, std::span<const float> g, bool talk, local_update& u) {
+    if (!talk) {
+      u.apply(x, g);
+      return;
+    }
+    std::copy(g.begin(), g.end(), direction_.begin());
+    u.direct(direction_, x);
+    const float eta = u.step_size();
+    for (float& v : direction_) v *= eta;
+    rng r = ctx_.round_rng();
+    exchange_.round(ctx_.transport, x, direction_, compressor_, r);
+    ctx_.end_round();
+  }
+
+  void finish(std::span<float> x) { collective::ring_allreduce(ctx_.transport, x, collective::reduce_op::mean, ring_); }
+
+  void poll(std::span<float>) {}
+
+ private:
+  protocol_context ctx_;
+  C compressor_;
+  model_exchange<C, T> exchange_;
+  std::vector<float> direction_;
+  collective::allreduce_workspace ring_;
+};
+
+}  // namespace distopt::protocols

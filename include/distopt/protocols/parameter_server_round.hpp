@@ -1,5 +1,6 @@
 #pragma once
-// ps_averager<C, D>: the round of topology::parameter_server (see that header for the
+// ps_averager<C, D>: the synchronous round of topology::parameter_server, run by
+// protocols::centralized (see that header for the
 // algorithm and its cost). Same interface as collective::averager<C>: average(t, v, c, g)
 // replaces v, on every rank, by the same vector:
 //   exact downlink:      (1/n) sum_k decode(C(v_k)), summed in rank order;
@@ -8,7 +9,7 @@
 //                        C = error_feedback<X>).
 // Point-to-point messages only: n-1 pushes into the server, n-1 pulls out of it.
 //
-//   distopt::collective::ps_averager<distopt::compress::identity> avg(/*server_rank=*/0);
+//   distopt::protocols::ps_averager<distopt::compress::identity> avg(/*server_rank=*/0);
 //   avg.average(t, gradient, compressor, g);   // in place
 
 #include <algorithm>
@@ -27,10 +28,10 @@
 #include "distopt/core/transport_ref.hpp"
 #include "distopt/topology/parameter_server.hpp"
 
-namespace distopt::collective {
+namespace distopt::protocols {
 
-inline constexpr tag ps_push_tag{detail::reserved_tag_base + 24};
-inline constexpr tag ps_pull_tag{detail::reserved_tag_base + 25};
+inline constexpr tag ps_push_tag = distopt::detail::reserved_tag(distopt::detail::reserved::ps_push);
+inline constexpr tag ps_pull_tag = distopt::detail::reserved_tag(distopt::detail::reserved::ps_pull);
 
 template <compressor C, topology::downlink D = topology::downlink::exact>
 class ps_averager {
@@ -70,6 +71,14 @@ class ps_averager {
       serve(t, v, c, g);
     }
     if constexpr (requires { c.finish_round(v, *state_); }) c.finish_round(v, *state_);  // ef21: v -> aggregate
+  }
+
+  /// The same, out of place: `in` is left unchanged, the result is `scratch` (resized).
+  std::span<const float> average(transport_ref t, std::span<const float> in, std::vector<float>& scratch, C& c,
+                                 rng& g) {
+    scratch.assign(in.begin(), in.end());
+    average(t, scratch, c, g);
+    return scratch;
   }
 
   /// This worker's compressor state (residuals, EF21's g_i, ...); null before the first round.
@@ -120,4 +129,4 @@ class ps_averager {
   std::vector<float> decoded_;
 };
 
-}  // namespace distopt::collective
+}  // namespace distopt::protocols

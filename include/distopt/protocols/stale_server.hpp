@@ -53,12 +53,13 @@
 #include "distopt/core/statistics.hpp"
 #include "distopt/core/tag.hpp"
 #include "distopt/core/traits.hpp"
-#include "distopt/transport/metered.hpp"
+#include "distopt/core/protocol.hpp"
+#include "distopt/core/transport_ref.hpp"
 
-namespace distopt::collective {
+namespace distopt::protocols {
 
-inline constexpr tag async_push_tag{distopt::detail::reserved_tag_base + 32};
-inline constexpr tag async_pull_tag{distopt::detail::reserved_tag_base + 33};
+inline constexpr tag async_push_tag = distopt::detail::reserved_tag(distopt::detail::reserved::async_push);
+inline constexpr tag async_pull_tag = distopt::detail::reserved_tag(distopt::detail::reserved::async_pull);
 
 template <compressor C>
 class async_parameter_server {
@@ -87,7 +88,7 @@ class async_parameter_server {
   /// Ends this worker's round: pushes `update` (this round's change of the model), then replaces
   /// x by the newest server model, waiting under bounded<Tau> as the header says. Returns the
   /// staleness of that model (this worker's round minus the round it is complete to).
-  std::uint64_t round(metered_transport& t, statistics& stats, std::span<float> x, std::span<const float> update,
+  std::uint64_t round(transport_ref t, statistics& stats, std::span<float> x, std::span<const float> update,
                       C& c, rng& g) {
     if (!state_) state_.emplace(make_compressor_state(c, update.size()));
     ++rounds_;
@@ -115,14 +116,14 @@ class async_parameter_server {
 
   /// Takes the pushes that have arrived and answers them (server rank only; a worker has
   /// nothing to answer): for a server rank that pauses between steps.
-  void poll(metered_transport& t, statistics& stats, std::span<const float>, C& c) {
+  void poll(transport_ref t, statistics& stats, std::span<const float>, C& c) {
     if (me_ == server_) serve(t, stats, c);
   }
 
   /// Ends the run: workers say they are done and adopt the server's final model; the server
   /// takes every push until each worker is done (or, asynchronous, lost), then sends the
   /// final model. Afterwards every surviving worker holds the same x.
-  void finish(metered_transport& t, statistics& stats, std::span<float> x, C& c) {
+  void finish(transport_ref t, statistics& stats, std::span<float> x, C& c) {
     if (me_ != server_) {
       message_.resize(detail::async_header::bytes);
       detail::async_header{1, 0, rounds_}.write(message_);
@@ -198,7 +199,7 @@ class async_parameter_server {
   }
 
   // One pass of the server: takes every push that has arrived, then answers (header comment).
-  void serve(metered_transport& t, statistics& stats, C& c) {
+  void serve(transport_ref t, statistics& stats, C& c) {
     const std::uint64_t old_complete = complete();
     pushed_.assign(static_cast<std::size_t>(n_), 0);
     const auto arrivals = t.arrivals();  // unchanged since the last pass: nothing to take
@@ -236,7 +237,7 @@ class async_parameter_server {
 
   // try_recv of a push; asynchronous gives a worker whose link failed up, bounded<Tau>
   // needs every worker and rethrows. Malformed messages throw in both (serve()).
-  bool receive_push(metered_transport& t, statistics& stats, int k) {
+  bool receive_push(transport_ref t, statistics& stats, int k) {
     try {
       return t.try_recv(k, async_push_tag, push_);
     } catch (const transport_error&) {
@@ -247,7 +248,7 @@ class async_parameter_server {
   }
 
   template <class Want>
-  void send_models(metered_transport& t, bool final_model, Want want) {
+  void send_models(transport_ref t, bool final_model, Want want) {
     const std::uint64_t m = complete();
     pull_.resize(detail::async_header::bytes + model_.size() * sizeof(float));
     detail::async_header{final_model ? 1u : 0u, static_cast<std::uint32_t>(laggard()), m}.write(pull_);
@@ -272,7 +273,7 @@ class async_parameter_server {
     return h.kind == 1;
   }
 
-  void receive_blocking(metered_transport& t, std::chrono::milliseconds timeout) {
+  void receive_blocking(transport_ref t, std::chrono::milliseconds timeout) {
     try {
       t.recv(server_, async_pull_tag, pull_, timeout);
     } catch (const transport_error& e) {
@@ -283,7 +284,7 @@ class async_parameter_server {
     }
   }
 
-  void wait_as_server(metered_transport& t, statistics& stats, C& c) {
+  void wait_as_server(transport_ref t, statistics& stats, C& c) {
     detail::poll_backoff backoff(stats);
     const auto deadline = std::chrono::steady_clock::now() + timeout_;
     while (must_wait()) {
@@ -324,4 +325,53 @@ class async_parameter_server {
   int held_laggard_ = 0;
 };
 
-}  // namespace distopt::collective
+/// The stale parameter-server protocol (SSP under staleness::bounded<Tau>, AsySGD under
+/// staleness::asynchronous): local steps from the model of the last round; a round pushes
+/// u = x - x_a through async_parameter_server and adopts the newest server model. Under
+/// options.staleness_aware_lr the steps after a round are scaled by 1/(1 + s), s the
+/// staleness of the adopted model (Zhang et al. 2016).
+template <compressor C, class T, class S>
+class stale_server {
+ public:
+  stale_server(protocol_context ctx, std::span<const float> x0, C c, T topo, S)
+      : ctx_(ctx),
+        compressor_(std::move(c)),
+        engine_(ctx.transport.rank(), ctx.transport.size(), topo.server_rank, S::max_staleness, x0, ctx.opts.timeout),
+        delta_(x0.size()) {}
+
+  void step(std::span<float> x, std::span<const float> g, bool talk, local_update& u) {
+    if (since_round_ == 0) anchor_.assign(x.begin(), x.end());
+    u.set_scale(scale_);
+    u.apply(x, g);
+    ++since_round_;
+    if (talk) push(x);
+  }
+
+  /// Pushes the pending steps; every surviving worker adopts the server's final model.
+  void finish(std::span<float> x) {
+    if (since_round_ > 0) push(x);
+    engine_.finish(ctx_.transport, *ctx_.stats, x, compressor_);
+  }
+
+  void poll(std::span<float> x) { engine_.poll(ctx_.transport, *ctx_.stats, x, compressor_); }
+
+ private:
+  void push(std::span<float> x) {
+    for (std::size_t i = 0; i < x.size(); ++i) delta_[i] = x[i] - anchor_[i];
+    rng r = ctx_.round_rng();
+    const std::uint64_t s = engine_.round(ctx_.transport, *ctx_.stats, x, delta_, compressor_, r);
+    ++ctx_.stats->rounds;
+    ctx_.stats->record_staleness(s);
+    if (ctx_.opts.staleness_aware_lr) scale_ = 1.0f / (1.0f + static_cast<float>(s));
+    since_round_ = 0;
+  }
+
+  protocol_context ctx_;
+  C compressor_;
+  async_parameter_server<C> engine_;
+  std::vector<float> anchor_, delta_;
+  float scale_ = 1.0f;
+  std::uint64_t since_round_ = 0;
+};
+
+}  // namespace distopt::protocols

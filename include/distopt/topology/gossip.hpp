@@ -41,8 +41,8 @@
 #include <utility>
 #include <vector>
 
-#include "distopt/compress/identity.hpp"
 #include "distopt/core/concepts.hpp"
+#include "distopt/core/traits.hpp"
 #include "distopt/graph.hpp"
 
 namespace distopt {
@@ -140,7 +140,7 @@ using schedule_t = typename schedule_of<T>::type;
 template <class C, class T>
 using scheme_t = std::conditional_t<
     std::same_as<typename detail::scheme_of<T>::type, mixing::automatic>,
-    std::conditional_t<std::same_as<C, compress::identity>, mixing::exact, mixing::choco>,
+    std::conditional_t<sends_raw_floats_v<C>, mixing::exact, mixing::choco>,
     typename detail::scheme_of<T>::type>;
 
 }  // namespace topology

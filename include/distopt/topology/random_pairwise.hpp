@@ -37,6 +37,8 @@ struct random_pairwise {
                 "topology::random_pairwise<Base>: Base must be a static gossip topology (complete, ring, torus, "
                 "custom, ...) whose edges the pairs are drawn from");
   static constexpr exchange_kind exchange = exchange_kind::models;
+  /// One random neighbour of `base` per round (protocols/select.hpp: pairwise_topology).
+  static constexpr bool pairwise = true;
 
   Base base{};
 
@@ -69,11 +71,5 @@ struct random_pairwise {
   schedule_type schedule(int n) const { return {base.make_graph(n), {}, {}, {}}; }
   void validate(int n) const { base.validate(n); }
 };
-
-/// True for random_pairwise<Base>: the topology of asynchronous gossip (AD-PSGD, SwarmSGD).
-template <class T>
-inline constexpr bool is_random_pairwise_v = false;
-template <class Base>
-inline constexpr bool is_random_pairwise_v<random_pairwise<Base>> = true;
 
 }  // namespace distopt::topology

@@ -33,10 +33,10 @@ class metered_transport {
   }
   /// The backend's own mean allreduce, if it offers one (transport_ref::native_allreduce_mean);
   /// counted as the bytes and messages of a ring allreduce of v, which is what it replaces.
-  bool native_allreduce_mean(std::span<float> v) {
-    if (!inner_.native_allreduce_mean(v)) return false;
+  bool native_allreduce_mean(std::span<const float> in, std::span<float> out) {
+    if (!inner_.native_allreduce_mean(in, out)) return false;
     const auto n = static_cast<std::uint64_t>(inner_.size());
-    const std::uint64_t bytes = n > 1 ? 2 * (n - 1) * (v.size() * sizeof(float)) / n : 0;
+    const std::uint64_t bytes = n > 1 ? 2 * (n - 1) * (in.size() * sizeof(float)) / n : 0;
     stats_->bytes_sent += bytes;
     stats_->bytes_received += bytes;
     stats_->messages_sent += 2 * (n - 1);

@@ -1,0 +1,108 @@
+#pragma once
+// protocols::centralized<C, T> — the synchronous round of the centralized topologies
+// (topology::allreduce, topology::parameter_server): every worker ends each round with
+// the same average. Per local step, with the gradient g at x:
+//  - a round right after the last one (LocalSteps talks every step): mini-batch SGD,
+//      g <- (1/n) sum_k decode(C(g_k));  x <- x - eta d(g)
+//    the average taken by collective::averager (ring allreduce, encoded ring, allgather,
+//    or the compressor's own collective) or, when T names a server (server_topology),
+//    by the parameter server's round (protocols/parameter_server_round.hpp);
+//  - otherwise a local step x <- x - eta d(g) from the model x_a of the last round, and
+//    when LocalSteps talks, the deltas are averaged (local SGD / FedAvg; Stich, ICLR
+//    2019, arXiv 1805.09767):  x <- x_a + (1/n) sum_k decode(C(x_k - x_a)).
+// finish() averages the steps taken since the last round, so every worker ends equal.
+// With raw floats the gradient goes around the ring straight from the caller's buffer;
+// on one rank it is not copied at all.
+//
+//   using sgd = distopt::optimizer<distopt::compress::identity, distopt::topology::allreduce,
+//                                  distopt::staleness::synchronous, distopt::local_steps::every_step>;
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "distopt/collective/average.hpp"
+#include "distopt/core/concepts.hpp"
+#include "distopt/core/protocol.hpp"
+#include "distopt/protocols/parameter_server_round.hpp"
+
+namespace distopt {
+
+/// A centralized topology whose round runs through one server rank (topology::parameter_server).
+template <class T>
+concept server_topology = topology_policy<T> && (T::exchange == exchange_kind::gradients) && requires(const T& t) {
+  { t.server_rank } -> std::convertible_to<int>;
+  { T::downlink_mode } -> std::convertible_to<topology::downlink>;
+};
+
+}  // namespace distopt
+
+namespace distopt::protocols {
+
+template <compressor C, class T>
+class centralized {
+  static_assert(topology_policy<T> && T::exchange == exchange_kind::gradients,
+                "protocols::centralized<C, T>: T must be a centralized topology (allreduce, parameter_server)");
+
+  template <class Topo>
+  struct averager_for {
+    using type = collective::averager<C>;
+    static type make(const Topo&) { return {}; }
+  };
+  template <server_topology Topo>
+  struct averager_for<Topo> {
+    using type = ps_averager<C, Topo::downlink_mode>;
+    static type make(const Topo& t) { return type(t.server_rank); }
+  };
+
+ public:
+  template <class S>
+  centralized(protocol_context ctx, std::span<const float> x0, C c, T topo, S)
+      : ctx_(ctx), compressor_(std::move(c)), averager_(averager_for<T>::make(topo)) {
+    scratch_.reserve(x0.size());
+  }
+
+  void step(std::span<float> x, std::span<const float> g, bool talk, local_update& u) {
+    if (talk && since_round_ == 0) {  // mini-batch SGD: average the gradients, then update
+      rng r = ctx_.round_rng();
+      u.apply(x, averager_.average(ctx_.transport, g, scratch_, compressor_, r));
+      ctx_.end_round();
+      return;
+    }
+    if (since_round_ == 0) anchor_.assign(x.begin(), x.end());  // the model of the last round
+    u.apply(x, g);
+    ++since_round_;
+    if (talk) average_deltas(x);
+  }
+
+  /// Averages the local steps since the last round, so every worker ends with the same model.
+  void finish(std::span<float> x) {
+    if (since_round_ > 0) average_deltas(x);
+  }
+
+  void poll(std::span<float>) {}
+
+  /// This worker's compressor state; null before the first round.
+  const compressor_state_t<C>* compressor_state() const { return averager_.state(); }
+
+ private:
+  void average_deltas(std::span<float> x) {
+    scratch_.resize(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) scratch_[i] = x[i] - anchor_[i];
+    rng r = ctx_.round_rng();
+    averager_.average(ctx_.transport, std::span<float>(scratch_), compressor_, r);
+    ctx_.end_round();
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = anchor_[i] + scratch_[i];
+    since_round_ = 0;
+  }
+
+  protocol_context ctx_;
+  C compressor_;
+  typename averager_for<T>::type averager_;
+  std::vector<float> anchor_;   // the model of the last round, while local steps run
+  std::vector<float> scratch_;  // the average of a round
+  std::uint64_t since_round_ = 0;
+};
+
+}  // namespace distopt::protocols
