@@ -22,6 +22,7 @@
 
 #include <distopt/data/idx.hpp>
 #include <distopt/distopt.hpp>
+#include <distopt/problems.hpp>
 #include <distopt/transport/simulated.hpp>
 
 #include "launch.hpp"

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <distopt/distopt.hpp>
+#include <distopt/problems.hpp>
 
 namespace harness {
 

@@ -13,6 +13,7 @@
 #include <mutex>
 
 #include <distopt/distopt.hpp>
+#include <distopt/problems.hpp>
 
 namespace {
 

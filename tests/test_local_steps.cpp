@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <distopt/distopt.hpp>
+#include <distopt/problems.hpp>
 
 #include "optimizer_harness.hpp"
 

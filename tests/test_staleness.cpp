@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <distopt/distopt.hpp>
+#include <distopt/problems.hpp>
 #include <distopt/transport/throttled.hpp>
 
 #include "optimizer_harness.hpp"

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include <distopt/distopt.hpp>
+#include <distopt/problems.hpp>
 
 namespace {
 

@@ -73,6 +73,7 @@
 #include <Eigen/Cholesky>
 #include <Eigen/Eigenvalues>
 #include <distopt/distopt.hpp>
+#include <distopt/problems.hpp>
 
 namespace {
 

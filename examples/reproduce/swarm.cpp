@@ -69,6 +69,7 @@
 
 #include <Eigen/Cholesky>
 #include <distopt/distopt.hpp>
+#include <distopt/problems.hpp>
 
 namespace {
 

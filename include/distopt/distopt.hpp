@@ -1,7 +1,9 @@
 #pragma once
-// The umbrella header: everything except the optional backends
-// (distopt/transport/tcp.hpp, distopt/transport/mpi.hpp). Include this or a
-// family header (distopt/compress.hpp, ...); never a detail/ header.
+// The umbrella header: the library, except the optional backends
+// (distopt/transport/tcp.hpp, distopt/transport/mpi.hpp) and the example problems and
+// data readers (distopt/problems.hpp, whose Eigen kernels would double the compile time
+// of every file that includes this). Include this or a family header
+// (distopt/compress.hpp, ...); never a detail/ header.
 
 #include "distopt/algorithms.hpp"
 #include "distopt/collective.hpp"
@@ -17,7 +19,7 @@
 #include "distopt/core/transport_ref.hpp"
 #include "distopt/local_steps.hpp"
 #include "distopt/optimizer.hpp"
-#include "distopt/problems.hpp"
+#include "distopt/protocols.hpp"
 #include "distopt/staleness.hpp"
 #include "distopt/topology.hpp"
 #include "distopt/transport/metered.hpp"

@@ -1,5 +1,5 @@
 #pragma once
-// Pieces shared by the asynchronous protocols (async_parameter_server.hpp, async_gossip.hpp).
+// Pieces shared by the asynchronous protocols (stale_server.hpp, async_gossip.hpp).
 //  - poll_backoff: waiting for "a message from any of several peers" with the transport's
 //    per-peer receives means polling; between empty polls the thread sleeps 20 us, doubling
 //    to 1 ms, so 64 waiting workers on 2 cores cost little CPU and a message waits at most
