@@ -18,7 +18,6 @@
 #include <exception>
 #include <future>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -47,8 +46,10 @@ using clock_type = std::chrono::steady_clock;
 /// Runs fn(transport_ref) on n threads, each with its own tcp_transport; rank 0
 /// listens on an ephemeral port and tells the others. tweak(rank, options) may
 /// change a rank's options (to make handshakes fail). Rethrows the first exception
-/// a rank threw (construction included); each rank's transport is destroyed only
-/// after its exception was recorded, so the first one is the cause, not an echo.
+/// a rank threw (construction included). A rank's exception is recorded before its
+/// transport is destroyed, so the first one is the cause, not an echo; the transport
+/// is then destroyed while the exception propagates, as in a real program, so its
+/// peers hear that it closed while failing.
 template <class F, class Tweak>
 void run_tcp(int n, F&& fn, std::chrono::milliseconds timeout, Tweak&& tweak,
              std::vector<std::exception_ptr>* per_rank = nullptr) {
@@ -58,8 +59,14 @@ void run_tcp(int n, F&& fn, std::chrono::milliseconds timeout, Tweak&& tweak,
   std::mutex first_mutex;
   std::exception_ptr first;
   if (per_rank) per_rank->assign(static_cast<std::size_t>(n), nullptr);
+  auto record = [&](int r) {
+    std::lock_guard lock(first_mutex);
+    if (!first) first = std::current_exception();
+    if (per_rank) (*per_rank)[static_cast<std::size_t>(r)] = std::current_exception();
+    if (r == 0 && !port_set.exchange(true)) port_promise.set_exception(std::current_exception());
+  };
   auto body = [&](int r) {
-    std::optional<distopt::tcp_transport> t;
+    bool recorded = false;
     try {
       distopt::tcp_options o{.rank = r, .size = n, .coordinator = "127.0.0.1:0", .token = "conformance-token"};
       o.timeout = timeout;
@@ -74,13 +81,16 @@ void run_tcp(int n, F&& fn, std::chrono::milliseconds timeout, Tweak&& tweak,
         o.coordinator = "127.0.0.1:" + std::to_string(port.get());
       }
       tweak(r, o);
-      t.emplace(std::move(o));
-      fn(*t);  // converts to transport_ref, or gives fault tests the transport itself
+      distopt::tcp_transport t(std::move(o));
+      try {
+        fn(t);  // converts to transport_ref, or gives fault tests the transport itself
+      } catch (...) {
+        record(r);
+        recorded = true;
+        throw;  // t is destroyed as the exception leaves its scope
+      }
     } catch (...) {
-      std::lock_guard lock(first_mutex);
-      if (!first) first = std::current_exception();
-      if (per_rank) (*per_rank)[static_cast<std::size_t>(r)] = std::current_exception();
-      if (r == 0 && !port_set.exchange(true)) port_promise.set_exception(std::current_exception());
+      if (!recorded) record(r);
     }
   };
   std::vector<std::thread> threads;
@@ -390,6 +400,40 @@ void write_raw(int fd, std::span<const std::byte> bytes) {
 }
 
 }  // namespace
+
+TEST_CASE("tcp faults: a rank that throws wakes the ranks waiting on it, which say it closed while failing") {
+  // Rank 0 throws once the others wait: rank 1 waits on rank 0, rank 2 on rank 1 (which fails in
+  // turn). Deadline 10 s; each must fail within a quarter of it, naming the rank it waited on.
+  constexpr auto deadline = 10s;
+  std::vector<std::exception_ptr> errors;
+  double seconds[3] = {};
+  CHECK_THROWS_AS(run_tcp(
+                      3,
+                      [&](distopt::transport_ref t) {
+                        const int r = t.rank();
+                        distopt::byte_buffer out;
+                        if (r == 0) {
+                          for (const int p : {1, 2}) t.recv(p, conformance::tag_a, out);  // both about to wait
+                          throw conformance::injected_failure("injected failure on rank 0");
+                        }
+                        t.send(0, conformance::tag_a, {});
+                        const auto start = clock_type::now();
+                        try {
+                          t.recv(r - 1, conformance::tag_never, out);
+                        } catch (const distopt::transport_error&) {
+                          seconds[r] = std::chrono::duration<double>(clock_type::now() - start).count();
+                          throw;
+                        }
+                      },
+                      deadline, [](int, distopt::tcp_options&) {}, &errors),
+                  conformance::injected_failure);
+  for (const int r : {1, 2}) {
+    INFO("rank ", r, " saw after ", seconds[r], " s: ", what_of(errors[static_cast<std::size_t>(r)]));
+    CHECK(conformance::contains(what_of(errors[static_cast<std::size_t>(r)]),
+                                "rank " + std::to_string(r - 1) + " closed its transport while failing"));
+    CHECK(seconds[r] < std::chrono::duration<double>(deadline).count() / 4);
+  }
+}
 
 TEST_CASE("tcp faults: a bad frame or a lost connection fails both ranks, naming the peer") {
   namespace w = distopt::detail::tcp;

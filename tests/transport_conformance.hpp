@@ -454,7 +454,7 @@ TEST_CASE_TEMPLATE_DEFINE("transport: a throwing rank wakes every blocked rank; 
                                             const std::chrono::duration<double> waited =
                                                 std::chrono::steady_clock::now() - start;
                                             INFO("rank ", r, " waited on rank ", waits_on, " for ", waited.count(),
-                                                 " s: ", e.what());
+                                                 " s: ", std::string(e.what()));
                                             CHECK(waited < conformance::long_timeout / 4);
                                             CHECK((conformance::contains(e.what(), "rank " + std::to_string(thrower)) ||
                                                    conformance::contains(e.what(), "rank " + std::to_string(waits_on))));
