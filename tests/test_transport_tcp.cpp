@@ -675,11 +675,13 @@ TEST_CASE("tcp rendezvous: 100 strangers at every listening port leave a 3-rank 
   std::promise<void> strangers_done;
   auto done = strangers_done.get_future().share();
   std::vector<std::string> problems(100);
+  std::atomic<bool> job_over{false};
   std::thread strangers([&] {
     std::uint16_t ports[2] = {};
     for (int r = 0; r < 2; ++r) {
       auto f = listening[r].get_future();
-      if (f.wait_for(30s) != std::future_status::ready) return strangers_done.set_value();
+      while (f.wait_for(50ms) != std::future_status::ready)
+        if (job_over) return strangers_done.set_value();  // the job failed before rank r listened
       ports[r] = f.get();
     }
     std::vector<std::thread> each;
@@ -692,7 +694,7 @@ TEST_CASE("tcp rendezvous: 100 strangers at every listening port leave a 3-rank 
     strangers_done.set_value();
   });
   refusal_notes notes;
-  run_tcp(
+  CHECK_NOTHROW(run_tcp(
       sgd_job::workers, [&](distopt::transport_ref t) { job.train(t, disturbed); }, 20s,
       [&](int r, distopt::tcp_options& o) {
         o.run = job.run();
@@ -701,7 +703,8 @@ TEST_CASE("tcp rendezvous: 100 strangers at every listening port leave a 3-rank 
         if (r < 2) on_listening_also(o, [&, r](std::uint16_t p) { listening[r].set_value(p); });
         if (r == 2 && done.wait_for(30s) != std::future_status::ready)
           throw distopt::transport_error("test: the strangers did not finish within 30 s");
-      });
+      }));
+  job_over = true;
   strangers.join();
   for (std::size_t i = 0; i < problems.size(); ++i) {
     INFO("stranger ", i, " (kind ", i / 2 % stranger_kinds, ")");
@@ -741,7 +744,7 @@ TEST_CASE("tcp rendezvous: a stranger holding a connection open throughout does 
   std::atomic<std::int64_t> first_connected{0}, last_joined{0};
   const auto now_ns = [] { return clock_type::now().time_since_epoch().count(); };
   refusal_notes notes;
-  run_tcp(
+  CHECK_NOTHROW(run_tcp(
       sgd_job::workers,
       [&](distopt::transport_ref t) {
         std::int64_t seen = last_joined.load();
@@ -762,11 +765,12 @@ TEST_CASE("tcp rendezvous: a stranger holding a connection open throughout does 
           });
         if (r > 0 && held_fd[r - 1].wait_for(30s) != std::future_status::ready)
           throw distopt::transport_error("test: no stranger connection within 30 s");
-      });
+      }));
   const std::chrono::duration<double> rendezvous{std::chrono::nanoseconds(last_joined - first_connected)};
   INFO("the job completed its rendezvous ", rendezvous.count(), " s after the stranger connected");
   CHECK(rendezvous < handshake_timeout);
   for (auto& f : held_fd) {
+    REQUIRE(f.wait_for(0s) == std::future_status::ready);
     const int fd = f.get();
     REQUIRE(fd >= 0);
     CHECK(closed_by_peer(fd, 1s));  // closed when the rendezvous ended: no connection or port outlives it
