@@ -123,7 +123,6 @@ class channel {
       : io_(&io), socket_(std::move(socket)), deadline_(deadline), who_(std::move(who)) {}
 
   const std::string& who() const noexcept { return who_; }
-  void set_who(std::string who) { who_ = std::move(who); }
   tcp::socket& socket() noexcept { return socket_; }
 
   void write(std::span<const std::byte> bytes) {
