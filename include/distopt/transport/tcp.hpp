@@ -11,7 +11,13 @@
 // with the handshake of tcp/detail/handshake.hpp (HMAC-SHA256 challenge-response,
 // then library version, configuration, parameter count and options hash compared;
 // a mismatch is refused on both sides with a message naming what differs).
-// Everything before the first message is bounded by tcp_options.connect_timeout.
+// A listening rank handshakes with every connection concurrently, each under its own
+// deadline (tcp_options.handshake_timeout, 2 s): one that fails before proving the
+// token (anything that is not a distopt rank of this job, or one with another token)
+// is refused and closed, reported once per source address (on_refused, else stderr),
+// and the rank goes on waiting for its real peers. Everything is bounded by
+// tcp_options.connect_timeout, whose error lists what was refused meanwhile. Once the
+// mesh is formed, no port listens.
 //
 // Data: frames of tcp/detail/wire.hpp (24-byte header with CRC32C, length checked
 // against max_frame_bytes before any allocation), written header+payload with one
@@ -123,14 +129,22 @@ struct tcp_options {
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
   /// Deadline of the whole rendezvous: connecting, handshakes, endpoint exchange.
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(60)};
+  /// Deadline of one accepted connection's handshake, from its accept: a connection that has not
+  /// proven the token by then (silent, or dripping bytes) is refused and closed, and the rank goes
+  /// on waiting for its peers. A real peer's handshake takes milliseconds.
+  std::chrono::milliseconds handshake_timeout{std::chrono::seconds(2)};
   /// SO_SNDBUF and SO_RCVBUF of every connection; 0 keeps the kernel's autotuning.
   int socket_buffer_bytes = 0;
   /// Largest message accepted; a frame announcing more is refused before allocation.
   std::uint64_t max_frame_bytes = std::uint64_t{1} << 30;
   /// Library version announced in the handshake (changed only by tests).
   std::string library_version = DISTOPT_VERSION_STRING;
-  /// Called by rank 0 with its listening port once it accepts connections.
+  /// Called by every rank that listens, with its port, once it accepts connections: rank 0 with
+  /// the coordinator port, ranks 1..size-2 with the port the ranks above them connect to.
   std::function<void(std::uint16_t port)> on_listening{};
+  /// Called during the rendezvous with one line (source address and reason) for the first refused
+  /// connection from each source address; unset, the line goes to stderr.
+  std::function<void(const std::string& line)> on_refused{};
 };
 
 namespace detail::tcp {
@@ -179,7 +193,6 @@ class tcp_transport {
   };
 
   void rendezvous();
-  void connect_mesh(detail::tcp::timed_io& io, detail::tcp::clock::time_point deadline);
   void adopt(int peer, detail::tcp::tcp::socket socket);
   void read_loop(int peer);
   void mark(int peer, link_state state, std::string reason);

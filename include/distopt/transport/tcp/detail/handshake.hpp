@@ -20,7 +20,9 @@
 //
 //   Channel ch;  // ch.write(std::span<const std::byte>), ch.read(byte_buffer&), ch.who() -> string
 //   int peer = detail::tcp::handshake(ch, me, [](int r) { return r == 1 ? "" : "unexpected rank"; });
+// or, without a blocking channel, handshake_machine (what the accepting side of the rendezvous runs).
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -134,98 +136,163 @@ inline std::string compare_runs(int rank_a, int size_a, const peer_auth& a, int 
   return {};
 }
 
-/// Runs the handshake on `ch` for `me`; `check_rank(peer_rank)` returns "" if that
-/// rank is expected on this connection, else why not. Returns the peer's rank;
-/// throws transport_error (naming what differs) if either side refuses.
-template <class Channel, class CheckRank>
-int handshake(Channel& ch, const handshake_identity& me, CheckRank&& check_rank) {
-  const nonce mine = fresh_nonce();
-  byte_buffer out, in;
-  {  // 1. hello
-    message_writer w(out);
+/// Largest handshake message accepted (the endpoint table of a large world fits easily).
+inline constexpr std::size_t max_handshake_message = std::size_t{1} << 20;
+/// Size of a hello: magic, protocol, rank, world size, nonce.
+inline constexpr std::size_t hello_bytes = 4 * sizeof(std::uint32_t) + nonce_bytes;
+
+/// One side of the handshake, free of I/O: it makes this side's messages and takes the peer's, so
+/// that the blocking handshake() below (outgoing connections, tests, fuzzers) and the rendezvous's
+/// concurrent accepting side (rendezvous.hpp) run the same protocol code.
+///
+///   handshake_machine m(me);
+///   for (;;) {
+///     send(m.outgoing());
+///     if (m.refused()) fail(m.refusal());
+///     if (m.receive(next_message(), who, check_rank)) return m.peer_rank();  // both sides accepted
+///   }
+class handshake_machine {
+ public:
+  explicit handshake_machine(const handshake_identity& me) : me_(me), mine_(fresh_nonce()) {
+    message_writer w(out_);
     w.u32(hello_magic);
     w.u32(protocol_version);
     w.u32(static_cast<std::uint32_t>(me.rank));
     w.u32(static_cast<std::uint32_t>(me.size));
-    w.bytes(mine);
-    ch.write(out);
+    w.bytes(mine_);
   }
-  ch.read(in);
-  message_reader hello(in, ch.who());
-  const std::uint32_t magic = hello.u32();
-  if (magic != hello_magic)
-    throw transport_error("tcp transport: " + ch.who() +
-                          " is not a distopt tcp transport (wrong handshake magic); check DISTOPT_COORDINATOR");
-  const std::uint32_t protocol = hello.u32();
-  if (protocol != protocol_version)
-    throw transport_error("tcp transport: " + ch.who() + " speaks handshake protocol " + std::to_string(protocol) +
-                          ", this process speaks " + std::to_string(protocol_version) +
-                          "; build every rank against the same distopt version");
-  const std::uint32_t peer_rank_raw = hello.u32();
-  const std::uint32_t peer_size_raw = hello.u32();
-  nonce theirs{};
-  const auto nb = hello.bytes(nonce_bytes);
-  std::copy(nb.begin(), nb.end(), theirs.begin());
-  hello.finish();
-  if (peer_rank_raw > 0x7FFFFFFFu || peer_size_raw > 0x7FFFFFFFu)
-    throw transport_error("tcp transport: " + ch.who() + " announced an impossible rank or world size");
-  const int peer_rank = static_cast<int>(peer_rank_raw);
-  const int peer_size = static_cast<int>(peer_size_raw);
 
-  {  // 2. auth
-    out.clear();
-    message_writer w(out);
-    w.str(me.library_version);
-    w.str(me.run->configuration);
-    w.u64(me.run->parameter_count);
-    w.u64(me.run->options_hash);
-    const mac m = compute_mac(me.token, me.rank, peer_rank, mine, theirs, out);
+  /// What to send now: the hello, then after each receive() the auth message, then the verdict.
+  std::span<const std::byte> outgoing() const noexcept { return out_; }
+  /// The longest next message of the peer that can be valid: a hello first (so a stranger's length
+  /// field is refused before anything is allocated), then max_handshake_message.
+  std::size_t max_incoming() const noexcept { return stage_ == stage::hello ? hello_bytes : max_handshake_message; }
+  /// True once this side refuses: outgoing() is then the verdict to send, and refusal() the error.
+  bool refused() const noexcept { return !refusal_.empty(); }
+  const std::string& refusal() const noexcept { return refusal_; }
+  /// True once the peer has proven that it holds the token (its MAC matched): from then on a
+  /// failure is a real rank's, not a stranger's.
+  bool authenticated() const noexcept { return authenticated_; }
+  /// The rank the peer announced in its hello (valid after the first receive()).
+  int peer_rank() const noexcept { return peer_rank_; }
+
+  /// Takes the peer's next message, `who` naming the peer; returns true when the handshake is
+  /// complete (the peer accepted too). `check_rank(peer_rank)` returns "" if that rank is expected
+  /// on this connection, else why not. Throws transport_error for a malformed message or the
+  /// peer's refusal; when this side refuses, it returns false and refused() becomes true.
+  template <class CheckRank>
+  bool receive(std::span<const std::byte> in, const std::string& who, CheckRank&& check_rank) {
+    switch (stage_) {
+      case stage::hello: take_hello(in, who); return false;
+      case stage::auth: take_auth(in, who, check_rank); return false;
+      case stage::verdict: take_verdict(in); return true;
+      case stage::done: break;
+    }
+    throw transport_error("tcp transport: " + who + " sent a message after the handshake had ended");
+  }
+
+ private:
+  enum class stage { hello, auth, verdict, done };
+
+  void take_hello(std::span<const std::byte> in, const std::string& who) {
+    message_reader hello(in, who);
+    const std::uint32_t magic = hello.u32();
+    if (magic != hello_magic)
+      throw transport_error("tcp transport: " + who +
+                            " is not a distopt tcp transport (wrong handshake magic); check DISTOPT_COORDINATOR");
+    const std::uint32_t protocol = hello.u32();
+    if (protocol != protocol_version)
+      throw transport_error("tcp transport: " + who + " speaks handshake protocol " + std::to_string(protocol) +
+                            ", this process speaks " + std::to_string(protocol_version) +
+                            "; build every rank against the same distopt version");
+    const std::uint32_t peer_rank = hello.u32();
+    const std::uint32_t peer_size = hello.u32();
+    const auto nb = hello.bytes(nonce_bytes);
+    std::copy(nb.begin(), nb.end(), theirs_.begin());
+    hello.finish();
+    if (peer_rank > 0x7FFFFFFFu || peer_size > 0x7FFFFFFFu)
+      throw transport_error("tcp transport: " + who + " announced an impossible rank or world size");
+    peer_rank_ = static_cast<int>(peer_rank);
+    peer_size_ = static_cast<int>(peer_size);
+    out_.clear();
+    message_writer w(out_);
+    w.str(me_.library_version);
+    w.str(me_.run->configuration);
+    w.u64(me_.run->parameter_count);
+    w.u64(me_.run->options_hash);
+    const mac m = compute_mac(me_.token, me_.rank, peer_rank_, mine_, theirs_, out_);
     w.bytes(m);
-    ch.write(out);
+    stage_ = stage::auth;
   }
-  ch.read(in);
-  const std::string peer_name = "rank " + std::to_string(peer_rank) + " (" + ch.who() + ")";
-  message_reader auth(in, peer_name);
-  peer_auth theirs_auth;
-  theirs_auth.library_version = auth.str();
-  theirs_auth.run.configuration = auth.str();
-  theirs_auth.run.parameter_count = auth.u64();
-  theirs_auth.run.options_hash = auth.u64();
-  const auto their_mac = auth.bytes(mac_bytes);
-  auth.finish();
-  const std::size_t fields = in.size() - mac_bytes;  // the reads above proved in.size() >= mac_bytes
-  const mac expected =
-      compute_mac(me.token, peer_rank, me.rank, theirs, mine, std::span<const std::byte>(in.data(), fields));
 
-  // 3. verdict
-  std::string refusal;
-  if (CRYPTO_memcmp(expected.data(), their_mac.data(), mac_bytes) != 0) {
-    refusal = "rank " + std::to_string(peer_rank) + " and rank " + std::to_string(me.rank) +
-              " hold different tokens (the HMAC of the challenge does not match); give every rank the same "
-              "DISTOPT_TOKEN (tcp_options.token)";
-  } else {
-    refusal = check_rank(peer_rank);
-    if (refusal.empty())
-      refusal = compare_runs(me.rank, me.size, peer_auth{std::string(me.library_version), *me.run}, peer_rank,
-                             peer_size, theirs_auth);
-  }
-  out.clear();
-  {
-    message_writer w(out);
+  template <class CheckRank>
+  void take_auth(std::span<const std::byte> in, const std::string& who, CheckRank& check_rank) {
+    peer_name_ = "rank " + std::to_string(peer_rank_) + " (" + who + ")";
+    message_reader auth(in, peer_name_);
+    peer_auth theirs;
+    theirs.library_version = auth.str();
+    theirs.run.configuration = auth.str();
+    theirs.run.parameter_count = auth.u64();
+    theirs.run.options_hash = auth.u64();
+    const auto their_mac = auth.bytes(mac_bytes);
+    auth.finish();
+    const std::size_t fields = in.size() - mac_bytes;  // the reads above proved in.size() >= mac_bytes
+    const mac expected = compute_mac(me_.token, peer_rank_, me_.rank, theirs_, mine_, in.first(fields));
+    std::string refusal;
+    authenticated_ = CRYPTO_memcmp(expected.data(), their_mac.data(), mac_bytes) == 0;
+    if (!authenticated_) {
+      refusal = "rank " + std::to_string(peer_rank_) + " and rank " + std::to_string(me_.rank) +
+                " hold different tokens (the HMAC of the challenge does not match); give every rank the same "
+                "DISTOPT_TOKEN (tcp_options.token)";
+    } else {
+      refusal = check_rank(peer_rank_);
+      if (refusal.empty())
+        refusal = compare_runs(me_.rank, me_.size, peer_auth{std::string(me_.library_version), *me_.run}, peer_rank_,
+                               peer_size_, theirs);
+    }
+    out_.clear();
+    message_writer w(out_);
     w.u32(refusal.empty() ? 1u : 0u);
     w.str(refusal);
-    ch.write(out);
+    if (!refusal.empty()) refusal_ = "tcp transport: handshake with " + peer_name_ + " refused: " + refusal;
+    stage_ = stage::verdict;
   }
-  if (!refusal.empty())
-    throw transport_error("tcp transport: handshake with " + peer_name + " refused: " + refusal);
-  ch.read(in);
-  message_reader verdict(in, peer_name);
-  const std::uint32_t accepted = verdict.u32();
-  const std::string reason = verdict.str();
-  verdict.finish();
-  if (accepted != 1u)
-    throw transport_error("tcp transport: " + peer_name + " refused the handshake: " + reason);
-  return peer_rank;
+
+  void take_verdict(std::span<const std::byte> in) {
+    message_reader verdict(in, peer_name_);
+    const std::uint32_t accepted = verdict.u32();
+    const std::string reason = verdict.str();
+    verdict.finish();
+    if (accepted != 1u) throw transport_error("tcp transport: " + peer_name_ + " refused the handshake: " + reason);
+    out_.clear();
+    stage_ = stage::done;
+  }
+
+  handshake_identity me_;
+  nonce mine_;
+  nonce theirs_{};
+  stage stage_ = stage::hello;
+  byte_buffer out_;
+  std::string refusal_;
+  std::string peer_name_;
+  int peer_rank_ = -1;
+  int peer_size_ = 0;
+  bool authenticated_ = false;
+};
+
+/// Runs the handshake on a blocking channel `ch` for `me`; `check_rank(peer_rank)` returns "" if
+/// that rank is expected on this connection, else why not. Returns the peer's rank; throws
+/// transport_error (naming what differs) if either side refuses.
+template <class Channel, class CheckRank>
+int handshake(Channel& ch, const handshake_identity& me, CheckRank&& check_rank) {
+  handshake_machine m(me);
+  byte_buffer in;
+  for (;;) {
+    ch.write(m.outgoing());
+    if (m.refused()) throw transport_error(m.refusal());
+    ch.read(in);
+    if (m.receive(in, ch.who(), check_rank)) return m.peer_rank();
+  }
 }
 
 }  // namespace distopt::detail::tcp

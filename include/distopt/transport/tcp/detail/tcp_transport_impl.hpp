@@ -6,6 +6,7 @@
 
 #include <array>
 #include <charconv>
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <optional>
@@ -101,8 +102,8 @@ inline tcp_transport::tcp_transport(tcp_options o) : options_(std::move(o)), ran
     throw config_error(
         "tcp transport: tcp_options.token is empty; every rank needs the same secret token (DISTOPT_TOKEN; "
         "scripts/distopt-launch makes a random one)");
-  if (options_.timeout.count() <= 0 || options_.connect_timeout.count() <= 0)
-    throw config_error("tcp transport: tcp_options.timeout and connect_timeout must be > 0 ms");
+  if (options_.timeout.count() <= 0 || options_.connect_timeout.count() <= 0 || options_.handshake_timeout.count() <= 0)
+    throw config_error("tcp transport: tcp_options.timeout, connect_timeout and handshake_timeout must be > 0 ms");
   if (options_.max_frame_bytes == 0) throw config_error("tcp transport: tcp_options.max_frame_bytes must be > 0");
   (void)detail::tcp::parse_host_port(options_.coordinator);  // refuse a bad address on every rank, early
   boost::system::error_code ec;
@@ -130,10 +131,16 @@ inline void tcp_transport::rendezvous() {
   t::timed_io io;
   const auto deadline = t::clock::now() + options_.connect_timeout;
   const t::handshake_identity me{rank_, size_, options_.token, options_.library_version, &options_.run};
-  const auto bind_ip = boost::asio::ip::make_address(options_.bind_address);
-  auto listen = [&](std::uint16_t on) {
+
+  // Ranks 0..size-2 accept the ranks above them, from the start (rank 0: everyone, with the port
+  // each listens on; the table waits until all have joined), concurrently with what follows.
+  std::vector<t::peer_address> table(static_cast<std::size_t>(size_));           // rank 0's
+  std::vector<std::optional<t::tcp::socket>> joined(static_cast<std::size_t>(size_));  // rank 0's
+  std::optional<t::listener> incoming;
+  if (rank_ < size_ - 1) {
+    const auto bind_ip = boost::asio::ip::make_address(options_.bind_address);
+    const t::tcp::endpoint where(bind_ip, rank_ == 0 ? port : std::uint16_t{0});
     t::tcp::acceptor acceptor(io.context());
-    const t::tcp::endpoint where(bind_ip, on);
     boost::system::error_code ec;
     acceptor.open(where.protocol(), ec);
     if (!ec) acceptor.set_option(t::tcp::acceptor::reuse_address(true), ec);
@@ -142,72 +149,84 @@ inline void tcp_transport::rendezvous() {
     if (ec)
       throw transport_error("tcp transport: rank " + std::to_string(rank_) + " cannot listen on " +
                             t::describe_endpoint(where) + ": " + ec.message() +
-                            (on != 0 ? "; is the port in use? pick another in DISTOPT_COORDINATOR" : ""));
-    return acceptor;
+                            (rank_ == 0 && port != 0 ? "; is the port in use? pick another in DISTOPT_COORDINATOR" : ""));
+    if (options_.on_listening) options_.on_listening(acceptor.local_endpoint().port());
+    auto note = options_.on_refused;
+    if (!note) note = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+    incoming.emplace(
+        io.context(), std::move(acceptor),
+        t::listener::config{
+            .me = me,
+            .handshake_timeout = options_.handshake_timeout,
+            .deadline = deadline,
+            .follow_up = rank_ == 0,
+            .check_rank = [this](int r) -> std::string {
+              if (r > rank_ && r < size_) return {};
+              return "rank " + std::to_string(r) + " should not connect to rank " + std::to_string(rank_) +
+                     " (only ranks " + std::to_string(rank_ + 1) + ".." + std::to_string(size_ - 1) + " do)";
+            },
+            .on_peer =
+                [&](t::accepted_peer&& p) {
+                  if (rank_ != 0) return adopt(p.rank, std::move(p.socket));
+                  t::message_reader reader(p.follow_up, name_of(p.rank));
+                  const std::uint32_t listens_on = reader.u32();
+                  reader.finish();
+                  if (listens_on > 65535 || (listens_on != 0) != (p.rank < size_ - 1))
+                    throw transport_error("tcp transport: " + name_of(p.rank) + " reported listening port " +
+                                          std::to_string(listens_on) + "; it is not a distopt rank of this version");
+                  table[static_cast<std::size_t>(p.rank)] = {p.address, static_cast<std::uint16_t>(listens_on)};
+                  joined[static_cast<std::size_t>(p.rank)].emplace(std::move(p.socket));
+                },
+            .note = std::move(note)});
+  }
+  // Waits until every rank above this one has connected (to rank 0: joined), serving the listener.
+  const auto accept_the_rest = [&] {
+    const auto missing = [&] {
+      std::string ranks;
+      for (int r = rank_ + 1; r < size_; ++r)
+        if (rank_ == 0 ? !joined[static_cast<std::size_t>(r)] : !links_[static_cast<std::size_t>(r)])
+          ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+      return ranks;
+    };
+    io.run_until([&] { return incoming->failure() || missing().empty(); }, deadline);
+    if (incoming->failure()) std::rethrow_exception(incoming->failure());
+    if (const auto ranks = missing(); !ranks.empty()) {
+      const auto refused = incoming->refusals();
+      throw transport_error("tcp transport: rank " + std::to_string(rank_) + " waited " +
+                            std::to_string(options_.connect_timeout.count()) +
+                            " ms (tcp_options.connect_timeout) for rank(s) " + ranks + " of " + std::to_string(size_) +
+                            " to connect, in vain; did every rank start, with the same DISTOPT_COORDINATOR and "
+                            "DISTOPT_TOKEN?" +
+                            (refused.empty() ? std::string() : " Connections refused meanwhile: " + refused));
+    }
+    incoming->stop();  // the mesh is complete: nothing listens any more
   };
   byte_buffer in, out;
 
   if (rank_ == 0) {
-    auto acceptor = listen(port);
-    if (options_.on_listening) options_.on_listening(acceptor.local_endpoint().port());
-    std::vector<std::optional<t::channel>> channels(static_cast<std::size_t>(size_));
-    std::vector<std::pair<std::string, std::uint32_t>> table(static_cast<std::size_t>(size_));
-    for (int k = 1; k < size_; ++k) {
-      auto socket = io.accept(acceptor, deadline, "rank " + std::to_string(k) + " of " + std::to_string(size_));
-      const auto remote = socket.remote_endpoint();
-      t::channel ch(io, std::move(socket), deadline, "the process at " + t::describe_endpoint(remote));
-      const int p = t::handshake(ch, me, [&](int r) -> std::string {
-        if (r < 1 || r >= size_) return "rank " + std::to_string(r) + " is outside 1.." + std::to_string(size_ - 1);
-        if (channels[static_cast<std::size_t>(r)])
-          return "two processes claim rank " + std::to_string(r) + "; give each a distinct DISTOPT_RANK";
-        return {};
-      });
-      ch.set_who(name_of(p));
-      ch.read(in);
-      t::message_reader reader(in, ch.who());
-      const std::uint32_t listen_port = reader.u32();
-      reader.finish();
-      table[static_cast<std::size_t>(p)] = {remote.address().to_string(), listen_port};
-      channels[static_cast<std::size_t>(p)].emplace(std::move(ch));
-    }
-    t::message_writer w(out);
+    accept_the_rest();
+    t::encode_address_table(table, out);
     for (int r = 1; r < size_; ++r) {
-      w.str(table[static_cast<std::size_t>(r)].first);
-      w.u32(table[static_cast<std::size_t>(r)].second);
-    }
-    for (int r = 1; r < size_; ++r) {
-      auto& ch = *channels[static_cast<std::size_t>(r)];
+      t::channel ch(io, std::move(*joined[static_cast<std::size_t>(r)]), deadline, name_of(r));
       ch.write(out);
       adopt(r, std::move(ch.socket()));
     }
     return;
   }
 
-  std::optional<t::tcp::acceptor> acceptor;
-  if (rank_ < size_ - 1) acceptor.emplace(listen(0));  // higher ranks connect here
   t::channel coordinator(io, io.connect(host, port, deadline, "rank 0 (the coordinator)"), deadline,
                          "rank 0 at " + options_.coordinator);
   t::handshake(coordinator, me,
                [](int r) -> std::string { return r == 0 ? "" : "the coordinator claims rank " + std::to_string(r); });
-  t::message_writer(out).u32(acceptor ? acceptor->local_endpoint().port() : 0u);
+  t::message_writer(out).u32(incoming ? incoming->port() : 0u);
   coordinator.write(out);
   coordinator.read(in);
-  std::vector<std::pair<std::string, std::uint16_t>> table(static_cast<std::size_t>(size_));
-  {
-    t::message_reader reader(in, coordinator.who());
-    for (int r = 1; r < size_; ++r) {
-      auto h = reader.str();
-      const std::uint32_t p = reader.u32();
-      if (p > 65535) throw transport_error("tcp transport: rank 0 sent an impossible port for rank " + std::to_string(r));
-      table[static_cast<std::size_t>(r)] = {std::move(h), static_cast<std::uint16_t>(p)};
-    }
-    reader.finish();
-  }
+  const auto peers = t::decode_address_table(in, size_, coordinator.who());
   adopt(0, std::move(coordinator.socket()));
-  // Connect to the lower ranks first, then accept the higher ones: connections only go
+  // Connect to the lower ranks, while the listener accepts the higher ones: connections only go
   // downwards, so no two ranks wait on each other.
   for (int j = 1; j < rank_; ++j) {
-    const auto& [peer_host, peer_port] = table[static_cast<std::size_t>(j)];
+    const auto& [peer_host, peer_port] = peers[static_cast<std::size_t>(j)];
     const std::string who = name_of(j) + " at " + peer_host + ":" + std::to_string(peer_port);
     t::channel ch(io, io.connect(peer_host, peer_port, deadline, who), deadline, who);
     t::handshake(ch, me, [j](int r) -> std::string {
@@ -215,19 +234,7 @@ inline void tcp_transport::rendezvous() {
     });
     adopt(j, std::move(ch.socket()));
   }
-  for (int k = rank_ + 1; k < size_; ++k) {
-    auto socket = io.accept(*acceptor, deadline, "rank " + std::to_string(k) + " of " + std::to_string(size_));
-    const auto remote = socket.remote_endpoint();
-    t::channel ch(io, std::move(socket), deadline, "the process at " + t::describe_endpoint(remote));
-    const int p = t::handshake(ch, me, [&](int r) -> std::string {
-      if (r <= rank_ || r >= size_)
-        return "rank " + std::to_string(r) + " should not connect to rank " + std::to_string(rank_) + " (only ranks " +
-               std::to_string(rank_ + 1) + ".." + std::to_string(size_ - 1) + " do)";
-      if (links_[static_cast<std::size_t>(r)]) return "two processes claim rank " + std::to_string(r);
-      return {};
-    });
-    adopt(p, std::move(ch.socket()));
-  }
+  if (incoming) accept_the_rest();
 }
 
 inline void tcp_transport::adopt(int peer, detail::tcp::tcp::socket socket) {
