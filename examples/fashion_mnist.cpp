@@ -12,11 +12,8 @@
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <functional>
 #include <map>
-#include <mutex>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -26,6 +23,7 @@
 #include <distopt/transport/simulated.hpp>
 
 #include "launch.hpp"
+#include "report.hpp"
 
 namespace {
 
@@ -45,21 +43,7 @@ struct settings {
   std::uint64_t seed = 1;
   std::size_t train_samples = 0;  // 0: all
   std::string csv = "fashion_mnist.csv";
-  std::string network = "1g";  // the modelled network of the "simulated" column
-  distopt::network_model net = distopt::network_model::preset("1g");
-};
-
-struct epoch_record {
-  int epoch;
-  double test_accuracy, test_loss, seconds;
-  double simulated_seconds;  // rank 0's clock on the modelled network (transport/simulated.hpp)
-  std::uint64_t bytes_sent;  // per worker, cumulative
-};
-
-struct run_result {
-  std::string name;
-  std::vector<epoch_record> epochs;
-  std::uint64_t messages = 0;
+  examples::network_choice network;  // the modelled network of the "simulated" column
 };
 
 struct experiment {
@@ -70,6 +54,9 @@ struct experiment {
   const examples::launcher& launch;
 };
 
+using examples::epoch_record;
+using examples::run_result;
+
 // Trains with one optimizer type; rank 0 evaluates on the test split after each epoch.
 template <class Optimizer>
 run_result train(const experiment& ex, const std::string& name, typename Optimizer::compressor_type c = {},
@@ -78,8 +65,9 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
   const auto& s = ex.s;
   const std::size_t steps_per_epoch = ex.net.samples() / (s.batch * static_cast<std::size_t>(s.workers));
   const Eigen::VectorXf x0 = ex.net.initial_parameters(s.seed);
+  const distopt::network_model net = s.network.model();
   ex.launch.run(s.workers, [&](distopt::transport_ref real) {
-    distopt::simulated_transport t(real, s.net);  // runs on `real`, and times the run on s.net
+    distopt::simulated_transport t(real, net);  // runs on `real`, and times the run on the modelled network
     distopt::data::minibatch_sampler batches(distopt::data::iid_shard(ex.net.samples(), t.rank(), t.size(), s.seed),
                                              s.batch, s.seed, t.rank());
     Optimizer opt(t, x0,
@@ -102,11 +90,7 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
       t.exclude_compute_so_far();  // evaluation is not part of training
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start - evaluating).count();
       result.epochs.push_back({epoch, e.accuracy, e.loss, seconds, t.now(), opt.stats().bytes_sent});
-      std::printf("  %-10s epoch %2d/%d  test loss %.4f  test acc %6.2f%%  sent %8.2f MB/worker  %6.1f s  "
-                  "(%.1f s on %s)\n",
-                  name.c_str(), epoch, s.epochs, e.loss, 100.0 * e.accuracy,
-                  static_cast<double>(opt.stats().bytes_sent) / 1e6, seconds, t.now(), s.network.c_str());
-      std::fflush(stdout);
+      examples::print_progress(name, result.epochs.back(), s.epochs, s.network.label());
     }
     if (t.rank() == 0) result.messages = opt.stats().messages_sent;
   });
@@ -165,58 +149,6 @@ std::map<std::string, config> configurations() {
   };
 }
 
-std::string pad(std::string s, std::size_t width) {
-  if (s.size() < width) s.append(width - s.size(), ' ');
-  return s;
-}
-
-// Simulated seconds at the end of the first epoch whose test accuracy reached `target`, or < 0.
-double time_to_accuracy(const run_result& r, double target) {
-  for (const auto& e : r.epochs)
-    if (e.test_accuracy >= target) return e.simulated_seconds;
-  return -1.0;
-}
-
-void print_table(const std::vector<run_result>& results, const settings& s) {
-  if (results.empty() || results.front().epochs.empty()) return;
-  const auto& first = results.front().epochs.back();
-  const double reference = static_cast<double>(first.bytes_sent);
-  const double target = first.test_accuracy - 0.005;  // the first configuration's final accuracy - 0.5 pp
-  std::printf("\nFashion-MNIST, %s, %d workers, %d epochs, batch %zu per worker; simulated network: %s "
-              "(%.0f us, %.3g Gbit/s)\n\n",
-              s.model.c_str(), s.workers, s.epochs, s.batch, s.network.c_str(), 1e6 * s.net.latency_s,
-              8e-9 * s.net.bandwidth_bytes_per_s);
-  std::printf("%s  %9s  %13s  %8s  %9s  %10s  %12s  %9s\n", pad("configuration", 12).c_str(), "test acc",
-              "sent/worker", "vs first", "wall time", "simulated", "to target", "messages");
-  std::printf("%s\n", std::string(12 + 2 + 9 + 2 + 13 + 2 + 8 + 2 + 9 + 2 + 10 + 2 + 12 + 2 + 9, '-').c_str());
-  for (const auto& r : results) {
-    if (r.epochs.empty()) continue;
-    const auto& last = r.epochs.back();
-    const double sent = static_cast<double>(last.bytes_sent);
-    const double reached = time_to_accuracy(r, target);
-    char to_target[32] = "not reached";
-    if (reached >= 0) std::snprintf(to_target, sizeof to_target, "%.2f s", reached);
-    std::printf("%s  %8.2f%%  %10.2f MB  %7.1fx  %7.1f s  %8.1f s  %12s  %9llu\n", pad(r.name, 12).c_str(),
-                100.0 * last.test_accuracy, sent / 1e6, sent > 0 ? reference / sent : 0.0, last.seconds,
-                last.simulated_seconds, to_target, static_cast<unsigned long long>(r.messages));
-  }
-  std::printf("\n'vs first': how many times fewer bytes than the first configuration. 'simulated': the run's\n"
-              "time on the modelled network (measured compute + modelled messages). 'to target': simulated time\n"
-              "at the end of the first epoch whose accuracy reached %.2f%% (the first configuration's final\n"
-              "accuracy - 0.5 pp).\n",
-              100.0 * target);
-}
-
-void write_csv(const std::vector<run_result>& results, const std::string& path) {
-  std::ofstream out(path);
-  if (!out) throw distopt::config_error("fashion_mnist: cannot write " + path);
-  out << "configuration,epoch,test_accuracy,test_loss,bytes_sent_per_worker,seconds,simulated_seconds\n";
-  for (const auto& r : results)
-    for (const auto& e : r.epochs)
-      out << r.name << ',' << e.epoch << ',' << e.test_accuracy << ',' << e.test_loss << ',' << e.bytes_sent << ','
-          << e.seconds << ',' << e.simulated_seconds << '\n';
-}
-
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -236,22 +168,12 @@ int main(int argc, char** argv) try {
   app.add_option("--train-samples", s.train_samples, "use only the first N training samples (0: all)");
   app.add_option("--configs", config_list, "comma-separated configurations (see --list-configs)");
   app.add_option("--csv", s.csv, "where to write the per-epoch results");
-  double latency_us = -1, bandwidth_gbit = -1;
-  app.add_option("--network", s.network, "modelled network of the 'simulated' column: datacenter-100g, 1g or wan")
-      ->check(CLI::IsMember({"datacenter-100g", "1g", "wan"}));
-  app.add_option("--latency-us", latency_us, "custom network: latency in microseconds (overrides --network)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--bandwidth-gbit", bandwidth_gbit, "custom network: bandwidth in Gbit/s (overrides --network)")
-      ->check(CLI::PositiveNumber);
+  s.network.add_options(app);
   app.add_option("--transport", transport, "threads, or mpi under mpirun (when built with MPI)")
       ->check(CLI::IsMember(examples::launcher::transports()));
   app.add_flag("--list-configs", list, "list the configurations and exit");
   CLI11_PARSE(app, argc, argv);
 
-  s.net = distopt::network_model::preset(s.network);
-  if (latency_us >= 0) s.net.latency_s = 1e-6 * latency_us;
-  if (bandwidth_gbit > 0) s.net.bandwidth_bytes_per_s = bandwidth_gbit * 1e9 / 8;
-  if (latency_us >= 0 || bandwidth_gbit > 0) s.network = "custom";
   const examples::launcher launch(transport, argc, argv);
   s.workers = launch.workers(app.count("--workers") ? s.workers : 0);
   const auto configs = configurations();
@@ -260,13 +182,7 @@ int main(int argc, char** argv) try {
       for (const auto& [name, c] : configs) std::printf("%-10s %s\n", name.c_str(), c.description.c_str());
     return 0;
   }
-  std::vector<std::string> chosen;
-  std::stringstream list_stream(config_list);
-  for (std::string name; std::getline(list_stream, name, ',');) {
-    if (!configs.count(name))
-      throw distopt::config_error("fashion_mnist: unknown configuration '" + name + "'; see --list-configs");
-    chosen.push_back(name);
-  }
+  const std::vector<std::string> chosen = examples::choose_configurations(config_list, configs);
 
   auto train = distopt::data::load_fashion_mnist(distopt::data::split::train);
   const auto test = distopt::data::load_fashion_mnist(distopt::data::split::test);
@@ -289,8 +205,12 @@ int main(int argc, char** argv) try {
     results.push_back(configs.at(name).run(ex, name));
   }
   if (!primary) return 0;
-  print_table(results, s);
-  write_csv(results, s.csv);
+  char title[256];
+  std::snprintf(title, sizeof title, "Fashion-MNIST, %s, %d workers, %d epochs, batch %zu per worker; %s",
+                s.model.c_str(), s.workers, s.epochs, s.batch, s.network.describe().c_str());
+  examples::print_table(results, title);
+  examples::print_result_lines(results);
+  examples::write_csv(results, s.csv);
   std::printf("Per-epoch results: %s (plot with scripts/plot %s)\n", s.csv.c_str(), s.csv.c_str());
   return 0;
 } catch (const std::exception& e) {

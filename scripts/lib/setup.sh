@@ -5,8 +5,10 @@
 distopt_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 # Packages every build needs; extra ones may be passed to distopt_install.
+# libtorch-dev, python3-torch, pybind11-dev and python3-dev: distopt::torch, the Python module and their tests.
 distopt_packages=(cmake ninja-build g++ libeigen3-dev doctest-dev libbenchmark-dev zlib1g-dev libcli11-dev
-                  dataset-fashion-mnist liblinear-tools libopenmpi-dev openmpi-bin libboost-dev libssl-dev)
+                  dataset-fashion-mnist liblinear-tools libopenmpi-dev openmpi-bin libboost-dev libssl-dev
+                  libtorch-dev python3-torch pybind11-dev python3-dev)
 
 # distopt_install [package...]: apt-get installs those of the packages that are missing.
 distopt_install() {
