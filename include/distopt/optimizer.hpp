@@ -117,15 +117,19 @@ class optimizer {
     detail::validate(options_);
     if (x_.size() == 0) throw config_error("optimizer: x0 is empty; pass the initial parameters (at least one)");
     topology_.validate(transport_.size());
+    if constexpr (!stale && requires { topology_.shards; })
+      if (topology_.shards != 1)
+        throw config_error("topology::parameter_server: shards > 1 needs staleness::bounded<Tau> or "
+                           "staleness::asynchronous (the stale server); the synchronous round has one server");
     check_same_model_size();
     if (options_.momentum > 0.0f) velocity_.setZero(x_.size());
     direction_.resize(x_.size());
     if constexpr (stale && gossip)
-      async_.emplace(transport_.rank(), topology_.base.make_graph(transport_.size()), options_.seed,
-                     static_cast<std::size_t>(x_.size()), options_.timeout);
+      async_.emplace(transport_.rank(), topology_.base.make_graph(transport_.size()), options_.seed, span_of(x_),
+                     staleness::max_unanswered_steps(staleness_), options_.timeout);
     else if constexpr (stale)
-      async_.emplace(transport_.rank(), transport_.size(), topology_.server_rank, S::max_staleness,
-                     std::span<const float>(x_.data(), static_cast<std::size_t>(x_.size())), options_.timeout);
+      async_.emplace(transport_, topology_, S::max_staleness, staleness::max_unanswered_steps(staleness_), span_of(x_),
+                     options_.timeout, compressor_);
     else if constexpr (gossip)
       gossip_.emplace(meter_, topology_, span_of(x_), options_.consensus_step, options_.seed, compressor_);
   }
@@ -140,19 +144,13 @@ class optimizer {
       throw numeric_error("optimizer::step: rank " + std::to_string(transport_.rank()) + " got a non-finite gradient at step " +
                           std::to_string(step_) +
                           "; lower the learning rate, clip gradients, or check the data for NaN/Inf");
-    const bool talk = local_steps_.communicates_after(step_);
+    const bool talk = communicates_after(step_);
     ++step_;
     ++stats_.steps;
-    if constexpr (stale && gossip) {  // AD-PSGD, SwarmSGD: never waits
-      update(direction_);
-      async_->count_step();
-      if (talk)
-        async_->interact(meter_, stats_, span_of(x_), compressor_);
-      else
-        async_->poll(meter_, stats_, span_of(x_), compressor_);
+    if constexpr (stale && gossip) {  // AD-PSGD, SwarmSGD: averages before the step, sends after it
+      async_->step(meter_, stats_, span_of(x_), talk, compressor_, [&] { update(direction_); });
       return;
-    } else if constexpr (stale) {  // SSP, AsySGD: push this round's update, adopt the server's model
-      if (local_since_round_ == 0) anchor_ = x_;
+    } else if constexpr (stale) {  // SSP, AsySGD: push this round's update; the server's model + own pushes
       update(direction_);
       ++local_since_round_;
       if (talk) push_update();
@@ -270,16 +268,25 @@ class optimizer {
     x_ -= (options_.learning_rate * lr_scale_) * d;
   }
 
-  // The round of the stale parameter server: u = x - anchor goes to the server, x becomes
-  // the newest server model; the staleness of that model scales the next steps if asked.
+  // The round of the stale parameter server: the update since the last round goes to the server,
+  // x becomes the newest server model plus this worker's pushes it lacks; the staleness scales
+  // the next steps if asked.
   void push_update() {
-    direction_ = x_ - anchor_;
     rng g = round_rng();
-    const std::uint64_t s = async_->round(meter_, stats_, span_of(x_), span_of(direction_), compressor_, g);
+    const std::uint64_t s = async_->round(meter_, stats_, span_of(x_), compressor_, g);
     ++stats_.rounds;
     stats_.record_staleness(s);
     if (options_.staleness_aware_lr) lr_scale_ = 1.0f / (1.0f + static_cast<float>(s));
     local_since_round_ = 0;
+  }
+
+  // Asynchronous protocols give each worker its own schedule (local_steps::geometric draws one
+  // per rank); synchronous rounds need every worker in them, so all share one.
+  bool communicates_after(std::uint64_t step) const {
+    if constexpr (stale && requires { local_steps_.communicates_after(step, 0); })
+      return local_steps_.communicates_after(step, transport_.rank());
+    else
+      return local_steps_.communicates_after(step);
   }
 
   rng round_rng() const {
