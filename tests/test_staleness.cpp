@@ -14,9 +14,12 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -481,4 +484,307 @@ TEST_CASE("asynchronous gossip: a malformed message is a transport_error naming 
     CHECK(what.find("rank 1") != std::string::npos);
     CHECK(what.find(expected) != std::string::npos);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scripted runs: the ranks wait for each other at fixed points (signal), so each result below
+// is a number worked out by hand, with values exact in binary floating point.
+
+namespace {
+
+// A point one thread waits for and another sets; waiting more than 10 s fails the run.
+class signal {
+ public:
+  void set() {
+    std::lock_guard lock(m_);
+    on_ = true;
+    cv_.notify_all();
+  }
+  void wait() {
+    std::unique_lock lock(m_);
+    if (!cv_.wait_for(lock, 10s, [&] { return on_; })) throw std::runtime_error("scripted test: a signal never came");
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool on_ = false;
+};
+
+Eigen::VectorXf vec(std::initializer_list<float> v) {
+  Eigen::VectorXf x(static_cast<Eigen::Index>(v.size()));
+  Eigen::Index i = 0;
+  for (float f : v) x(i++) = f;
+  return x;
+}
+
+// Steps `opt` with a zero gradient (a push of nothing) until `done(parameters)` or 10 s.
+template <class Opt, class Done>
+void step_until(Opt& opt, Done done) {
+  const Eigen::VectorXf zero = Eigen::VectorXf::Zero(opt.parameters().size());
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!done(opt.parameters()) && std::chrono::steady_clock::now() < deadline) {
+    opt.step(zero);
+    std::this_thread::sleep_for(200us);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("async parameter server: one push moves the server model by exactly u/n, on every rank (one shard, two)") {
+  // n = 4, eta = 1/2: rank 1's step with g gives u = -g/2, and every rank ends with x0 + u/4
+  // (the other ranks push zeros). Rank 1 holds it at once (its own push); the others once the
+  // server (rank 0's thread, or ranks 0 and 1 for two shards) has taken it.
+  const Eigen::VectorXf x0 = vec({0.25f, -0.5f, 0.75f, 1.0f});
+  const Eigen::VectorXf g = vec({1.0f, -2.0f, 0.5f, 4.0f});
+  const Eigen::VectorXf expected = vec({0.125f, -0.25f, 0.6875f, 0.5f});  // x0 - (g/2)/4
+  for (const int shards : {1, 2}) {
+    CAPTURE(shards);
+    signal pushed;
+    std::vector<Eigen::VectorXf> seen(4), final_x(4);
+    distopt::run_threads(
+        4,
+        [&](distopt::transport_ref t) {
+          distopt::algorithms::async_ps_sgd<> opt(t, x0, {.learning_rate = 0.5f, .timeout = k_timeout}, {},
+                                                 {.shards = shards});
+          const auto r = static_cast<std::size_t>(t.rank());
+          if (t.rank() == 1) {
+            opt.step(g);
+            seen[r] = opt.parameters();
+            pushed.set();
+          } else {
+            pushed.wait();
+            step_until(opt, [&](const Eigen::VectorXf& x) { return (x.array() != x0.array()).all(); });
+            seen[r] = opt.parameters();
+          }
+          opt.finish();
+          final_x[r] = opt.parameters();
+        },
+        harness::k_threads);
+    for (std::size_t r = 0; r < 4; ++r) {
+      CAPTURE(r);
+      CHECK(harness::same_bits(seen[r], expected));
+      CHECK(harness::same_bits(final_x[r], expected));
+    }
+  }
+}
+
+TEST_CASE("bounded<Tau>: with staleness_aware_lr the step after a round of staleness s is exactly eta/(1+s)") {
+  // n = 2, ssp_sgd<4>, eta = 1/2. Rank 0 pushes nothing until rank 1 is done, so the model rank 1
+  // holds after its round c is complete to round 0: staleness c, and its step c + 1 is scaled by
+  // 1/(1+c). Step 4 (after a round of staleness 3) moves the fresh coordinate 2 by
+  // u = eta/(1+3) = 1/8, and read-my-writes puts u/n = 1/16 in rank 1's parameters.
+  signal rank1_done;
+  Eigen::VectorXf after_step4;
+  distopt::statistics stats1;
+  distopt::run_threads(
+      2,
+      [&](distopt::transport_ref t) {
+        distopt::algorithms::ssp_sgd<4> opt(t, Eigen::VectorXf::Zero(3),
+                                            {.learning_rate = 0.5f, .timeout = k_timeout, .staleness_aware_lr = true});
+        if (t.rank() == 1) {
+          for (int c = 1; c <= 3; ++c) opt.step(vec({0.0f, -1.0f, 0.0f}));
+          opt.step(vec({0.0f, 0.0f, -1.0f}));
+          after_step4 = opt.parameters();
+          stats1 = opt.stats();
+          rank1_done.set();
+        } else {
+          rank1_done.wait();
+        }
+        opt.finish();
+      },
+      harness::k_threads);
+  CHECK(after_step4(2) == 0.0625f);
+  REQUIRE(stats1.staleness_histogram.size() == 5);  // rounds 1..4 recorded staleness 1..4
+  for (std::size_t s = 1; s <= 4; ++s) CHECK(stats1.staleness_histogram[s] == 1);
+}
+
+TEST_CASE("asynchronous parameter server: a push's staleness is the others' pushes it missed over n - 1, scaling the next step") {
+  // n = 2: rank 1 computes its first push on the initial model (version 0) after rank 0 pushed 3
+  // times (applied at once, on the server's own rank), so the server measures staleness 3 and
+  // tells rank 1. Rank 1's later pushes miss nothing (rank 0 waits). With staleness_aware_lr
+  // the step after the round that learnt of it moves coordinate 2 by (eta/(1+3))/n = 1/16.
+  signal rank0_pushed, rank1_done;
+  Eigen::VectorXf after;
+  distopt::statistics stats1;
+  distopt::run_threads(
+      2,
+      [&](distopt::transport_ref t) {
+        distopt::algorithms::async_ps_sgd<> opt(t, Eigen::VectorXf::Zero(3),
+                                               {.learning_rate = 0.5f, .timeout = k_timeout, .staleness_aware_lr = true});
+        if (t.rank() == 0) {
+          for (int c = 0; c < 3; ++c) opt.step(vec({-1.0f, 0.0f, 0.0f}));
+          rank0_pushed.set();
+          rank1_done.wait();
+        } else {
+          rank0_pushed.wait();
+          opt.step(vec({0.0f, -1.0f, 0.0f}));
+          const auto deadline = std::chrono::steady_clock::now() + 10s;
+          while (opt.stats().max_staleness == 0 && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(200us);
+            opt.step(Eigen::VectorXf::Zero(3));
+          }
+          const float before = opt.parameters()(2);
+          opt.step(vec({0.0f, 0.0f, -1.0f}));
+          after = opt.parameters();
+          after(2) -= before;
+          stats1 = opt.stats();
+          rank1_done.set();
+        }
+        opt.finish();
+      },
+      harness::k_threads);
+  CHECK(stats1.max_staleness == 3);
+  CHECK(after(2) == 0.0625f);
+}
+
+namespace {
+
+// Counting problem (header of this file) on n workers, `steps` each; worker `slow` sleeps 5 ms
+// per step, the others 200 us. Before each step c every worker checks that its parameters hold
+// exactly its own c - 1 rounds. Returns the largest shortfall seen on any worker.
+template <class Opt>
+long read_my_writes_deficit(int n, int steps, int slow, distopt::topology::parameter_server topo = {}) {
+  std::atomic<long> worst{0};
+  distopt::run_threads(
+      n,
+      [&](distopt::transport_ref t) {
+        Opt opt(t, Eigen::VectorXf::Zero(n), {.learning_rate = counting_eta, .timeout = k_timeout}, {}, topo);
+        const int me = t.rank();
+        Eigen::VectorXf g = Eigen::VectorXf::Zero(n);
+        g(me) = -1.0f;
+        for (int c = 1; c <= steps; ++c) {
+          const long own = rounds_held(opt.parameters(), n)[static_cast<std::size_t>(me)];
+          long w = worst.load();
+          while ((c - 1) - own > w && !worst.compare_exchange_weak(w, (c - 1) - own)) {
+          }
+          std::this_thread::sleep_for(me == slow ? 5ms : 200us);
+          opt.step(g);
+        }
+        opt.finish();
+      },
+      harness::k_threads);
+  return worst.load();
+}
+
+}  // namespace
+
+TEST_CASE("read-my-writes: at every step a worker's parameters hold all its own rounds, with a straggler") {
+  // Before: a worker that had no newer model reset its parameters to the one it held, losing its
+  // own update (up to 2 rounds missing under bounded<2>, most of them under asynchronous).
+  namespace alg = distopt::algorithms;
+  for (const int slow : {3, 0}) {  // a slow worker; the slow one is the server rank
+    CAPTURE(slow);
+    CHECK(read_my_writes_deficit<alg::ssp_sgd<2>>(4, 40, slow) == 0);
+    CHECK(read_my_writes_deficit<alg::async_ps_sgd<>>(4, 40, slow) == 0);
+    CHECK(read_my_writes_deficit<alg::async_ps_sgd<>>(4, 40, slow, {.shards = 2}) == 0);
+  }
+}
+
+TEST_CASE("async parameter server: a server rank that does not step still answers (its thread serves)") {
+  // Rank 0 (the server) takes no step until rank 2 has seen rank 1's update through the server;
+  // a server that served only inside its own rank's steps would never deliver it (10 s, then fail).
+  signal seen;
+  bool delivered = false;
+  distopt::run_threads(
+      3,
+      [&](distopt::transport_ref t) {
+        distopt::algorithms::async_ps_sgd<> opt(t, Eigen::VectorXf::Zero(3), {.learning_rate = 0.5f, .timeout = k_timeout});
+        if (t.rank() == 1) opt.step(vec({0.0f, -1.0f, 0.0f}));
+        if (t.rank() == 2) {
+          step_until(opt, [](const Eigen::VectorXf& x) { return x(1) != 0.0f; });
+          delivered = opt.parameters()(1) == 0.5f / 3;
+          seen.set();
+        }
+        if (t.rank() == 0) seen.wait();
+        opt.finish();
+      },
+      harness::k_threads);
+  CHECK(delivered);
+}
+
+TEST_CASE("AD-PSGD as published: one interaction gives (x_i + x_j)/2 on both ends, the gradient applied after it") {
+  // Rank 0 steps with gradient g read at a (its request carries a), rank 1 answers with b:
+  // rank 1 ends at (a + b)/2 and rank 0 at (a + b)/2 - eta g (X W - eta G(X̂)); stepping first and
+  // averaging after would give ((a - eta g) + b)/2.
+  const Eigen::VectorXf a = vec({0.5f, -1.0f, 2.0f, 0.25f}), b = vec({1.5f, 1.0f, -2.0f, 0.75f});
+  const Eigen::VectorXf mid = vec({1.0f, 0.0f, 0.0f, 0.5f});
+  for (const bool with_gradient : {false, true}) {
+    CAPTURE(with_gradient);
+    const Eigen::VectorXf g = with_gradient ? vec({1.0f, 0.0f, -1.0f, 2.0f}) : Eigen::VectorXf::Zero(4);
+    signal requested, answered;
+    std::vector<Eigen::VectorXf> x(2);
+    distopt::run_threads(
+        2,
+        [&](distopt::transport_ref t) {
+          distopt::algorithms::ad_psgd<> opt(t, t.rank() == 0 ? a : b, {.learning_rate = 0.25f, .timeout = k_timeout});
+          if (t.rank() == 0) {
+            opt.step(g);
+            requested.set();
+            answered.wait();
+            opt.poll();
+          } else {
+            requested.wait();
+            opt.poll();
+            answered.set();
+          }
+          x[static_cast<std::size_t>(t.rank())] = opt.parameters();
+          opt.finish();
+        },
+        harness::k_threads);
+    CHECK(harness::same_bits(x[0], Eigen::VectorXf(mid - 0.25f * g)));
+    CHECK(harness::same_bits(x[1], mid));
+  }
+}
+
+TEST_CASE("SwarmSGD non-blocking averaging: the exposed copies are averaged and each end keeps its local progress") {
+  // H = 2, x̂ = the model at a worker's last interaction (x0 at first). Rank 1 steps once (g1), rank
+  // 0 twice (g0, then h0) and asks rank 1: both exposed copies are still a and b, so
+  //   rank 0: (a + b)/2 - eta (g0 + h0)      (S2: average of exposed copies + its own progress)
+  //   rank 1: (a + b)/2 - eta g1              (its exposed copy becomes (a + b)/2, its step stays its own).
+  // Then rank 1 steps again (h1) and asks rank 0, sending (a + b)/2, not its current model:
+  //   rank 0: (a + b)/2 - eta (g0 + h0)/2,    rank 1: (a + b)/2 - eta (g1 + h1) - eta (g0 + h0)/2.
+  const Eigen::VectorXf a = vec({0.5f, -1.0f}), b = vec({1.5f, 1.0f}), mid = vec({1.0f, 0.0f});
+  const Eigen::VectorXf g0 = vec({1.0f, 2.0f}), h0 = vec({-3.0f, 2.0f}), g1 = vec({2.0f, -1.0f}), h1 = vec({1.0f, 1.0f});
+  constexpr float eta = 0.25f;
+  signal first_step, requested, answered, recorded, requested2, answered2;
+  std::vector<Eigen::VectorXf> x1(2), x2(2);
+  distopt::run_threads(
+      2,
+      [&](distopt::transport_ref t) {
+        distopt::algorithms::swarm_sgd<2> opt(t, t.rank() == 0 ? a : b, {.learning_rate = eta, .timeout = k_timeout});
+        const auto r = static_cast<std::size_t>(t.rank());
+        if (t.rank() == 0) {
+          first_step.wait();
+          opt.step(g0);
+          opt.step(h0);  // a communication point: asks rank 1
+          requested.set();
+          answered.wait();
+          opt.poll();
+          x1[r] = opt.parameters();
+          recorded.set();
+          requested2.wait();
+          opt.poll();  // answers rank 1
+          answered2.set();
+        } else {
+          opt.step(g1);
+          first_step.set();
+          requested.wait();
+          opt.poll();  // answers rank 0
+          x1[r] = opt.parameters();
+          answered.set();
+          recorded.wait();
+          opt.step(h1);  // a communication point: asks rank 0
+          requested2.set();
+          answered2.wait();
+          opt.poll();
+        }
+        x2[r] = opt.parameters();
+        opt.finish();
+      },
+      harness::k_threads);
+  CHECK(harness::same_bits(x1[0], Eigen::VectorXf(mid - eta * (g0 + h0))));
+  CHECK(harness::same_bits(x1[1], Eigen::VectorXf(mid - eta * g1)));
+  CHECK(harness::same_bits(x2[0], Eigen::VectorXf(mid - 0.5f * eta * (g0 + h0))));
+  CHECK(harness::same_bits(x2[1], Eigen::VectorXf(mid - eta * (g1 + h1) - 0.5f * eta * (g0 + h0))));
 }
