@@ -11,6 +11,7 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -19,7 +20,9 @@
 #include <cstring>
 #include <initializer_list>
 #include <mutex>
+#include <span>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -787,4 +790,251 @@ TEST_CASE("SwarmSGD non-blocking averaging: the exposed copies are averaged and 
   CHECK(harness::same_bits(x1[1], Eigen::VectorXf(mid - eta * g1)));
   CHECK(harness::same_bits(x2[0], Eigen::VectorXf(mid - 0.5f * eta * (g0 + h0))));
   CHECK(harness::same_bits(x2[1], Eigen::VectorXf(mid - eta * (g1 + h1) - 0.5f * eta * (g0 + h0))));
+}
+
+namespace {
+
+// Two ranks of async_ps_sgd: rank 0 (the server) sends `bad` to rank 1 as a pull and stops;
+// rank 1 steps until the message fails it. Returns the error's text.
+std::string error_after_bad_pull(const std::vector<std::byte>& bad) {
+  try {
+    distopt::run_threads(
+        2,
+        [&](distopt::transport_ref t) {
+          distopt::algorithms::async_ps_sgd<> opt(t, Eigen::VectorXf::Zero(2), {.timeout = 2s});
+          if (t.rank() == 0) {
+            t.send(1, distopt::collective::async_pull_tag, bad);
+            return;
+          }
+          for (int k = 0; k < 1000; ++k) {
+            opt.step(Eigen::VectorXf::Constant(2, 1.0f));
+            std::this_thread::sleep_for(100us);
+          }
+        },
+        distopt::thread_options{.timeout = 2s});
+  } catch (const distopt::transport_error& e) {
+    return e.what();
+  }
+  return {};
+}
+
+// [u32 kind][u32 a][u64 w0..w3][payload of `floats` zeros].
+std::vector<std::byte> ps_message(std::uint32_t kind, std::array<std::uint64_t, 4> w, std::size_t payload_bytes) {
+  std::vector<std::byte> m(40 + payload_bytes, std::byte{0});
+  std::memcpy(m.data(), &kind, 4);
+  std::memcpy(m.data() + 8, w.data(), 32);
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("asynchronous parameter server: a malformed or early final pull is a transport_error naming the server rank") {
+  struct bad_pull {
+    std::vector<std::byte> bytes;
+    const char* expected;
+  };
+  for (const bad_pull& m : {bad_pull{std::vector<std::byte>(7), "shorter than its 40-byte header"},
+                            bad_pull{ps_message(9, {0, 0, 0, 0}, 8), "unknown kind 9"},
+                            bad_pull{ps_message(0, {0, 0, 0, 0}, 4), "a model of 4 bytes, expected 8"},
+                            bad_pull{ps_message(1, {0, 0, 0, 0}, 8), "the final model while still training"},
+                            bad_pull{ps_message(0, {0, 5, 0, 0}, 8), "holding 5 of its pushes"}}) {
+    const std::string expected = m.expected;
+    CAPTURE(expected);
+    const std::string what = error_after_bad_pull(m.bytes);
+    INFO(what);
+    CHECK(what.find("rank 0") != std::string::npos);
+    CHECK(what.find(expected) != std::string::npos);
+  }
+}
+
+TEST_CASE("asynchronous parameter server: an undecodable push, or one on a model never sent, is a transport_error naming the sender") {
+  // Rank 1's first push: a 3-byte encoding where identity needs 8; then a well-formed one that
+  // claims a model version the server never had.
+  const std::string undecodable = error_after_bad_message<distopt::algorithms::async_ps_sgd<>>(
+      distopt::collective::async_push_tag, ps_message(0, {1, 0, 0, 0}, 3), 1.0f);
+  INFO(undecodable);
+  CHECK(undecodable.find("the update from rank 1 does not decode") != std::string::npos);
+  const std::string unknown_version = error_after_bad_message<distopt::algorithms::async_ps_sgd<>>(
+      distopt::collective::async_push_tag, ps_message(0, {1, 1000000000, 0, 0}, 8), 1.0f);
+  INFO(unknown_version);
+  CHECK(unknown_version.find("rank 1 pushed round 1 on a model of version 1000000000") != std::string::npos);
+}
+
+namespace {
+
+// Rank `gated`'s transport: the server's answers (pulls) are withheld until `open`.
+struct late_pulls {
+  distopt::transport_ref inner;
+  const std::atomic<bool>* open;
+  int rank() const { return inner.rank(); }
+  int size() const { return inner.size(); }
+  void send(int peer, distopt::tag tg, std::span<const std::byte> bytes) { inner.send(peer, tg, bytes); }
+  void recv(int peer, distopt::tag tg, distopt::byte_buffer& out) { inner.recv(peer, tg, out); }
+  bool try_recv(int peer, distopt::tag tg, distopt::byte_buffer& out) {
+    if (tg == distopt::collective::async_pull_tag && !open->load()) return false;
+    return inner.try_recv(peer, tg, out);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("staleness::asynchronous::max_unanswered_steps: a worker whose message goes unanswered stops after that many steps") {
+  // The oversubscription bound, scripted: the answer is withheld, not slow, so the result does
+  // not depend on timing. Bound 3: the worker's 4th round finds its first push 3 steps old and
+  // waits; the control (unbounded) takes all its steps without an answer.
+  using bounded_async = distopt::staleness::asynchronous;
+  SUBCASE("async parameter server: pulls withheld from rank 1") {
+    for (const std::uint64_t bound : {std::uint64_t{3}, bounded_async::unbounded}) {
+      CAPTURE(bound);
+      std::atomic<bool> open{false};
+      std::atomic<int> progress{0};
+      int progress_while_withheld = -1;
+      distopt::run_threads(
+          2,
+          [&](distopt::transport_ref t) {
+            late_pulls gate{t, &open};
+            distopt::optimizer<distopt::compress::identity, distopt::topology::parameter_server, bounded_async,
+                               distopt::local_steps::every_step>
+                opt(gate, Eigen::VectorXf::Zero(2), {.learning_rate = 0.1f, .timeout = 5s}, {}, {},
+                    {.max_unanswered_steps = bound});
+            if (t.rank() == 1) {
+              for (int k = 0; k < 10; ++k) {
+                opt.step(Eigen::VectorXf::Ones(2));
+                ++progress;
+              }
+              open = true;  // the control took every step: let the answers through to finish
+            } else {
+              const auto deadline = std::chrono::steady_clock::now() + 10s;
+              while (progress.load() < (bound == 3 ? 3 : 10) && std::chrono::steady_clock::now() < deadline)
+                std::this_thread::sleep_for(1ms);
+              std::this_thread::sleep_for(100ms);  // time to run past the bound, if it could
+              progress_while_withheld = progress.load();
+              open = true;
+            }
+            opt.finish();
+          },
+          distopt::thread_options{.timeout = 5s});
+      CHECK(progress_while_withheld == (bound == 3 ? 3 : 10));
+      CHECK(progress.load() == 10);
+    }
+  }
+  SUBCASE("AD-PSGD: the partner does not poll for 300 ms") {
+    // Bound 4: rank 0's request (sent at step 1) is overdue at step 5, so it waits for rank 1;
+    // its interactions are then at most 4 steps stale. Control: unbounded, rank 1 answers only
+    // after rank 0's 50 steps, so that interaction is 49 steps stale.
+    for (const std::uint64_t bound : {std::uint64_t{4}, bounded_async::unbounded}) {
+      CAPTURE(bound);
+      std::atomic<bool> partner_awake{false}, steps_done{false};
+      bool awake_before_last_step = false;
+      distopt::statistics stats0;
+      distopt::run_threads(
+          2,
+          [&](distopt::transport_ref t) {
+            distopt::optimizer<distopt::compress::identity, distopt::topology::random_pairwise<>, bounded_async,
+                               distopt::local_steps::every_step>
+                opt(t, Eigen::VectorXf::Zero(2), {.learning_rate = 0.1f, .timeout = 5s}, {}, {},
+                    {.max_unanswered_steps = bound});
+            if (t.rank() == 0) {
+              for (int k = 0; k < 50; ++k) opt.step(Eigen::VectorXf::Ones(2));
+              awake_before_last_step = partner_awake.load();
+              steps_done = true;
+              opt.finish();
+              stats0 = opt.stats();
+              return;
+            }
+            if (bound == 4) {
+              std::this_thread::sleep_for(300ms);
+            } else {
+              const auto deadline = std::chrono::steady_clock::now() + 10s;
+              while (!steps_done.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+            }
+            partner_awake = true;
+            opt.poll();  // answers rank 0's request
+            opt.finish();
+          },
+          distopt::thread_options{.timeout = 5s});
+      if (bound == 4) {
+        CHECK(awake_before_last_step);
+        CHECK(stats0.max_staleness <= 4);
+      } else {
+        CHECK(stats0.max_staleness == 49);
+      }
+    }
+  }
+}
+
+TEST_CASE("AD-PSGD oversubscribed (32 workers on the machine's cores): no interaction is staler than the bound") {
+  // No compute between steps: without the bound a worker whose partner is not scheduled runs
+  // hundreds of steps per time slice.
+  constexpr int n = 32;
+  std::vector<distopt::statistics> stats(n);
+  std::mutex m;
+  distopt::run_threads(
+      n,
+      [&](distopt::transport_ref t) {
+        distopt::algorithms::ad_psgd<> opt(t, Eigen::VectorXf::Zero(8), {.learning_rate = 0.1f, .timeout = k_timeout});
+        for (int k = 0; k < 200; ++k) opt.step(opt.parameters() - Eigen::VectorXf::Ones(8));
+        opt.finish();
+        std::lock_guard lock(m);
+        stats[static_cast<std::size_t>(t.rank())] = opt.stats();
+      },
+      harness::k_threads);
+  const std::uint64_t bound = distopt::staleness::asynchronous{}.max_unanswered_steps;
+  for (const auto& s : stats) CHECK(s.max_staleness <= bound);
+}
+
+TEST_CASE("local_steps::geometric<H>: under asynchronous protocols each worker draws its own schedule") {
+  // Independent schedules: a step is a communication point of both ranks 0 and 1 with probability
+  // 1/H^2 = 1/16; a shared one, 1/H. 40000 steps: the frequencies lie within 6 standard
+  // deviations (binomial, p = 1/4: 0.013; p = 1/16: 0.0073) of 1/4 and 1/16.
+  const distopt::local_steps::geometric<4> g{.seed = 5};
+  constexpr int steps = 40000;
+  int rank0 = 0, both = 0, same_as_shared = 0;
+  for (std::uint64_t s = 0; s < steps; ++s) {
+    const bool a = g.communicates_after(s, 0), b = g.communicates_after(s, 1);
+    rank0 += a;
+    both += a && b;
+    same_as_shared += a == g.communicates_after(s);
+  }
+  CHECK(std::abs(rank0 / double(steps) - 0.25) < 0.013);
+  CHECK(std::abs(both / double(steps) - 1.0 / 16) < 0.0073);
+  CHECK(same_as_shared < steps);  // not the shared stream under another name
+
+  // The optimizer uses rank r's stream under asynchronous gossip: with max_unanswered_steps = 0
+  // every request is answered before the next step, so the interactions a worker starts are its
+  // own communication points.
+  for (const int stepper : {0, 1}) {
+    CAPTURE(stepper);
+    constexpr int n_steps = 200;
+    std::atomic<bool> done{false};
+    std::uint64_t rounds = 0;
+    distopt::run_threads(
+        2,
+        [&](distopt::transport_ref t) {
+          distopt::optimizer<distopt::compress::identity, distopt::topology::random_pairwise<>,
+                             distopt::staleness::asynchronous, distopt::local_steps::geometric<4>>
+              opt(t, Eigen::VectorXf::Zero(2), {.learning_rate = 0.1f, .timeout = k_timeout}, {}, {},
+                  {.max_unanswered_steps = 0}, {.seed = 5});
+          if (t.rank() == stepper) {
+            for (int k = 0; k < n_steps; ++k) opt.step(Eigen::VectorXf::Zero(2));
+            done = true;
+            rounds = opt.stats().rounds;
+          } else {
+            const auto deadline = std::chrono::steady_clock::now() + 10s;
+            while (!done.load() && std::chrono::steady_clock::now() < deadline) {
+              opt.poll();
+              std::this_thread::sleep_for(20us);
+            }
+          }
+          opt.finish();
+        },
+        harness::k_threads);
+    int points = 0, shared = 0;
+    for (std::uint64_t s = 0; s < n_steps; ++s) {
+      points += g.communicates_after(s, stepper);
+      shared += g.communicates_after(s);
+    }
+    REQUIRE(points != shared);  // else the check below could not tell the streams apart
+    CHECK(rounds == static_cast<std::uint64_t>(points));
+  }
 }
