@@ -25,8 +25,8 @@
 //
 // Straggler runs (workers that WAIT), async_ps_sgd and ad_psgd with n = --straggler-workers:
 // every worker takes --straggler-steps steps, the last rank sleeping --straggler-sleep-ms
-// after each, so the others finish early and wait in finish() until it is done (async_ps:
-// the server, rank 0, polls; the other workers block in a receive. ad_psgd: all poll).
+// after each, so the others finish early and wait in finish() until it is done (async_ps: the
+// server thread of rank 0 and the waiting workers poll. ad_psgd: all poll).
 // Reported for the waiting phase ("wait s": from the moment the last fast worker entered
 // finish() to the end; "waitCPU": the process CPU over it):
 //   cores         process CPU / wall over that phase (cores kept busy)
@@ -182,9 +182,8 @@ run_result run(const char* config, const problem& p, int n, int steps, float lr,
 
   const usage start = usage::now();
   distopt::run_threads(n, [&](distopt::transport_ref t) {
-    // staleness_aware_lr: AsySGD's step scaled by 1/(1 + staleness). Without it, a worker whose
-    // model the server has not refreshed pushes the gradient of the same model again and
-    // again, and async_ps_sgd diverges here (loss/l0 ~10..1e4). Only the parameter server uses it.
+    // staleness_aware_lr: AsySGD's step scaled by 1/(1 + staleness) (the others' pushes a push
+    // missed, in rounds). Only the parameter server uses it.
     Opt opt(t, x0, {.learning_rate = lr, .seed = 1, .staleness_aware_lr = true});
     Eigen::VectorXf g(p.dim);
     const double loop0 = seconds_of(CLOCK_THREAD_CPUTIME_ID);

@@ -183,7 +183,7 @@ struct context {
 struct trace {
   std::string name;
   int tau = 0;
-  double gamma = 0;
+  double gamma = 0;  // gamma0 / (1 + tau), or gamma0 for the fixed-step sweep
   std::vector<int> k;
   std::vector<double> sub, dist;
   std::vector<std::uint64_t> bits;  // sent before x_k was formed, all workers
@@ -196,15 +196,24 @@ bool recorded(const context& c, int k) {
          std::find(c.checkpoints.begin(), c.checkpoints.end(), k) != c.checkpoints.end();
 }
 
+/// A compressor that tracks the aggregate of all workers (EF21): the step follows it.
 template <class C>
-trace simulate(const context& c, const std::string& name, const C& prototype, double gamma0, int tau) {
+concept tracks_aggregate = requires(const C& q, std::span<float> v, distopt::compressor_state_t<C>& s) {
+  q.finish_round(v, s);
+};
+
+/// The iteration with delay tau and step gamma0 / (1 + tau), or gamma0 at every tau if `fixed`.
+template <class C>
+trace simulate(const context& c, const std::string& name, const C& prototype, double gamma0, int tau,
+               bool fixed = false) {
   const auto m = static_cast<std::size_t>(c.s.workers);
   const auto d = static_cast<Eigen::Index>(c.s.dim);
   const auto n = static_cast<std::size_t>(d);
-  trace t{name, tau, gamma0 / (1.0 + tau), {}, {}, {}, {}, 0, ""};
+  trace t{name, tau, fixed ? gamma0 : gamma0 / (1.0 + tau), {}, {}, {}, {}, 0, ""};
   std::vector<C> q(m, prototype);  // one compressor object (working memory) per worker
   std::vector<distopt::compressor_state_t<C>> state;
   for (auto& qi : q) state.push_back(distopt::make_compressor_state(qi, n));
+  [[maybe_unused]] auto aggregate = distopt::make_compressor_state(q[0], n);  // EF21's g = (1/m) sum_i g_i
   // history[j % (tau + 1)] holds x_j for the last tau + 1 iterates; x_j = x_0 for j < 0.
   std::vector<Eigen::VectorXf> history(static_cast<std::size_t>(tau + 1), Eigen::VectorXf::Zero(d));
   Eigen::VectorXf g(d), decoded(d), sum(d);
@@ -233,7 +242,9 @@ trace simulate(const context& c, const std::string& name, const C& prototype, do
       sum += decoded;
     }
     if (k == 0) t.bits_first = bits;
-    history[next] = history[now] - static_cast<float>(t.gamma / static_cast<double>(m)) * sum;
+    sum /= static_cast<float>(m);
+    if constexpr (tracks_aggregate<C>) prototype.finish_round(std::span<float>(sum.data(), n), aggregate);
+    history[next] = history[now] - static_cast<float>(t.gamma) * sum;
     if (!history[next].allFinite()) {
       t.note = "diverged at iteration " + std::to_string(k + 1);
       break;
@@ -405,7 +416,21 @@ int main(int argc, char** argv) try {
   const dc::qsgd<4> q4{};
   const dc::terngrad tern{};
   const dc::rounding round_a{0x1.0p-7}, round_b{0x1.0p-10}, round_c{0x1.0p-13};
+  const dc::ef21<dc::top_k> ef21_top10{dc::top_k{0.1}};
   const double alpha_rand = 1.0 + rand10.omega(n), alpha_q4 = 1.0 + q4.omega(n), alpha_tern = 1.0 + tern.omega(n);
+  // EF21's step (Theorem 1): 1 / (L + L~ sqrt(beta / theta)), delta = k/d, theta = 1 - sqrt(1 - delta),
+  // beta = (1 - delta) / theta, L~ = sqrt(mean_i L_i^2), L_i = lambda_max(A_i^T A_i)/(4 N_i) + lambda.
+  const double delta = dc::top_k{0.1}.k(n) / double(n), theta = 1.0 - std::sqrt(1.0 - delta);
+  const double beta = (1.0 - delta) / theta;
+  double mean_li2 = 0;
+  for (int w = 0; w < s.workers; ++w) {
+    const Eigen::MatrixXd a = data.features.middleRows(w * per, per).cast<double>();
+    const Eigen::MatrixXd gram = a.transpose() * a / static_cast<double>(per);
+    const double li = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(gram, Eigen::EigenvaluesOnly).eigenvalues()(s.dim - 1) / 4.0 +
+                      c.ref.lambda;
+    mean_li2 += li * li / s.workers;
+  }
+  const double gamma_ef21 = 1.0 / (big_l + std::sqrt(mean_li2) * std::sqrt(beta / theta));
   std::printf("%-14s %-10s %-32s %10s %12s\n", "compressor", "class", "constant", "gamma0*L", "bits/iter");
   struct legend {
     const char* name;
@@ -425,6 +450,8 @@ int main(int argc, char** argv) try {
       {"terngrad", "C1", "alpha = " + format_value(alpha_tern), gamma0 / alpha_tern, alpha_tern},
       {"rand-10%", "C1", "alpha = " + format_value(alpha_rand), gamma0 / alpha_rand, alpha_rand},
       {"rand-10% 1/L", "C1", "alpha = " + format_value(alpha_rand), gamma0, alpha_rand},
+      {"EF21 top-10%", "EF21", "sqrt(beta/theta) = " + format_value(std::sqrt(beta / theta), "%.1f"), gamma_ef21, 1.0},
+      {"EF21 1/L", "EF21", "sqrt(beta/theta) = " + format_value(std::sqrt(beta / theta), "%.1f"), gamma0, 1.0},
   };
 
   std::vector<trace> traces;
@@ -439,6 +466,8 @@ int main(int argc, char** argv) try {
     traces.push_back(simulate(c, legends[7].name, tern, legends[7].gamma0, tau));
     traces.push_back(simulate(c, legends[8].name, rand10, legends[8].gamma0, tau));
     traces.push_back(simulate(c, legends[9].name, rand10, legends[9].gamma0, tau));
+    traces.push_back(simulate(c, legends[10].name, ef21_top10, legends[10].gamma0, tau));
+    traces.push_back(simulate(c, legends[11].name, ef21_top10, legends[11].gamma0, tau));
   }
   for (std::size_t j = 0; j < legends.size(); ++j)
     std::printf("%-14s %-10s %-32s %10.4f %12llu\n", legends[j].name, legends[j].kind, legends[j].constant.c_str(),
@@ -523,11 +552,41 @@ int main(int argc, char** argv) try {
                 a.reached && b.reached && cc.reached ? "" : " (a floor was not reached)");
   }
   std::printf("  unbiased, tau = 0: iterations to f - f* <= 1e-2 (f(x0) - f*) relative to exact, alpha in brackets:");
-  for (std::size_t j = 6; j < configs; ++j) {
+  for (std::size_t j = 0; j < configs; ++j) {
+    if (std::string(legends[j].kind) != "C1") continue;
     const int k = sums[j].k_target[0], k0 = sums[0].k_target[0];
-    std::printf(" %s %s (%.2f)%s", legends[j].name, k > 0 && k0 > 0 ? format_value(double(k) / k0, "%.2f").c_str() : "-",
-                legends[j].alpha,
-                j + 1 < configs ? "," : "\n");
+    std::printf(" %s %s (%.2f)", legends[j].name, k > 0 && k0 > 0 ? format_value(double(k) / k0, "%.2f").c_str() : "-",
+                legends[j].alpha);
+  }
+  std::printf("\n");
+
+  // Part 1b: one fixed step for every tau, the step the schedule above takes at tau = 16 (stable at
+  // every tau) and at tau = 4, so that the slowdown with tau is measured, not set by the step.
+  std::vector<trace> fixed;
+  for (const double shrink : {17.0, 5.0})
+    for (int tau : delays) {
+      fixed.push_back(simulate(c, legends[0].name, dc::identity{}, legends[0].gamma0 / shrink, tau, true));
+      fixed.push_back(simulate(c, legends[2].name, round_b, legends[2].gamma0 / shrink, tau, true));
+      fixed.push_back(simulate(c, legends[6].name, q4, legends[6].gamma0 / shrink, tau, true));
+      fixed.push_back(simulate(c, legends[11].name, ef21_top10, legends[11].gamma0 / shrink, tau, true));
+    }
+  const std::size_t fixed_configs = 4;
+  std::printf("\npart 1b: one fixed step gamma = gamma0/17, then gamma0/5, at every tau; rate/rate0 = rate / "
+              "rate(tau = 0) at that step, the slowdown the delay itself causes (a rate slowing like 1/(1+tau) "
+              "would give the next column)\n");
+  std::printf("%-14s %4s %8s %11s %10s %9s %10s %8s\n", "compressor", "tau", "gamma*L", "rate", "rate/rate0", "1/(1+tau)",
+              "floor f", "it->1e-2");
+  std::vector<summary> fixed_sums;
+  for (const auto& t : fixed) fixed_sums.push_back(analyse(t, targets));
+  for (std::size_t j = 0; j < fixed.size(); ++j) {
+    const auto& t = fixed[j];
+    const auto& u = fixed_sums[j];
+    const std::size_t first = j / (fixed_configs * std::size(delays)) * fixed_configs * std::size(delays) + j % fixed_configs;
+    const double ratio = u.rate / fixed_sums[first].rate;
+    std::printf("%-14s %4d %8.4f %11s %10s %9.3f %c%9s %8s  %s\n", t.name.c_str(), t.tau, t.gamma * big_l,
+                format_value(u.rate, "%.3e").c_str(), format_value(ratio, "%.3f").c_str(), 1.0 / (1.0 + t.tau),
+                u.reached ? ' ' : '<', format_value(u.floor).c_str(),
+                u.k_target[0] < 0 ? "-" : std::to_string(u.k_target[0]).c_str(), t.note.c_str());
   }
 
   // Part 2: the library's parameter server with bounded staleness.

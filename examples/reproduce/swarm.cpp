@@ -3,8 +3,13 @@
 // Quantized and Local Updates", NeurIPS 2021, arXiv 1910.12308; the CPU experiment of §3.4).
 //
 // Problem: l2-regularised logistic regression, lambda = 1/m, on a seeded synthetic binary set
-// (problems::synthetic_classification, m = --samples rows, d = --dim; ||x*|| ~ 1), dealt out at
-// random in equal iid shards. Every worker takes K = --steps local steps, each on a mini-batch of
+// (problems::synthetic_classification, m = --samples rows, d = --dim; ||x*|| ~ 1), dealt out in
+// equal shards of consecutive rows of a seeded shuffle. --shards sorted (the default; the paper's
+// non-iid setting): the shuffle is then sorted by label, so each worker holds one class (one
+// worker at the boundary, both): every worker's own optimum is far from x*, and how well the
+// models mix (graph, H) shows in the loss of their mean. --shards iid: the shuffle as it is, where
+// every shard has the same optimum up to sampling and the graph hardly matters.
+// Every worker takes K = --steps local steps, each on a mini-batch of
 // --batch rows of its own shard (rng purpose::sampling), constant step size eta = --lr, x0 = 0.
 // Workers are threads sharing the machine's cores. For the asynchronous methods the driver
 // (never the library) evens out their speeds, as the paper's model of equal-rate clocks assumes:
@@ -16,10 +21,10 @@
 // workers, all messages, headers included), and the consensus distance Gamma = sum_i ||x_i - mu||^2.
 // f* by Newton. finish() of the asynchronous methods drains the pending interactions and keeps one
 // model per worker (no final averaging): "mean f_i" is the mean suboptimality of those models,
-// "drift" checks that the averaging kept the sum of the models (exact up to rounding). "talk%": async_gossip defers an interaction while the
-// worker's previous request is unanswered and merges deferred ones, so AD-PSGD and SwarmSGD
-// may talk at fewer than all of their communication points (every H-th step); the bits and
-// interactions counted are real.
+// "drift" checks that the averaging kept the sum of the models (exact up to rounding). "talk%":
+// async_gossip defers an interaction while the worker's previous request is unanswered and merges
+// deferred ones, so AD-PSGD and SwarmSGD may talk at fewer than all of their communication points
+// (every H-th step); the bits and interactions counted are real.
 // Configurations (SwarmSGD = algorithms::swarm_sgd<H, C, G>: H local steps, then a non-blocking
 // pairwise average with a uniformly random neighbour in G; AD-PSGD = the same with H = 1):
 //   [A] n = --workers (16): SwarmSGD on complete / hypercube / random 4-regular / ring, H in
@@ -30,6 +35,8 @@
 //   [C] n in --sweep (8,16,32,64), complete graph, the same K per worker (parallel time): SwarmSGD
 //       H = 2 (fp32 and lattice), AD-PSGD, mini-batch SGD
 //   [D] cost (steps, bits, interactions) to reach 2x the final suboptimality of mini-batch SGD
+//   [E] f(mu) - f* against the interactions and against the bits all workers spent (n = --workers),
+//       the paper's x-axes: the value at the last checkpoint within each budget
 // Not run: the full product graphs x H x n x compressor. --quick: n = 8, K = 256, d = 40,
 // m = 2048, sweep 4,8 (a few seconds).
 // Lattice side: s = 5e-3 (radius 127 s = 0.635). Interacting models differ by their dispersion
@@ -39,14 +46,16 @@
 // which costs bits: with --side 1e-3 or 2e-3 the Mbit column grows. At s = 5e-3 the
 // quantization error is still far below one SGD step.
 // Expected (paper, ALGORITHMS.md §3.4): f(mu) vs total steps close to allreduce SGD on
-// well-connected graphs, worse on the ring (Gamma ~ eta^2 H^2 (r / lambda2)^2 far larger there);
-// H trades communication for accuracy; the 8-bit lattice gives the same curve at ~1/4 of the
-// bits; SwarmSGD needs fewer interactions than AD-PSGD per unit of progress.
+// well-connected graphs, worse on the ring (Gamma ~ eta^2 H^2 (r / lambda2)^2 far larger there,
+// and on sorted shards a larger Gamma moves the mean's fixed point away from x*); H trades
+// communication for accuracy; the 8-bit lattice gives the same curve at ~1/4 of the bits;
+// SwarmSGD needs fewer interactions than AD-PSGD per unit of progress.
 // Output: tables on stdout; a CSV (section,algorithm,graph,compressor,n,H,k,total_steps,subopt,
 // gamma,bits,interactions) with --csv.
 //
 //   swarm [--workers 16] [--steps 2048] [--dim 200] [--samples 16384] [--batch 8] [--lr 0.05]
-//         [--side 5e-3] [--sweep 8,16,32,64] [--yield 1] [--pace 16] [--quick] [--csv out.csv]
+//         [--side 5e-3] [--sweep 8,16,32,64] [--yield 1] [--pace 16] [--shards sorted|iid] [--quick]
+//         [--csv out.csv]
 
 #include <algorithm>
 #include <atomic>
@@ -88,6 +97,7 @@ struct settings {
   std::vector<int> sweep{8, 16, 32, 64};
   bool yield = true;
   long pace = 16;  // max steps a worker may lead the slowest one (0: unpaced)
+  bool sorted = true;  // label-sorted (non-iid) shards
   bool quick = false;
   std::string csv;
 };
@@ -131,11 +141,12 @@ settings parse(int argc, char** argv) {
     else if (key == "--sweep") s.sweep = parse_list(value);
     else if (key == "--yield") s.yield = std::stoi(value) != 0;
     else if (key == "--pace") s.pace = std::stol(value);
+    else if (key == "--shards" && (value == "sorted" || value == "iid")) s.sorted = value == "sorted";
     else if (key == "--csv") s.csv = value;
     else
       throw distopt::config_error("unknown option " + key +
                                   "; use --workers, --steps, --dim, --samples, --batch, --lr, --side, --sweep, "
-                                  "--yield, --pace, --quick, --csv");
+                                  "--yield, --pace, --shards sorted|iid, --quick, --csv");
   }
   if (s.workers < 2 || s.steps < 64 || s.dim < 1 || s.batch < 1 || s.pace < 0 || s.sweep.empty())
     throw distopt::config_error(
@@ -497,6 +508,14 @@ reach to_target(const context& cx, const result& r, double target) {
   return {};
 }
 
+// f(mu) - f* at the last checkpoint whose cost (interactions or bits, per checkpoint) is within
+// `budget`; NaN if even the first exceeds it.
+double within(const std::vector<double>& cost, const std::vector<double>& subopt, double budget) {
+  double v = std::nan("");
+  for (std::size_t c = 0; c < cost.size() && cost[c] <= budget; ++c) v = subopt[c];
+  return v;
+}
+
 const result* find(const context& cx, const std::string& section, const std::string& algorithm, const char* graph,
                    int n, int h, const std::string& compressor = "fp32") {
   for (const auto& r : cx.results)
@@ -521,6 +540,9 @@ int main(int argc, char** argv) try {
   distopt::rng shuffle(5, 0, 0, distopt::purpose::sampling);
   for (std::size_t k = p.order.size(); k > 1; --k)
     std::swap(p.order[k - 1], p.order[shuffle.below(static_cast<std::uint32_t>(k))]);
+  if (s.sorted)
+    std::stable_sort(p.order.begin(), p.order.end(),
+                     [&](std::size_t a, std::size_t b) { return data.targets(static_cast<Eigen::Index>(a)) < data.targets(static_cast<Eigen::Index>(b)); });
   const Eigen::VectorXf x_star = optimum(p.full);
   p.f_star = p.full.loss(x_star);
   cx.p = &p;
@@ -528,8 +550,8 @@ int main(int argc, char** argv) try {
   const int n0 = s.workers;
   const double radius = dc::lattice<8>{.side = s.side}.radius();
 
-  std::printf("swarm: l2-logistic regression, m = %ld, d = %ld, lambda = 1/m, iid shards, batch %d, eta = %g, x0 = 0\n",
-              s.samples, s.dim, s.batch, static_cast<double>(s.lr));
+  std::printf("swarm: l2-logistic regression, m = %ld, d = %ld, lambda = 1/m, %s shards, batch %d, eta = %g, x0 = 0\n",
+              s.samples, s.dim, s.sorted ? "label-sorted" : "iid", s.batch, static_cast<double>(s.lr));
   std::printf("f* = %.6f (Newton), ||x*|| = %.3g, ||x*||_inf = %.3g, f(x0) - f* = %.4g; K = %ld steps per worker\n",
               p.f_star, static_cast<double>(x_star.norm()), static_cast<double>(x_star.cwiseAbs().maxCoeff()),
               p.full.loss(Eigen::VectorXf::Zero(s.dim)) - p.f_star, s.steps);
@@ -612,6 +634,24 @@ int main(int argc, char** argv) try {
     else
       std::printf("%-24s %-11s %12.0f %12.0f %12.3g %12.0f\n", label(r).c_str(), r.graph.c_str(), t.k, t.k * n0,
                   t.bits / 1e6, t.interactions);
+  }
+
+  // [E] f(mu) against interactions and against bits: budgets 1/64 .. 1 of AD-PSGD's on the complete graph.
+  const result* ad = find(cx, "A", "AD-PSGD", "complete", n0, 1);
+  const double fractions[] = {1.0 / 64, 1.0 / 16, 1.0 / 4, 1.0};
+  for (const bool by_bits : {false, true}) {
+    const double whole = by_bits ? ad->bits.back() : ad->interactions.back();
+    std::printf("\n[E%d] n = %d: f(mu) - f* after B %s (all workers; B = 1/64 .. 1 of AD-PSGD's on the complete graph; "
+                "the last checkpoint within B)\n%-24s %-11s",
+                by_bits ? 2 : 1, n0, by_bits ? "Mbit sent" : "interactions (allreduce: rounds)", "algorithm", "graph");
+    for (double f : fractions) std::printf(" %11.4g", f * whole / (by_bits ? 1e6 : 1.0));
+    std::printf("\n");
+    for (const auto& r : cx.results) {
+      if (r.n != n0 || r.section == "C") continue;
+      std::printf("%-24s %-11s", label(r).c_str(), r.graph.c_str());
+      for (double f : fractions) std::printf(" %11.3g", within(by_bits ? r.bits : r.interactions, r.subopt, f * whole));
+      std::printf("\n");
+    }
   }
 
   if (!s.csv.empty()) {

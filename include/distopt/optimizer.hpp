@@ -73,7 +73,7 @@ class optimizer {
         local_steps_(std::move(l)),
         x_(checked_start(t, x0, o, topo)),
         update_(o, static_cast<std::size_t>(x_.size())),
-        protocol_(protocol_context{transport_ref(meter_), &stats_, o}, span_of(x_), std::move(c), std::move(topo),
+        protocol_(protocol_context{transport_ref(meter_), t, &stats_, o}, span_of(x_), std::move(c), std::move(topo),
                   std::move(s)),
         options_(o) {}
 
@@ -88,8 +88,7 @@ class optimizer {
       throw numeric_error("optimizer::step: rank " + std::to_string(transport_.rank()) +
                           " got a non-finite gradient at step " + std::to_string(step_) +
                           "; lower the learning rate, clip gradients, or check the data for NaN/Inf");
-    bool talk = false;
-    if constexpr (valid_policies) talk = local_steps_.communicates_after(step_);
+    const bool talk = communicates_after(step_);
     ++step_;
     ++stats_.steps;
     protocol_.step(span_of(x_), g, talk, update_);
@@ -125,6 +124,18 @@ class optimizer {
   const statistics& stats() const { return stats_; }
 
  private:
+  // Protocols whose workers need not meet in rounds (independent_schedules: the asynchronous
+  // ones) give each worker its own schedule when L draws one per rank (local_steps::geometric).
+  bool communicates_after(std::uint64_t step) const {
+    if constexpr (!valid_policies)
+      return false;
+    else if constexpr (requires { requires protocol_type::independent_schedules; } &&
+                       requires { local_steps_.communicates_after(step, 0); })
+      return local_steps_.communicates_after(step, transport_.rank());
+    else
+      return local_steps_.communicates_after(step);
+  }
+
   static std::span<float> span_of(Eigen::VectorXf& v) { return {v.data(), static_cast<std::size_t>(v.size())}; }
 
   // Validates the options, the topology and x0, and refuses to start when ranks disagree

@@ -17,7 +17,11 @@
 namespace distopt {
 
 struct protocol_context {
+  /// The optimizer's transport, metered: every byte counts in *stats.
   transport_ref transport;
+  /// The same transport unmetered, for a thread a protocol runs beside the worker (the stale
+  /// server's), which must not write the worker's statistics.
+  transport_ref backend;
   statistics* stats;
   options opts;
 

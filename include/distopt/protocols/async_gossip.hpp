@@ -4,37 +4,50 @@
 // NeurIPS 2021, arXiv 1910.12308; H local steps, optionally lattice-quantized models), the
 // configuration topology::random_pairwise<G> + staleness::asynchronous.
 //
-// An interaction of i with a neighbour j (uniform among the neighbours of i in G that have
-// not finished), at each communication point of i (every H-th step):
-//   i: q_i = Q(x_i); sends q_i; goes on with its local steps (it never waits);
-//   j: when it next polls (each of its steps): q_j = Q(x_j); sends q_j back;
-//      x_j <- x_j + (q_i - q_j) / 2;
-//   i: when the reply arrives, x_i <- x_i + (q_j - q_i) / 2.
-// So both ends move by opposite amounts and the sum of the models is preserved exactly (up
-// to float rounding), whatever the quantizer Q and whatever local steps i took meanwhile:
-// i re-applies its own progress since q_i, as SwarmSGD's non-blocking variant prescribes
-// (x_i <- (x̂_i + x̂_j)/2 + (x_i - x̂_i) with x̂_i = q_i). With identity, an interaction
-// without steps in between is the exact average (x_i + x_j)/2 on both ends.
-// One request is in flight per worker, which keeps the re-applied progress short: a
-// communication point that finds the previous request unanswered defers its interaction to
-// the moment the reply is applied (several deferred ones merge into one), so
-// statistics::rounds (interactions i started) falls below the communication points only
-// when partners answer more slowly than i reaches them.
+// Every worker a keeps, besides its model x_a, an exposed copy x̂_a: the model it had when its
+// last interaction ended (x̂_a = x0 at the start). x_a - x̂_a is its local progress since (its
+// gradient steps). An interaction of i with a neighbour j (uniform among the neighbours of i in G
+// that have not finished), started at a communication point of i (every H-th step):
+//   i: q_i = Q(x̂_i); sends q_i; goes on with its local steps (it never waits);
+//   j: when it next polls (before each of its steps): q_j = Q(x̂_j); sends q_j back;
+//      x_j <- x_j + (q_i - q_j) / 2,  x̂_j <- x̂_j + (q_i - q_j) / 2;
+//   i: when the reply arrives, x_i <- x_i + (q_j - q_i) / 2,  x̂_i <- x_i.
+// With Q = identity that is SwarmSGD's non-blocking averaging (ALGORITHMS.md §3.2, Algorithm S2):
+//   x_i <- (x̂_i + x̂_j) / 2 + (x_i - x̂_i),  x̂_i <- x_i      (i re-applies all its local progress)
+//   x̂_j <- (x̂_i + x̂_j) / 2,  x_j keeps its progress x_j - x̂_j for its own next interaction.
+// Both ends move by opposite amounts, so the sum of the models is preserved exactly (up to float
+// rounding) whatever Q and whatever steps either took meanwhile. With H = 1 it is AD-PSGD as
+// published (ALGORITHMS.md §2.6): replies are applied before a step and the request sent after
+// it, carrying x̂_i, so when the previous reply came before the gradient was read, the request
+// carries the model the gradient was read at and the step lands after the average:
+//   x_i <- (x_i + x_j) / 2 - eta g_i(x_i)    (X W - eta G(X̂): gradient before, applied after);
+// without steps in between an interaction is the exact average (x_i + x_j) / 2 on both ends.
+// One request is in flight per worker: a communication point that finds the previous request
+// unanswered defers its interaction to the moment the reply is applied (several deferred ones
+// merge into one), so statistics::rounds (interactions i started) falls below the communication
+// points when partners answer more slowly than i reaches them. A request unanswered for
+// staleness::asynchronous::max_unanswered_steps of i's steps (default 16) makes i wait for the
+// reply (answering others) before it steps on: with many more workers than cores, i cannot
+// run unboundedly many local steps between interactions while its partner is not scheduled.
 // Q is C's encoding: identity sends the floats; compress::lattice<B> sends B bits per
-// entry and the receiver decodes against its own model (SwarmSGD's decoding key), which must
-// lie within lattice::radius() of the sender's; other stateless compressors decode from the
-// bytes alone. Models that drifted farther apart do not stop the run: j, unable to decode
-// q_i (decoding_radius_error), asks i to send x_i in full precision and the interaction
-// goes on exactly. i decodes the reply against q_i (not against its model, which may have
-// moved meanwhile), and j, which knows q_i, replies in full precision when x_j is not
-// within the radius of q_i, so every reply decodes. i records the staleness of each
-// interaction: the local steps it took between sending q_i and applying the reply.
+// entry and the receiver decodes against its own exposed copy (SwarmSGD's decoding key), which
+// must lie within lattice::radius() of the sender's point; other stateless compressors decode from
+// the bytes alone. Models that drifted farther apart do not stop the run: j, unable to decode
+// q_i (decoding_radius_error), asks i to send x̂_i in full precision and the interaction goes
+// on exactly. i decodes the reply against q_i (not against its own copy, which may have moved
+// meanwhile), and j, which knows q_i, replies in full precision when x̂_j is not within the
+// radius of q_i, so every reply decodes. i records the staleness of each interaction: the local
+// steps it took between sending q_i and applying the reply.
 //
 // Termination (finish): a worker says "done" to the neighbours that have not; each answers
-// with an "ack" at its next poll (or with its own "done" if it is finishing too). A request
-// precedes the ack on its channel, so once every neighbour has acked (or said done) and its
-// own request is answered, nobody will ask it anything more and it returns, without waiting
-// for its neighbours to finish their steps. Faults: a neighbour that stays silent for
+// with an "ack" at its next poll (or with its own "done" if it is finishing too). A finishing
+// worker takes no part in averaging any more: it declines the requests it gets after its done
+// (it drops them; a requester that gets a done while its request to that worker is pending
+// knows it will not be answered, since a reply would have come first on the channel), so its
+// final model is not moved by neighbours still training. A request precedes the ack on its
+// channel, so once every neighbour has acked (or said done) and its own request is answered
+// (or declined), nobody will ask it anything more and it returns, without waiting for its
+// neighbours to finish their steps. Faults: a neighbour that stays silent for
 // options.timeout while a request or ack is owed (or whose link fails) is given up —
 // recorded in statistics::lost_peers, its pending request abandoned — and the others go on.
 // A worker that pauses longer than that (evaluation, checkpointing) should call
@@ -63,8 +76,8 @@
 #include "distopt/core/tag.hpp"
 #include "distopt/core/traits.hpp"
 #include "distopt/graph.hpp"
+#include "distopt/staleness/asynchronous.hpp"
 #include "distopt/core/protocol.hpp"
-#include "distopt/core/transport_ref.hpp"
 
 namespace distopt::protocols {
 
@@ -78,8 +91,12 @@ class async_gossip {
                 "compress::identity or compress::lattice<B>");
 
  public:
-  async_gossip(int rank, const graph& g, std::uint64_t seed, std::size_t dimension, std::chrono::milliseconds timeout)
-      : me_(rank), seed_(seed), timeout_(timeout) {
+  /// x0: the initial model (the first exposed copy); `max_unanswered_steps`: the
+  /// oversubscription bound (header).
+  async_gossip(int rank, const graph& g, std::uint64_t seed, std::span<const float> x0,
+               std::uint64_t max_unanswered_steps, std::chrono::milliseconds timeout)
+      : me_(rank), seed_(seed), max_unanswered_(max_unanswered_steps), timeout_(timeout), exposed_(x0.begin(), x0.end()) {
+    const std::size_t dimension = x0.size();
     const auto d = static_cast<std::size_t>(g.degree(me_));
     peers_.resize(d);
     for (std::size_t k = 0; k < d; ++k) {
@@ -90,14 +107,24 @@ class async_gossip {
     theirs_.resize(dimension);
   }
 
-  /// One local step was taken: for the staleness of pending interactions.
-  void count_step() { ++steps_; }
-
-  /// A communication point: answers what has arrived, then starts an interaction with a
-  /// random neighbour, or defers it while the previous request is unanswered.
-  void interact(transport_ref t, statistics& stats, std::span<float> x, C& c) {
-    owed_ = true;
+  /// One local step: answers what has arrived, applies `update` (x <- x - eta d, the gradient read
+  /// before any of it), and at a communication point (`talk`) starts an interaction with a random
+  /// neighbour, or defers it while the previous request is unanswered. Then, if the request has
+  /// been unanswered for max_unanswered_steps steps (counted in stats.steps), waits for it.
+  template <class Update>
+  void step(transport_ref t, statistics& stats, std::span<float> x, bool talk, C& c, Update&& update) {
     poll(t, stats, x, c);
+    update();
+    owed_ = owed_ || talk;
+    if (owed_ && !finishing_ && !in_flight_) start(t, stats, c, stats.steps);
+    if (!overdue(stats)) return;
+    detail::poll_backoff backoff(stats);
+    while (overdue(stats)) {  // ends: the partner answers, says done, or is given up after options.timeout
+      const std::uint64_t before = messages_;
+      poll(t, stats, x, c);
+      if (messages_ != before) backoff.reset();
+      else backoff.pause();
+    }
   }
 
   /// Answers requests and applies replies that have arrived, without waiting; starts a
@@ -115,7 +142,7 @@ class async_gossip {
       }
       if (p.pending && now - p.sent_at > timeout_) give_up(p, stats);  // the partner never answered
     }
-    if (owed_ && !finishing_ && !in_flight_) start(t, stats, x, c);
+    if (owed_ && !finishing_ && !in_flight_) start(t, stats, c, stats.steps);
   }
 
   /// Says done to the neighbours, then answers them until each has acked (or is lost) and
@@ -152,7 +179,6 @@ class async_gossip {
     bool quiet = false;     // it will ask us nothing more (it said done, or acked ours)
     bool lost = false;
     std::vector<float> sent;  // q_i of the pending request
-    std::uint64_t sent_at_step = 0;
     std::chrono::steady_clock::time_point sent_at{}, heard{std::chrono::steady_clock::now()};
   };
 
@@ -212,19 +238,25 @@ class async_gossip {
   }
 
   // Must our reply to the request point theirs_ go in full precision? Its sender decodes it
-  // against that point, exactly when x is within the radius of it (1 % kept for rounding).
-  bool reply_exactly(std::span<const float> x, const C& c) const {
+  // against that point, exactly when our exposed copy is within the radius of it (1 % kept for
+  // rounding).
+  bool reply_exactly(const C& c) const {
     if constexpr (requires { c.radius(); }) {
       float far = 0;
-      for (std::size_t i = 0; i < x.size(); ++i) far = std::max(far, std::abs(x[i] - theirs_[i]));
+      for (std::size_t i = 0; i < exposed_.size(); ++i) far = std::max(far, std::abs(exposed_[i] - theirs_[i]));
       return !(far < 0.99f * c.radius());
     } else {
       return false;
     }
   }
 
-  // Starts the owed interaction with a random neighbour that has not finished.
-  void start(transport_ref t, statistics& stats, std::span<const float> x, C& c) {
+  bool overdue(const statistics& stats) const {
+    return in_flight_ && stats.steps - in_flight_since_ >= max_unanswered_;
+  }
+
+  // Starts the owed interaction with a random neighbour that has not finished: sends it the
+  // exposed copy.
+  void start(transport_ref t, statistics& stats, C& c, std::uint64_t step) {
     owed_ = false;
     candidates_.clear();
     for (std::size_t k = 0; k < peers_.size(); ++k)
@@ -232,12 +264,12 @@ class async_gossip {
     rng g = stream(purpose::topology);
     if (candidates_.empty()) return;  // every neighbour finished or lost
     peer& p = peers_[candidates_[g.below(static_cast<std::uint32_t>(candidates_.size()))]];
-    quantize(0, false, x, c, p.sent);
+    quantize(0, false, exposed_, c, p.sent);
     if (!send(t, stats, p)) return;
     p.pending = true;
-    p.sent_at_step = steps_;
     p.sent_at = std::chrono::steady_clock::now();
     in_flight_ = true;
+    in_flight_since_ = step;
     ++stats.rounds;
   }
 
@@ -251,6 +283,7 @@ class async_gossip {
       if (h.kind == 2) {
         p.finished = true;
         if (!finishing_) send_control(t, stats, p, 3);
+        if (p.pending) decline(p);  // p answered before saying done, or will not answer
       }
       p.quiet = true;
       return;
@@ -259,27 +292,40 @@ class async_gossip {
       throw transport_error(std::string(protocol) + ": rank " + std::to_string(p.rank) +
                             " answered a request rank " + std::to_string(me_) + " never made");
     if (h.kind == 4) {  // p could not decode our request: the same interaction in full precision
-      quantize(0, true, x, c, p.sent);
-      p.sent_at_step = steps_;
+      quantize(0, true, exposed_, c, p.sent);
       p.sent_at = std::chrono::steady_clock::now();
       send(t, stats, p);
       return;
     }
-    if (h.kind == 0) {  // a request: answer with our point, move half way to theirs
-      if (!read_point(h, p, x, c)) {
+    if (h.kind == 0) {  // a request: answer with our exposed copy, move both half way to theirs
+      if (finishing_) return;  // declined: p learns it from our done, which it gets after this
+      if (!read_point(h, p, exposed_, c)) {
         send_control(t, stats, p, 4);
         return;
       }
-      quantize(1, h.a == 1 || reply_exactly(x, c), x, c, mine_);
+      quantize(1, h.a == 1 || reply_exactly(c), exposed_, c, mine_);
       if (!send(t, stats, p)) return;
-      for (std::size_t i = 0; i < x.size(); ++i) x[i] += 0.5f * (theirs_[i] - mine_[i]);
+      for (std::size_t i = 0; i < x.size(); ++i) {
+        const float move = 0.5f * (theirs_[i] - mine_[i]);
+        x[i] += move;
+        exposed_[i] += move;  // the progress since our last exposure stays ours, for our next interaction
+      }
       return;
     }
     read_point(h, p, p.sent, c);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += 0.5f * (theirs_[i] - p.sent[i]);
+    std::copy(x.begin(), x.end(), exposed_.begin());
     p.pending = false;
     in_flight_ = false;
-    stats.record_staleness(steps_ - p.sent_at_step);
+    stats.record_staleness(stats.steps - in_flight_since_);
+  }
+
+  // p will not answer our request (it finished): the interaction did not happen; the next
+  // communication point picks another neighbour.
+  void decline(peer& p) {
+    p.pending = false;
+    in_flight_ = false;
+    owed_ = true;
   }
 
   // Sends message_ to p; a neighbour whose link failed is given up (false).
@@ -317,12 +363,15 @@ class async_gossip {
 
   int me_;
   std::uint64_t seed_;
+  std::uint64_t max_unanswered_;
   std::chrono::milliseconds timeout_;
+  std::vector<float> exposed_;  // x̂ (header): what it sends; x - x̂ is its progress not yet exposed
   std::vector<peer> peers_;
   std::vector<std::size_t> candidates_;
   std::vector<float> mine_, theirs_;
   byte_buffer message_, in_;
-  std::uint64_t steps_ = 0, draws_ = 0, messages_ = 0;
+  std::uint64_t draws_ = 0, messages_ = 0;
+  std::uint64_t in_flight_since_ = 0;  // stats.steps when the request in flight was sent
   std::optional<std::uint64_t> seen_arrivals_;  // transport_ref::arrivals() at the last pass
   bool in_flight_ = false;  // a request of ours is unanswered (at most one)
   bool owed_ = false;        // a communication point is waiting for that request's answer
@@ -330,25 +379,23 @@ class async_gossip {
 };
 
 /// The asynchronous pairwise gossip protocol (AD-PSGD, SwarmSGD) over
-/// topology::random_pairwise<G>: every local step x <- x - eta d(g); a step that ends with
-/// a round starts a non-blocking interaction with a random neighbour of G (async_gossip),
-/// others answer what has arrived. finish() keeps each worker's own model.
+/// topology::random_pairwise<G>: each step answers what has arrived, applies the local step,
+/// and at a communication point starts a non-blocking interaction with a random neighbour of
+/// G (async_gossip, above). finish() keeps each worker's own model. Workers draw their
+/// local-steps schedules independently (independent_schedules).
 template <compressor C, class T, class S>
 class pairwise_gossip {
  public:
-  pairwise_gossip(protocol_context ctx, std::span<const float> x0, C c, T topo, S)
+  static constexpr bool independent_schedules = true;
+
+  pairwise_gossip(protocol_context ctx, std::span<const float> x0, C c, T topo, S s)
       : ctx_(ctx),
         compressor_(std::move(c)),
-        engine_(ctx.transport.rank(), topo.base.make_graph(ctx.transport.size()), ctx.opts.seed, x0.size(),
-                ctx.opts.timeout) {}
+        engine_(ctx.transport.rank(), topo.base.make_graph(ctx.transport.size()), ctx.opts.seed, x0,
+                staleness::max_unanswered_steps(s), ctx.opts.timeout) {}
 
   void step(std::span<float> x, std::span<const float> g, bool talk, local_update& u) {
-    u.apply(x, g);
-    engine_.count_step();
-    if (talk)
-      engine_.interact(ctx_.transport, *ctx_.stats, x, compressor_);
-    else
-      engine_.poll(ctx_.transport, *ctx_.stats, x, compressor_);
+    engine_.step(ctx_.transport, *ctx_.stats, x, talk, compressor_, [&] { u.apply(x, g); });
   }
 
   void finish(std::span<float> x) { engine_.finish(ctx_.transport, *ctx_.stats, x, compressor_); }

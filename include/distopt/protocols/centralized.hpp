@@ -60,6 +60,10 @@ class centralized {
   template <class S>
   centralized(protocol_context ctx, std::span<const float> x0, C c, T topo, S)
       : ctx_(ctx), compressor_(std::move(c)), averager_(averager_for<T>::make(topo)) {
+    if constexpr (requires { topo.shards; })
+      if (topo.shards != 1)
+        throw config_error("topology::parameter_server: shards > 1 needs staleness::bounded<Tau> or "
+                           "staleness::asynchronous (the stale server); the synchronous round has one server");
     scratch_.reserve(x0.size());
   }
 

@@ -1,50 +1,78 @@
 #pragma once
 // async_parameter_server<C>: the parameter server of topology::parameter_server under
 // staleness::bounded<Tau> (SSP, Ho et al., NeurIPS 2013) and staleness::asynchronous
-// (AsySGD, Lian et al., NeurIPS 2015; the staled compressed gradients of Khirirat,
-// Feyzmahdavian, Johansson, arXiv 1806.06573).
+// (AsySGD, Lian et al., NeurIPS 2015, arXiv 1506.08272; the staled compressed gradients of
+// Khirirat, Feyzmahdavian, Johansson, arXiv 1806.06573). ALGORITHMS.md §2.5.
 //
 // Every worker k counts its rounds c = 1, 2, ...; a round ends its local steps:
-//   worker k: push C(u_k), u_k = x_k - (model it last adopted), its update of round c;
-//             then adopt the newest model the server has sent back (see "waiting").
-//   server:   applies each push as it takes it: x <- x + decode(C(u_k)) / n (n pushes, one
-//             from each worker, make one synchronous round's step); after each pass over
-//             the workers it sends its model to every worker whose pushes it took, and to
-//             every worker its pass released (below).
-// A model is "complete to round m" when it holds rounds 1..m of every worker (m = the
-// smallest count of pushes taken). Waiting: after its round c a worker blocks until it holds
-// a model complete to round >= c - Tau; asynchronous never blocks and keeps the newest model
-// it has (possibly the one it already had). The staleness of the steps that follow is
-// c - m (0..Tau under bounded<Tau>), recorded in statistics.
+//   worker k: pushes C(u_k), u_k = x_k - (its parameters when the round began);
+//   server:   applies each push as it takes it, x <- x + decode(C(u_k)) / n (n pushes, one from
+//             each worker, make one synchronous round's step), and answers the pusher with its
+//             model and how many of that worker's pushes the model holds.
+// Read-my-writes (SSP's consistency model): a worker's parameters are always the newest server
+// model it holds plus its own pushes that model does not hold yet, each as the server will add it:
+//   x_k = x_server + sum over own pushes p not in x_server of decode(C(u_p)) / n,
+// so no gradient is computed on parameters that lack the worker's own updates, and none twice
+// on the same parameters because an answer is late.
+// bounded<Tau>: a model is "complete to round m" when it holds rounds 1..m of every worker still
+// training. After its round c a worker waits until it holds one complete to round >= c - Tau;
+// the staleness c - m (0..Tau) is recorded in statistics.
+// asynchronous: never waits for other workers. The staleness of a push is AsySGD's delay in
+// rounds: the other workers' pushes the server applied between the model the push was computed
+// on and the push itself, divided by n - 1 and rounded (1 when each of the others pushes once
+// while it computes). The server measures it and tells the worker, which records the largest of
+// its pushes answered in each round; options.staleness_aware_lr scales the following steps by
+// 1 / (1 + staleness) (under bounded<Tau>, by the c - m above).
+// Oversubscription: a worker whose oldest unanswered push was sent
+// staleness::asynchronous::max_unanswered_steps local steps ago (default 16) waits for the answer
+// before it steps on, so with many more workers than cores a worker does not run far ahead of a
+// server thread that is not scheduled. staleness::asynchronous{.max_unanswered_steps =
+// staleness::asynchronous::unbounded} never waits.
 //
-// The server role runs on the server rank inside its own optimizer calls, with no extra
-// thread, so every transport works unchanged: pushes that arrive while the server rank
-// computes wait for its next step(). A server rank much slower than the others therefore
-// makes their models staler (statistics show it) without slowing their steps. Waiting for
-// any of several peers polls with a short sleep (detail/async_wait.hpp).
+// A server that answers while its rank computes: each server rank runs its shard in a thread
+// beside its training thread (detail/async_shard_server.hpp); the worker of that rank applies its
+// own pushes and reads the shard under a lock, without messages. Every rank still trains (a
+// program is the same on every rank, as with the synchronous server), and a server rank 10x
+// slower than the others does not delay their answers. Transports: every call this protocol
+// makes on a server rank's transport, from either thread, holds one lock, so one thread uses it
+// at a time. The thread and TCP transports are safe from any thread; under MPI initialise with
+// distopt::mpi_session(argc, argv, MPI_THREAD_SERIALIZED) (the default MPI_THREAD_FUNNELED allows
+// MPI calls from the main thread only). A program that itself uses the transport of a server
+// rank while training needs one safe for concurrent use (thread, TCP; MPI_THREAD_MULTIPLE). The
+// modelled transports (throttled, simulated) time the CPU of the thread that calls them: on a
+// server rank with one shard that is the server thread only.
 //
-// Wire: push  [u32 kind: 0 update, 1 done][u32 0][u64 round][encoding];
-//       pull  [u32 kind: 0 model, 1 final][u32 laggard rank][u64 complete round][d floats].
-// Downlink: the exact model (4d bytes per pull); compressed downlinks are synchronous only.
+// Shards (topology::parameter_server::shards = S): ranks server_rank .. server_rank + S - 1 each
+// serve the coordinates [s d / S, (s + 1) d / S); a worker pushes each shard its slice of u,
+// encoded apart (C's state is per shard), and the rules above hold per shard. The staleness
+// recorded is the largest over the shards (asynchronous) or c minus the smallest complete round.
 //
-// Faults. asynchronous: a worker silent for options.timeout while the server waits in
-// finish() is given up (statistics::lost_peers) and the others finish (a worker's finish()
-// waits up to twice options.timeout for the final model, to allow for that). bounded<Tau>: the
-// server blocked past the deadline raises transport_error naming the rank that holds it back,
-// which fails every worker; a worker waits twice that for the server, so the server's diagnosis
-// comes first (a dead server: the worker's own error names it).
-// A lost server fails every worker (they all depend on it).
+// Wire (tags async_push_tag, async_pull_tag; 40-byte headers, detail/async_shard_server.hpp):
+//   push [u32 kind: 0 update, 1 done][u32 0][u64 round][u64 version][u64 own][u64 0][C's encoding]
+//        (the model it was computed on: `version` pushes applied, `own` of them this worker's)
+//   pull [u32 kind: 0 model, 1 final][u32 slowest rank][u64 version][u64 own][u64 complete round]
+//        [u64 staleness][the shard's floats]
+// Downlink: the exact model (4 d / S bytes per pull); compressed downlinks are synchronous only.
+//
+// Faults. asynchronous: a worker silent for options.timeout while a server waits in finish() is
+// given up (statistics::lost_peers of the server rank) and the others finish; a worker's finish()
+// waits up to twice options.timeout for the final model, to allow for that. bounded<Tau>: a
+// worker held back for options.timeout (twice that on ranks without a shard, so a server rank's
+// diagnosis comes first) raises transport_error naming the slowest rank. A server rank that
+// stops (or whose thread fails: a malformed push) fails every worker, which all depend on it.
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
-#include <limits>
-#include <optional>
+#include <deque>
+#include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "distopt/protocols/detail/async_shard_server.hpp"
 #include "distopt/protocols/detail/async_wait.hpp"
 #include "distopt/core/byte_buffer.hpp"
 #include "distopt/core/concepts.hpp"
@@ -53,13 +81,15 @@
 #include "distopt/core/statistics.hpp"
 #include "distopt/core/tag.hpp"
 #include "distopt/core/traits.hpp"
-#include "distopt/core/protocol.hpp"
 #include "distopt/core/transport_ref.hpp"
+#include "distopt/staleness/asynchronous.hpp"
+#include "distopt/topology/parameter_server.hpp"
+#include "distopt/core/protocol.hpp"
 
 namespace distopt::protocols {
 
-inline constexpr tag async_push_tag = distopt::detail::reserved_tag(distopt::detail::reserved::async_push);
-inline constexpr tag async_pull_tag = distopt::detail::reserved_tag(distopt::detail::reserved::async_pull);
+inline constexpr tag async_push_tag = detail::ps_push_tag;
+inline constexpr tag async_pull_tag = detail::ps_pull_tag;
 
 template <compressor C>
 class async_parameter_server {
@@ -71,276 +101,317 @@ class async_parameter_server {
                 "staleness::synchronous");
 
  public:
-  static constexpr std::uint64_t never = std::numeric_limits<std::uint64_t>::max();
+  static constexpr std::uint64_t never = detail::ps_never;
 
-  /// `max_staleness`: Tau of bounded<Tau>, or `never` (asynchronous). x0: the initial model.
-  async_parameter_server(int rank, int world_size, int server_rank, std::uint64_t max_staleness,
-                         std::span<const float> x0, std::chrono::milliseconds timeout)
-      : me_(rank), server_(server_rank), n_(world_size), tau_(max_staleness), timeout_(timeout),
-        model_(x0.begin(), x0.end()) {
-    count_.assign(static_cast<std::size_t>(n_), 0);
-    done_.assign(static_cast<std::size_t>(n_), 0);
-    lost_.assign(static_cast<std::size_t>(n_), 0);
-    heard_.resize(static_cast<std::size_t>(n_));
-    decoded_.resize(model_.size());
+  /// `max_staleness`: Tau of bounded<Tau>, or `never` (asynchronous); `max_unanswered_steps`: the
+  /// oversubscription bound (header). x0: the initial model. A server rank starts serving here.
+  async_parameter_server(transport_ref t, const topology::parameter_server& topo, std::uint64_t max_staleness,
+                         std::uint64_t max_unanswered_steps, std::span<const float> x0,
+                         std::chrono::milliseconds timeout, const C& c)
+      : me_(t.rank()), n_(t.size()), tau_(max_staleness), max_unanswered_(max_unanswered_steps), timeout_(timeout),
+        held_(x0.begin(), x0.end()), anchor_(x0.begin(), x0.end()), update_(x0.size()) {
+    topo.validate(n_);
+    const auto d = x0.size();
+    const auto shards = static_cast<std::size_t>(topo.shards);
+    if (d < shards)
+      throw config_error("topology::parameter_server: " + std::to_string(shards) + " shards need a model of at least " +
+                         std::to_string(shards) + " parameters, got " + std::to_string(d) + "; use fewer shards");
+    C copy = c;
+    for (std::size_t k = 0; k < shards; ++k) {
+      const int rank = topo.server_rank + static_cast<int>(k);
+      const std::size_t begin = k * d / shards, end = (k + 1) * d / shards;
+      shard& s = shards_.emplace_back(shard{rank, begin, end, make_compressor_state(copy, end - begin)});
+      if (rank == me_) {
+        local_ = k;
+        server_ = std::make_unique<detail::async_shard_server<C>>(t, me_, n_, tau_, slice(held_, s), timeout_, c);
+      }
+    }
   }
 
-  /// Ends this worker's round: pushes `update` (this round's change of the model), then replaces
-  /// x by the newest server model, waiting under bounded<Tau> as the header says. Returns the
-  /// staleness of that model (this worker's round minus the round it is complete to).
-  std::uint64_t round(transport_ref t, statistics& stats, std::span<float> x, std::span<const float> update,
-                      C& c, rng& g) {
-    if (!state_) state_.emplace(make_compressor_state(c, update.size()));
+  /// Ends this worker's round: x (its parameters after the round's local steps) minus the
+  /// parameters the round began with is pushed; x becomes the newest server model plus this
+  /// worker's pushes it lacks, after waiting as the header says. Returns the staleness.
+  std::uint64_t round(transport_ref t, statistics& stats, std::span<float> x, C& c, rng& g) {
+    check_server();
     ++rounds_;
-    // The push is [header][encoding]: encoders append, so encode right after the header.
-    message_.resize(detail::async_header::bytes);
-    detail::async_header{0, 0, rounds_}.write(message_);
-    encode(c, update, message_, g, *state_);
-    if (me_ == server_) {
-      apply(me_, std::span<const std::byte>(message_).subspan(detail::async_header::bytes), c);
-      count_[static_cast<std::size_t>(me_)] = rounds_;
-      serve(t, stats, c);
-      if (must_wait()) wait_as_server(t, stats, c);
-      std::memcpy(x.data(), model_.data(), x.size_bytes());
-      return rounds_ - complete();
-    }
-    t.send(server_, async_push_tag, message_);
-    while (t.try_recv(server_, async_pull_tag, pull_)) adopt_pull(/*final_expected=*/false);
-    while (must_wait()) {  // the server waits timeout_ for the laggard, then fails naming it: outlast that
-      receive_blocking(t, 2 * timeout_);
-      adopt_pull(false);
-    }
-    std::memcpy(x.data(), model_.data(), x.size_bytes());
-    return rounds_ - held_complete_;
+    for (std::size_t i = 0; i < x.size(); ++i) update_[i] = x[i] - anchor_[i];
+    pending& p = start_pending(stats.steps);
+    for (shard& s : shards_) push(t, s, p, c, g);
+    answers_ = 0;
+    answered_now_ = false;
+    take(t);
+    wait(t, stats, [&] { return must_wait(stats); });
+    settle(x);
+    if (answered_now_) staleness_ = answers_;
+    if (tau_ == never) return staleness_;
+    const std::uint64_t m = complete();
+    return rounds_ > m ? rounds_ - m : 0;
   }
 
-  /// Takes the pushes that have arrived and answers them (server rank only; a worker has
-  /// nothing to answer): for a server rank that pauses between steps.
-  void poll(transport_ref t, statistics& stats, std::span<const float>, C& c) {
-    if (me_ == server_) serve(t, stats, c);
-  }
+  /// Nothing to answer on the worker's side (a server rank's thread serves by itself); rethrows
+  /// the error of that thread if it stopped on one.
+  void poll(transport_ref, statistics&, std::span<const float>, C&) { check_server(); }
 
-  /// Ends the run: workers say they are done and adopt the server's final model; the server
-  /// takes every push until each worker is done (or, asynchronous, lost), then sends the
-  /// final model. Afterwards every surviving worker holds the same x.
-  void finish(transport_ref t, statistics& stats, std::span<float> x, C& c) {
-    if (me_ != server_) {
-      message_.resize(detail::async_header::bytes);
-      detail::async_header{1, 0, rounds_}.write(message_);
-      t.send(server_, async_push_tag, message_);
-      for (;;) {  // the server may first wait options.timeout for a silent worker: allow twice that
-        receive_blocking(t, 2 * timeout_);
-        if (adopt_pull(true)) break;
-      }
-    } else {
-      done_[static_cast<std::size_t>(me_)] = 1;
-      detail::poll_backoff backoff(stats);
-      heard_.assign(heard_.size(), std::chrono::steady_clock::now());  // silence counts from here
-      for (;;) {
-        const std::uint64_t before = taken_;
-        serve(t, stats, c);
-        const auto now = std::chrono::steady_clock::now();
-        bool all = true;
-        for (int k = 0; k < n_; ++k) {
-          const auto i = static_cast<std::size_t>(k);
-          if (done_[i] || lost_[i]) continue;
-          if (now - heard_[i] <= timeout_) {
-            all = false;
-          } else if (tau_ != never) {
-            throw transport_error(std::string(protocol) + ": the server (rank " + std::to_string(me_) + ") waited " +
-                                  std::to_string(timeout_.count()) + " ms in finish() for rank " + std::to_string(k) +
-                                  ", which sent nothing more after round " + std::to_string(count_[i]) +
-                                  ": it is dead or stuck");
-          } else {
-            give_up(k, stats);
-          }
+  /// Ends the run: this worker says it is done and waits for every shard's final model (a server
+  /// rank serves until every worker is done or, asynchronous, lost). Afterwards every surviving
+  /// worker holds the same x. Push the last local steps with round() first.
+  void finish(transport_ref t, statistics& stats, std::span<float> x, C&) {
+    check_server();
+    message_.resize(detail::ps_header::bytes);
+    detail::ps_header{detail::ps_done, 0, {rounds_, 0, 0, 0}}.write(message_);
+    for (shard& s : shards_)
+      if (!is_local(s)) send(t, s.rank, message_);
+    if (server_) server_->finish_local();
+    // A server may first wait options.timeout for a silent worker: allow twice that.
+    detail::poll_backoff backoff(stats);
+    const auto deadline = std::chrono::steady_clock::now() + 2 * timeout_;
+    for (shard& s : shards_) {
+      while (!is_local(s) && !s.final) {
+        if (receive(t, s)) {
+          s.final = adopt(s, /*final_expected=*/true);
+          backoff.reset();
+          continue;
         }
-        if (all) break;
-        if (taken_ != before) backoff.reset();
-        else backoff.pause();
+        if (std::chrono::steady_clock::now() > deadline) throw stuck("the final model", s, 2 * timeout_);
+        check_server();
+        backoff.pause();
       }
-      send_models(t, /*final_model=*/true, [&](int k) { return done_[static_cast<std::size_t>(k)] != 0; });
     }
-    std::memcpy(x.data(), model_.data(), x.size_bytes());
+    if (server_) {
+      server_->join(stats);
+      read_local();
+    }
+    for (const shard& s : shards_)
+      if (s.own != rounds_)
+        throw transport_error(std::string(detail::ps_protocol) + ": the final model of the server rank " +
+                              std::to_string(s.rank) + " holds " + std::to_string(s.own) + " of the " +
+                              std::to_string(rounds_) + " pushes of rank " + std::to_string(me_) +
+                              " (messages lost or malformed)");
+    pending_.clear();
+    std::copy(held_.begin(), held_.end(), x.begin());
   }
 
  private:
-  static constexpr const char* protocol = "asynchronous parameter server";
+  struct shard {
+    int rank;
+    std::size_t begin, end;           // its coordinates
+    compressor_state_t<C> state;      // C's state for this slice
+    std::uint64_t version = 0;        // of the model held: pushes applied ...
+    std::uint64_t own = 0;            // ... own of them this worker's
+    std::uint64_t complete = 0;       // the round it is complete to
+    int laggard = 0;                  // the slowest worker then
+    bool final = false;
+  };
+  struct pending {  // a push not yet held by every shard's model, as the server adds it
+    std::uint64_t round, step;
+    std::vector<float> update;
+  };
+
+  static std::span<float> slice(std::vector<float>& v, const shard& s) {
+    return std::span<float>(v).subspan(s.begin, s.end - s.begin);
+  }
+  bool is_local(const shard& s) const { return s.rank == me_; }
+  void check_server() {
+    if (server_) server_->rethrow_if_failed();
+  }
+
+  pending& start_pending(std::uint64_t step) {
+    std::vector<float> buffer;
+    if (!spare_.empty()) {
+      buffer = std::move(spare_.back());
+      spare_.pop_back();
+    }
+    buffer.resize(update_.size());
+    return pending_.emplace_back(pending{rounds_, step, std::move(buffer)});
+  }
+
+  // Pushes the shard its slice of update_; p.update gets it as the server will add it.
+  void push(transport_ref t, shard& s, pending& p, C& c, rng& g) {
+    message_.resize(detail::ps_header::bytes);  // encoders append: encode right after the header
+    detail::ps_header{detail::ps_update, 0, {rounds_, s.version, s.own, 0}}.write(message_);
+    encode(c, slice(update_, s), message_, g, s.state);
+    const std::span<float> added = slice(p.update, s);
+    c.decode(std::span<const std::byte>(message_).subspan(detail::ps_header::bytes), added);
+    if (is_local(s)) server_->push_local(added, rounds_, s.version, s.own);
+    else send(t, s.rank, message_);
+    const float scale = 1.0f / static_cast<float>(n_);
+    for (float& v : added) v *= scale;
+  }
+
+  void send(transport_ref t, int to, const byte_buffer& m) {
+    if (!server_) return t.send(to, async_push_tag, m);
+    std::lock_guard lock(server_->transport_mutex());
+    t.send(to, async_push_tag, m);
+  }
+  bool receive(transport_ref t, const shard& s) {
+    try {
+      if (!server_) return t.try_recv(s.rank, async_pull_tag, pull_);
+      std::lock_guard lock(server_->transport_mutex());
+      return t.try_recv(s.rank, async_pull_tag, pull_);
+    } catch (const transport_error& e) {
+      throw transport_error(std::string(detail::ps_protocol) + ": rank " + std::to_string(me_) +
+                            " lost the server rank " + std::to_string(s.rank) + ": " + e.what());
+    }
+  }
+
+  // Adopts the pulls that have arrived (and reads the local shard); returns whether any came.
+  bool take(transport_ref t) {
+    bool got = false;
+    for (shard& s : shards_) {
+      if (is_local(s)) {
+        got = read_local() || got;
+        continue;
+      }
+      while (receive(t, s)) {
+        adopt(s, /*final_expected=*/false);
+        got = true;
+      }
+    }
+    return got;
+  }
+
+  bool read_local() {
+    shard& s = shards_[local_];
+    const auto snap = server_->read_local(slice(held_, s));
+    const bool news = snap.version != s.version;
+    if (snap.own != s.own) report(snap.staleness);
+    s.version = snap.version;
+    s.own = snap.own;
+    s.complete = snap.complete;
+    s.laggard = snap.laggard;
+    return news;
+  }
+
+  // Takes the pull in pull_ from shard s; returns whether it was the final model.
+  bool adopt(shard& s, bool final_expected) {
+    const auto h = detail::ps_header::read(pull_, detail::ps_final, detail::ps_protocol, s.rank);
+    const std::size_t floats = s.end - s.begin;
+    auto fail = [&](const std::string& what) {
+      return transport_error(std::string(detail::ps_protocol) + ": rank " + std::to_string(me_) + " got " + what +
+                             " from the server rank " + std::to_string(s.rank));
+    };
+    if (pull_.size() != detail::ps_header::bytes + floats * sizeof(float))
+      throw fail("a model of " + std::to_string(pull_.size() - detail::ps_header::bytes) + " bytes, expected " +
+                 std::to_string(floats * sizeof(float)));
+    if (h.kind == detail::ps_final && !final_expected)
+      throw fail("the final model while still training (the server finished early)");
+    if (h.w[1] > rounds_ || h.w[1] < s.own || h.w[0] < s.version)
+      throw fail("a model holding " + std::to_string(h.w[1]) + " of its pushes at version " + std::to_string(h.w[0]) +
+                 " after one holding " + std::to_string(s.own) + " at version " + std::to_string(s.version) + " (it pushed " +
+                 std::to_string(rounds_) + "; messages lost, reordered or malformed)");
+    std::memcpy(held_.data() + s.begin, pull_.data() + detail::ps_header::bytes, floats * sizeof(float));
+    if (h.w[1] != s.own) report(h.w[3]);
+    s.version = h.w[0];
+    s.own = h.w[1];
+    s.complete = h.w[2];
+    s.laggard = static_cast<int>(h.a);
+    return h.kind == detail::ps_final;
+  }
+
+  // A shard answered pushes of this worker, the stalest `staleness` rounds late.
+  void report(std::uint64_t staleness) {
+    answers_ = std::max(answers_, staleness);
+    answered_now_ = true;
+  }
 
   std::uint64_t complete() const {
     std::uint64_t m = never;
-    for (int k = 0; k < n_; ++k)
-      if (!lost_[static_cast<std::size_t>(k)]) m = std::min(m, count_[static_cast<std::size_t>(k)]);
+    for (const shard& s : shards_) m = std::min(m, s.complete);
     return m;
   }
-  int laggard() const {
-    int who = server_;
-    for (int k = 0; k < n_; ++k)
-      if (!lost_[static_cast<std::size_t>(k)] && count_[static_cast<std::size_t>(k)] < count_[static_cast<std::size_t>(who)])
-        who = k;
-    return who;
+  std::uint64_t answered() const {
+    std::uint64_t m = never;
+    for (const shard& s : shards_) m = std::min(m, s.own);
+    return m;
   }
-  // Must this worker, at its round rounds_, wait for a more complete model?
-  bool must_wait() const {
-    if (tau_ == never || rounds_ <= tau_) return false;
-    return (me_ == server_ ? complete() : held_complete_) < rounds_ - tau_;
-  }
-
-  // model += decode(encoding) / n.
-  void apply(int from, std::span<const std::byte> encoding, C& c) {
-    try {
-      c.decode(encoding, decoded_);
-    } catch (const transport_error& e) {
-      throw transport_error(std::string(protocol) + ": the update from rank " + std::to_string(from) +
-                            " does not decode: " + e.what());
+  // Must this worker wait before it steps on: bounded<Tau> without a model complete to round
+  // c - Tau, or a push unanswered for max_unanswered_steps?
+  bool must_wait(const statistics& stats) {
+    while (!pending_.empty() && pending_.front().round <= answered()) {
+      spare_.push_back(std::move(pending_.front().update));
+      pending_.pop_front();
     }
-    const float scale = 1.0f / static_cast<float>(n_);
-    for (std::size_t i = 0; i < model_.size(); ++i) model_[i] += scale * decoded_[i];
+    if (tau_ != never && rounds_ > tau_ && complete() < rounds_ - tau_) return true;
+    return !pending_.empty() && stats.steps - pending_.front().step >= max_unanswered_;
   }
 
-  // One pass of the server: takes every push that has arrived, then answers (header comment).
-  void serve(transport_ref t, statistics& stats, C& c) {
-    const std::uint64_t old_complete = complete();
-    pushed_.assign(static_cast<std::size_t>(n_), 0);
-    const auto arrivals = t.arrivals();  // unchanged since the last pass: nothing to take
-    const bool news = !arrivals || arrivals != seen_arrivals_;
-    seen_arrivals_ = arrivals;
-    const auto now = std::chrono::steady_clock::now();
-    for (int k = 0; news && k < n_; ++k) {
-      const auto i = static_cast<std::size_t>(k);
-      if (k == server_ || lost_[i] || done_[i]) continue;
-      while (!done_[i] && receive_push(t, stats, k)) {
-        ++taken_;
-        heard_[i] = now;
-        const auto h = detail::async_header::read(push_, 1, protocol, k);
-        if (h.kind == 1) {
-          done_[i] = 1;
-          break;
-        }
-        if (h.b != count_[i] + 1)
-          throw transport_error(std::string(protocol) + ": rank " + std::to_string(k) + " pushed round " +
-                                std::to_string(h.b) + " after round " + std::to_string(count_[i]) +
-                                " (messages lost or reordered)");
-        apply(k, std::span<const std::byte>(push_).subspan(detail::async_header::bytes), c);
-        count_[i] = h.b;
-        pushed_[i] = 1;
-      }
-    }
-    const std::uint64_t now_complete = complete();
-    send_models(t, false, [&](int k) {
-      const auto i = static_cast<std::size_t>(k);
-      const bool released = now_complete != old_complete && tau_ != never && count_[i] > tau_ &&
-                            old_complete < count_[i] - tau_;
-      return pushed_[i] != 0 || released;
-    });
-  }
-
-  // try_recv of a push; asynchronous gives a worker whose link failed up, bounded<Tau>
-  // needs every worker and rethrows. Malformed messages throw in both (serve()).
-  bool receive_push(transport_ref t, statistics& stats, int k) {
-    try {
-      return t.try_recv(k, async_push_tag, push_);
-    } catch (const transport_error&) {
-      if (tau_ != never) throw;
-      give_up(k, stats);
-      return false;
-    }
-  }
-
-  template <class Want>
-  void send_models(transport_ref t, bool final_model, Want want) {
-    const std::uint64_t m = complete();
-    pull_.resize(detail::async_header::bytes + model_.size() * sizeof(float));
-    detail::async_header{final_model ? 1u : 0u, static_cast<std::uint32_t>(laggard()), m}.write(pull_);
-    std::memcpy(pull_.data() + detail::async_header::bytes, model_.data(), model_.size() * sizeof(float));
-    for (int k = 0; k < n_; ++k)
-      if (k != server_ && !lost_[static_cast<std::size_t>(k)] && want(k)) t.send(k, async_pull_tag, pull_);
-  }
-
-  // Takes the model in pull_; returns whether it was the final one.
-  bool adopt_pull(bool final_expected) {
-    const auto h = detail::async_header::read(pull_, 1, protocol, server_);
-    if (pull_.size() != detail::async_header::bytes + model_.size() * sizeof(float))
-      throw transport_error(std::string(protocol) + ": rank " + std::to_string(me_) + " got a model of " +
-                            std::to_string(pull_.size() - detail::async_header::bytes) + " bytes from the server, expected " +
-                            std::to_string(model_.size() * sizeof(float)));
-    if (h.kind == 1 && !final_expected)
-      throw transport_error(std::string(protocol) + ": rank " + std::to_string(me_) +
-                            " got the final model while still training (the server finished early)");
-    std::memcpy(model_.data(), pull_.data() + detail::async_header::bytes, model_.size() * sizeof(float));
-    held_complete_ = h.b;
-    held_laggard_ = static_cast<int>(h.a);
-    return h.kind == 1;
-  }
-
-  void receive_blocking(transport_ref t, std::chrono::milliseconds timeout) {
-    try {
-      t.recv(server_, async_pull_tag, pull_, timeout);
-    } catch (const transport_error& e) {
-      throw transport_error(std::string(protocol) + ": rank " + std::to_string(me_) + " at round " +
-                            std::to_string(rounds_) + " waited for the server's model (it holds one complete to round " +
-                            std::to_string(held_complete_) + ", the slowest being rank " + std::to_string(held_laggard_) +
-                            "): " + e.what());
-    }
-  }
-
-  void wait_as_server(transport_ref t, statistics& stats, C& c) {
+  template <class Blocked>
+  void wait(transport_ref t, statistics& stats, Blocked blocked) {
+    if (!blocked()) return;
     detail::poll_backoff backoff(stats);
-    const auto deadline = std::chrono::steady_clock::now() + timeout_;
-    while (must_wait()) {
-      if (std::chrono::steady_clock::now() > deadline)
-        throw transport_error(std::string(protocol) + ": the server (rank " + std::to_string(server_) + ") at round " +
-                              std::to_string(rounds_) + " waited " + std::to_string(timeout_.count()) +
-                              " ms for rank " + std::to_string(laggard()) + ", which is still at round " +
-                              std::to_string(complete()) + " (bounded staleness " + std::to_string(tau_) +
-                              "): it is dead, stuck or far slower; raise options.timeout if it is only slow");
-      const std::uint64_t before = complete();
-      serve(t, stats, c);
-      if (complete() != before) backoff.reset();
+    const auto limit = server_ ? timeout_ : 2 * timeout_;
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (blocked()) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        const shard& s = *std::min_element(shards_.begin(), shards_.end(),
+                                           [](const shard& a, const shard& b) { return a.complete < b.complete; });
+        throw stuck("a newer model", s, limit);
+      }
+      check_server();
+      if (take(t)) backoff.reset();
       else backoff.pause();
     }
   }
 
-  void give_up(int k, statistics& stats) {
-    lost_[static_cast<std::size_t>(k)] = 1;
-    stats.lost_peers.push_back(k);
+  transport_error stuck(const std::string& what, const shard& s, std::chrono::milliseconds waited) const {
+    return transport_error(std::string(detail::ps_protocol) + ": rank " + std::to_string(me_) + " at round " +
+                           std::to_string(rounds_) + " waited " + std::to_string(waited.count()) + " ms for " + what +
+                           " from the server rank " + std::to_string(s.rank) + " (it holds one complete to round " +
+                           std::to_string(s.complete) + ", the slowest being rank " + std::to_string(s.laggard) +
+                           ", and " + std::to_string(s.own) + " of this worker's pushes): the slowest worker or the " +
+                           "server is dead, stuck or far slower; raise options.timeout if it is only slow");
   }
 
-  int me_;
-  int server_;
-  int n_;
-  std::uint64_t tau_;
+  // x = the held model plus the pushes each shard's model lacks (read-my-writes); the next
+  // round's update is measured from here.
+  void settle(std::span<float> x) {
+    for (const shard& s : shards_) {
+      std::copy(held_.begin() + static_cast<std::ptrdiff_t>(s.begin), held_.begin() + static_cast<std::ptrdiff_t>(s.end),
+                x.begin() + static_cast<std::ptrdiff_t>(s.begin));
+      for (const pending& p : pending_)
+        if (p.round > s.own)
+          for (std::size_t i = s.begin; i < s.end; ++i) x[i] += p.update[i];
+    }
+    std::copy(x.begin(), x.end(), anchor_.begin());
+  }
+
+  int me_, n_;
+  std::uint64_t tau_, max_unanswered_;
   std::chrono::milliseconds timeout_;
-  std::vector<float> model_;  // the server's model (server rank) or the newest one received
-  std::vector<float> decoded_;
-  std::vector<std::uint64_t> count_;  // server: pushes taken per worker
-  std::vector<char> done_, lost_, pushed_;
-  std::vector<std::chrono::steady_clock::time_point> heard_;  // server: when each worker's last message was taken
-  std::uint64_t taken_ = 0;                                    // server: messages taken so far
-  std::optional<compressor_state_t<C>> state_;
-  byte_buffer message_, push_, pull_;
-  std::optional<std::uint64_t> seen_arrivals_;  // transport_ref::arrivals() at the last pass
+  std::vector<shard> shards_;
+  std::size_t local_ = 0;  // the shard this rank serves, if server_
+  std::unique_ptr<detail::async_shard_server<C>> server_;
+  std::vector<float> held_;    // the newest model of every shard
+  std::vector<float> anchor_;  // the parameters at the end of the last round
+  std::vector<float> update_;
+  std::deque<pending> pending_;
+  std::vector<std::vector<float>> spare_;  // buffers of answered pushes, for the next ones
+  byte_buffer message_, pull_;
   std::uint64_t rounds_ = 0;
-  std::uint64_t held_complete_ = 0;
-  int held_laggard_ = 0;
+  std::uint64_t staleness_ = 0;  // asynchronous: the staleness of the pushes answered last
+  std::uint64_t answers_ = 0;    // the largest staleness answered in this round, if answered_now_
+  bool answered_now_ = false;
 };
 
 /// The stale parameter-server protocol (SSP under staleness::bounded<Tau>, AsySGD under
-/// staleness::asynchronous): local steps from the model of the last round; a round pushes
-/// u = x - x_a through async_parameter_server and adopts the newest server model. Under
+/// staleness::asynchronous) over async_parameter_server: local steps, and at each round a
+/// push of the update since the last one; the worker's parameters are then the newest
+/// server model plus its own pushes that model lacks (read-my-writes). Under
 /// options.staleness_aware_lr the steps after a round are scaled by 1/(1 + s), s the
-/// staleness of the adopted model (Zhang et al. 2016).
+/// staleness of the model it adopted (Zhang et al. 2016). Workers draw their local-steps
+/// schedules independently (independent_schedules).
 template <compressor C, class T, class S>
 class stale_server {
  public:
-  stale_server(protocol_context ctx, std::span<const float> x0, C c, T topo, S)
+  static constexpr bool independent_schedules = true;
+
+  stale_server(protocol_context ctx, std::span<const float> x0, C c, T topo, S s)
       : ctx_(ctx),
         compressor_(std::move(c)),
-        engine_(ctx.transport.rank(), ctx.transport.size(), topo.server_rank, S::max_staleness, x0, ctx.opts.timeout),
-        delta_(x0.size()) {}
+        engine_(ctx.backend, topo, S::max_staleness, staleness::max_unanswered_steps(s), x0, ctx.opts.timeout,
+                compressor_) {}
 
   void step(std::span<float> x, std::span<const float> g, bool talk, local_update& u) {
-    if (since_round_ == 0) anchor_.assign(x.begin(), x.end());
     u.set_scale(scale_);
     u.apply(x, g);
     ++since_round_;
@@ -357,9 +428,8 @@ class stale_server {
 
  private:
   void push(std::span<float> x) {
-    for (std::size_t i = 0; i < x.size(); ++i) delta_[i] = x[i] - anchor_[i];
     rng r = ctx_.round_rng();
-    const std::uint64_t s = engine_.round(ctx_.transport, *ctx_.stats, x, delta_, compressor_, r);
+    const std::uint64_t s = engine_.round(ctx_.transport, *ctx_.stats, x, compressor_, r);
     ++ctx_.stats->rounds;
     ctx_.stats->record_staleness(s);
     if (ctx_.opts.staleness_aware_lr) scale_ = 1.0f / (1.0f + static_cast<float>(s));
@@ -369,7 +439,6 @@ class stale_server {
   protocol_context ctx_;
   C compressor_;
   async_parameter_server<C> engine_;
-  std::vector<float> anchor_, delta_;
   float scale_ = 1.0f;
   std::uint64_t since_round_ = 0;
 };

@@ -3,7 +3,9 @@
 // worker may compute on a model that lacks the contributions of the last Tau rounds of
 // the slowest worker, and blocks only when it would fall further behind. Round c of a
 // worker uses a model complete to round >= c - 1 - Tau of every worker; the observed
-// staleness c - 1 - (that round) is recorded in statistics and never exceeds Tau.
+// staleness c - 1 - (that round) is recorded in statistics and never exceeds Tau. A worker
+// always sees its own updates (read-my-writes): its parameters are the server's model plus its
+// own pushes that model does not hold yet.
 // Where it applies: topology::parameter_server (see protocols/stale_server.hpp).
 // bounded<0> is the synchronous schedule, run by the asynchronous protocol.
 //

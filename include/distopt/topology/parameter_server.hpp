@@ -23,14 +23,17 @@
 // Latency: 2 alpha (one push, one pull), but the server's link carries (n-1)(up + down)
 // bytes, which is the bottleneck the ring allreduce avoids.
 //
-// Not implemented: server shards (several servers each owning a slice of the
-// coordinates); there is one server. Compressors that drive their own collective
-// (power_sgd) are refused at compile time, as are compressors that track an aggregate
-// (ef21) with a compressed downlink.
+// Shards (staleness::bounded and staleness::asynchronous only; protocols/stale_server.hpp):
+// with `shards` = S > 1 the S ranks server_rank .. server_rank + S - 1 each own a contiguous
+// 1/S of the coordinates (shard s: [s d / S, (s + 1) d / S)), so the server's link carries 1/S of
+// the traffic (ALGORITHMS.md §2.4). The synchronous round has one server and refuses S > 1.
+// Compressors that drive their own collective (power_sgd) are refused at compile time, as are
+// compressors that track an aggregate (ef21) with a compressed downlink.
 //
 //   distopt::optimizer<distopt::compress::identity, distopt::topology::parameter_server,
 //                      distopt::staleness::synchronous, distopt::local_steps::every_step>
 //       opt(t, x0, {}, {}, {.server_rank = 2});
+//   distopt::algorithms::async_ps_sgd<> sharded(t, x0, {}, {}, {.shards = 2});   // ranks 0 and 1 serve half each
 
 #include <string>
 
@@ -49,14 +52,22 @@ template <downlink D>
 struct basic_parameter_server {
   static constexpr exchange_kind exchange = exchange_kind::gradients;
   static constexpr downlink downlink_mode = D;
-  /// The rank that acts as the server (it is also a worker).
+  /// The rank that acts as the server (it is also a worker); with shards > 1 the first of the
+  /// server ranks.
   int server_rank = 0;
+  /// Server shards S >= 1 (stale protocol only): ranks server_rank .. server_rank + S - 1 each
+  /// serve 1/S of the coordinates.
+  int shards = 1;
 
-  /// Any world size >= 1 works; server_rank must be one of its ranks.
+  /// Any world size >= 1 works; the server ranks must be ranks of it.
   void validate(int world_size) const {
     if (server_rank < 0 || server_rank >= world_size)
       throw config_error("topology::parameter_server: server_rank must be a rank in 0.." +
                          std::to_string(world_size - 1) + ", got " + std::to_string(server_rank));
+    if (shards < 1 || shards > world_size - server_rank)
+      throw config_error("topology::parameter_server: shards must be in 1.." + std::to_string(world_size - server_rank) +
+                         " so that the server ranks server_rank .. server_rank + shards - 1 exist in a world of " +
+                         std::to_string(world_size) + ", got " + std::to_string(shards));
   }
 };
 
