@@ -21,13 +21,17 @@
 #include <Eigen/Core>
 #include <cstdint>
 #include <cstring>
+#include <istream>
+#include <ostream>
 #include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "distopt/collective/allgather.hpp"
+#include "distopt/core/checkpoint.hpp"
 #include "distopt/core/concepts.hpp"
+#include "distopt/core/describe.hpp"
 #include "distopt/core/diagnostics.hpp"
 #include "distopt/core/errors.hpp"
 #include "distopt/core/local_update.hpp"
@@ -124,7 +128,68 @@ class optimizer {
   /// Communication and progress statistics of this worker.
   const statistics& stats() const { return stats_; }
 
+  /// Writes this rank's state to `out`: parameters, momentum, step and round counters,
+  /// statistics, learning rate, and the protocol's state (compressor states, public copies,
+  /// local-SGD anchor, the server's memory) — a versioned, checksummed record
+  /// (core/checkpoint.hpp). No communication. Every rank saves after the same step; the
+  /// random streams are functions of (seed, rank, round), so nothing else is needed to
+  /// continue bit for bit. Throws checkpoint_error if the stream fails (write_checkpoint_file
+  /// makes a file atomically).
+  void save(std::ostream& out) const {
+    static_assert(!valid_policies || checkpointable_protocol<protocol_type>,
+                  "optimizer::save/load: the protocol has no `void save(checkpoint_writer&) const` and "
+                  "`void load(checkpoint_reader&)` (see distopt/core/protocol.hpp, requirement 5)");
+    checkpoint_writer w;
+    w.section("run", [&] { origin().save(w); });
+    w.section("optimizer", [&] {
+      w.u64(step_);
+      w.floats(std::span<const float>(x_.data(), static_cast<std::size_t>(x_.size())));
+      update_.save(w);
+      stats_.save(w);
+    });
+    if constexpr (valid_policies) w.section("protocol", [&] { protocol_.save(w); });
+    const std::span<const std::byte> bytes = w.finish();
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    if (!out)
+      throw checkpoint_error("optimizer::save: the stream did not take the checkpoint's " +
+                             std::to_string(bytes.size()) + " bytes (disk full, or the file is not open?)");
+  }
+
+  /// Reads a checkpoint that save() wrote on this rank, so that the following steps are
+  /// those the saving optimizer would have taken. Call it on every rank, in a freshly built
+  /// optimizer of the same configuration, before its first step. The checkpoint's learning
+  /// rate replaces options.learning_rate (as after set_learning_rate). Throws checkpoint_error
+  /// for what is not a complete, intact checkpoint (nothing is changed then), config_error
+  /// naming the difference for one of another optimizer type, model size, rank, world size,
+  /// options, topology or compressor configuration.
+  void load(std::istream& in) {
+    const byte_buffer bytes = read_checkpoint(in);
+    checkpoint_reader all = checkpoint_reader::sections_of(bytes);
+    checkpoint_reader run = all.section("run");
+    origin().expect_same(run);
+    run.expect_end();
+    checkpoint_reader mine = all.section("optimizer");
+    const std::uint64_t step = mine.u64();
+    mine.floats(span_of(x_), "the parameters");
+    update_.load(mine);
+    stats_.load(mine);
+    mine.expect_end();
+    step_ = step;
+    options_.learning_rate = update_.learning_rate();
+    if constexpr (valid_policies) {
+      checkpoint_reader theirs = all.section("protocol");
+      protocol_.load(theirs);
+      theirs.expect_end();
+    }
+    all.expect_end();
+  }
+
  private:
+  checkpoint_origin origin() const {
+    return {describe<optimizer>(), static_cast<std::uint64_t>(x_.size()), static_cast<std::uint32_t>(transport_.rank()),
+            static_cast<std::uint32_t>(transport_.size()), options_};
+  }
+
   static std::span<float> span_of(Eigen::VectorXf& v) { return {v.data(), static_cast<std::size_t>(v.size())}; }
 
   // Validates the options, the topology and x0, and refuses to start when ranks disagree
