@@ -202,3 +202,266 @@ TEST_CASE("gossip resumes bit for bit: CHOCO, DCD, ECD, DeepSqueeze public copie
     check_resume(4, 5, 6, built_with<distopt::algorithms::d_psgd<topology::one_peer_exponential>>(gossip));
   }
 }
+
+namespace {
+
+// An istream over bytes held elsewhere (no copy, so thousands of truncations stay cheap).
+struct memory_buffer : std::streambuf {
+  memory_buffer(const char* p, std::size_t n) {
+    char* b = const_cast<char*>(p);  // only read: std::streambuf's get area takes char*
+    setg(b, b, b + n);
+  }
+};
+
+template <class Opt>
+void load_bytes(Opt& opt, const char* p, std::size_t n) {
+  memory_buffer buffer(p, n);
+  std::istream in(&buffer);
+  opt.load(in);
+}
+
+// Every position of `bytes` if there are at most `limit`, else `limit` positions drawn with a fixed seed.
+std::vector<std::size_t> positions(std::size_t size, std::size_t limit, std::uint32_t stream) {
+  std::vector<std::size_t> out;
+  if (size <= limit) {
+    for (std::size_t i = 0; i < size; ++i) out.push_back(i);
+    return out;
+  }
+  distopt::rng g(400, stream, 0, distopt::purpose::user);
+  for (std::size_t k = 0; k < limit; ++k) out.push_back(static_cast<std::size_t>(g.uniform() * static_cast<float>(size)) % size);
+  return out;
+}
+
+struct damage_report {
+  std::size_t tried = 0, refused = 0, loaded = 0, other = 0;
+  bool unchanged = false;
+};
+
+// Loads into `opt` its own checkpoint `good` with byte i changed (xor 0xFF) and cut at every
+// length: each must throw checkpoint_error. Afterwards opt must save `good` again: nothing changed.
+template <class Opt>
+damage_report refuse_damage(Opt& opt, const std::string& good, std::uint32_t stream) {
+  damage_report out;
+  auto attempt = [&](const char* p, std::size_t n) {
+    ++out.tried;
+    try {
+      load_bytes(opt, p, n);
+      ++out.loaded;
+    } catch (const distopt::checkpoint_error&) {
+      ++out.refused;
+    } catch (...) {
+      ++out.other;
+    }
+  };
+  std::string bad = good;
+  for (const std::size_t i : positions(good.size(), 10000, stream)) {
+    bad[i] = static_cast<char>(bad[i] ^ 0xFF);
+    attempt(bad.data(), bad.size());
+    bad[i] = good[i];
+  }
+  for (const std::size_t n : positions(good.size(), 10000, stream + 1)) attempt(good.data(), n);
+  out.unchanged = saved(opt) == good;
+  return out;
+}
+
+template <class Opt>
+void check_damage_refused(int world, distopt::options o, auto... policies) {
+  std::vector<damage_report> reports(static_cast<std::size_t>(world));
+  distopt::run_threads(
+      world,
+      [&](transport_ref t) {
+        Opt opt(t, seeded_normal(k_dim, 1), o, policies...);
+        train(opt, t.rank(), 0, 5);
+        reports[static_cast<std::size_t>(t.rank())] =
+            refuse_damage(opt, saved(opt), static_cast<std::uint32_t>(2 * t.rank()));
+      },
+      k_threads);
+  for (const damage_report& r : reports) {
+    CHECK(r.tried > 1000);
+    CHECK(r.refused == r.tried);
+    CHECK(r.loaded == 0);
+    CHECK(r.other == 0);
+    CHECK(r.unchanged);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("every changed byte and every truncation is refused with checkpoint_error, and changes nothing") {
+  SUBCASE("DoubleSqueeze: worker and server memories") {
+    check_damage_refused<distopt::algorithms::double_squeeze<>>(3, k_plain,
+                                                                compress::error_feedback{compress::top_k{0.1}});
+  }
+  SUBCASE("CHOCO-SGD: public copies") {
+    check_damage_refused<distopt::algorithms::choco_sgd<>>(3, {.learning_rate = 0.05f, .consensus_step = 0.3f},
+                                                           compress::top_k{0.2});
+  }
+  SUBCASE("local SGD mid-period, with momentum") {
+    check_damage_refused<distopt::algorithms::local_sgd<3>>(2, {.learning_rate = 0.05f, .momentum = 0.9f});
+  }
+  SUBCASE("PowerSGD") { check_damage_refused<distopt::algorithms::powersgd<2>>(2, k_plain); }
+}
+
+TEST_CASE("a large checkpoint: 10 000 seeded byte changes and truncations are refused") {
+  distopt::run_threads(
+      1,
+      [&](transport_ref t) {
+        constexpr Index n = 20000;
+        distopt::algorithms::minibatch_sgd opt(t, seeded_normal(n, 1), {.learning_rate = 0.05f, .momentum = 0.9f});
+        opt.step(seeded_normal(n, 2));
+        const std::string good = saved(opt);
+        CHECK(good.size() > 2 * 4 * n);
+        const damage_report r = refuse_damage(opt, good, 7);
+        CHECK(r.tried == 20000);
+        CHECK(r.refused == r.tried);
+        CHECK(r.unchanged);
+      },
+      k_threads);
+}
+
+TEST_CASE("a checkpoint whose checksum was repaired after a change loads or throws distopt::error, never crashes") {
+  // The parser behind the checksum, reached only by crafted input: flip each byte, recompute
+  // the CRC32C, and load. Damaged counts and lengths must be refused without reading out of
+  // bounds (run under ASan/UBSan by scripts/test --sanitize); changed floats may load.
+  distopt::run_threads(
+      2,
+      [&](transport_ref t) {
+        distopt::algorithms::double_squeeze<> opt(t, seeded_normal(k_dim, 1), k_plain,
+                                                  compress::error_feedback{compress::top_k{0.1}});
+        train(opt, t.rank(), 0, 3);
+        const std::string good = saved(opt);
+        distopt::algorithms::double_squeeze<> scratch(t, seeded_normal(k_dim, 1), k_plain,
+                                                      compress::error_feedback{compress::top_k{0.1}});
+        std::size_t loaded = 0, refused = 0, other = 0;
+        std::string bad = good;
+        for (std::size_t i = 24; i + 4 < good.size(); ++i) {
+          bad[i] = static_cast<char>(bad[i] ^ 0x55);
+          const std::uint32_t crc =
+              distopt::detail::crc32c(std::as_bytes(std::span<const char>(bad.data(), bad.size() - 4)));
+          for (int b = 0; b < 4; ++b) bad[bad.size() - 4 + static_cast<std::size_t>(b)] = static_cast<char>(crc >> (8 * b));
+          try {
+            load(scratch, bad);
+            ++loaded;
+          } catch (const distopt::error&) {
+            ++refused;
+          } catch (...) {
+            ++other;
+          }
+          bad = good;
+        }
+        CHECK(other == 0);
+        CHECK(loaded > 0);   // the floats
+        CHECK(refused > 0);  // names, counts, lengths, flags, the configuration
+      },
+      k_threads);
+}
+
+namespace {
+
+// The config_error message with which rank 0 refuses the checkpoint of rank source(r, world)
+// that a Saver wrote after 3 steps, loaded into a fresh Loader ("" if it loads). Every rank that
+// refuses must be left as it was (its next save unchanged); ranks whose part fits may load.
+template <class Saver, class Loader>
+std::string refusal(int save_world, int load_world, auto make_saver, auto make_loader, int (*source)(int, int)) {
+  std::vector<std::string> checkpoints(static_cast<std::size_t>(save_world));
+  distopt::run_threads(
+      save_world,
+      [&](transport_ref t) {
+        Saver opt = make_saver(t);
+        train(opt, t.rank(), 0, 3);
+        checkpoints[static_cast<std::size_t>(t.rank())] = saved(opt);
+      },
+      k_threads);
+  std::string message;
+  bool unchanged = true;
+  distopt::run_threads(
+      load_world,
+      [&](transport_ref t) {
+        Loader opt = make_loader(t);
+        const std::string before = saved(opt);
+        try {
+          load(opt, checkpoints[static_cast<std::size_t>(source(t.rank(), save_world))]);
+        } catch (const distopt::config_error& e) {
+          if (t.rank() == 0) message = e.what();
+          if (saved(opt) != before) unchanged = false;  // ranks write false only: no race on a changed value
+        }
+      },
+      k_threads);
+  CHECK(unchanged);
+  return message;
+}
+
+int same_rank(int r, int) { return r; }
+int next_rank(int r, int world) { return (r + 1) % world; }
+
+template <class Opt>
+auto maker(distopt::options o, Index n, auto... policies) {
+  return [=](transport_ref t) { return Opt(t, seeded_normal(n, 1), o, policies...); };
+}
+
+bool names(const std::string& message, const std::string& what) {
+  CAPTURE(message);
+  return message.find(what) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("a checkpoint of another configuration is refused with a config_error naming the difference") {
+  using distopt::algorithms::minibatch_sgd;
+  const distopt::options o = k_plain;
+  SUBCASE("optimizer type") {
+    const auto m = refusal<minibatch_sgd, distopt::algorithms::qsgd_sgd<4>>(
+        1, 1, maker<minibatch_sgd>(o, k_dim), maker<distopt::algorithms::qsgd_sgd<4>>(o, k_dim), same_rank);
+    CHECK(names(m, "compress::identity"));
+    CHECK(names(m, "compress::qsgd<4"));
+  }
+  SUBCASE("model size") {
+    const auto m =
+        refusal<minibatch_sgd, minibatch_sgd>(1, 1, maker<minibatch_sgd>(o, k_dim), maker<minibatch_sgd>(o, 40), same_rank);
+    CHECK(names(m, "the parameter count is 48 in the checkpoint, 40 here"));
+  }
+  SUBCASE("another rank's checkpoint") {
+    const auto m =
+        refusal<minibatch_sgd, minibatch_sgd>(2, 2, maker<minibatch_sgd>(o, k_dim), maker<minibatch_sgd>(o, k_dim), next_rank);
+    CHECK(names(m, "the rank is 1 in the checkpoint, 0 here"));
+  }
+  SUBCASE("world size") {
+    const auto m =
+        refusal<minibatch_sgd, minibatch_sgd>(1, 2, maker<minibatch_sgd>(o, k_dim), maker<minibatch_sgd>(o, k_dim),
+                                              [](int, int) { return 0; });
+    CHECK(names(m, "the world size is 1 in the checkpoint, 2 here"));
+  }
+  SUBCASE("options") {
+    distopt::options other = o;
+    other.momentum = 0.5f;
+    CHECK(names(refusal<minibatch_sgd, minibatch_sgd>(1, 1, maker<minibatch_sgd>(o, k_dim),
+                                                      maker<minibatch_sgd>(other, k_dim), same_rank),
+                "options.momentum"));
+    other = o;
+    other.seed = 6;
+    CHECK(names(refusal<minibatch_sgd, minibatch_sgd>(1, 1, maker<minibatch_sgd>(o, k_dim),
+                                                      maker<minibatch_sgd>(other, k_dim), same_rank),
+                "options.seed is 5 in the checkpoint, 6 here"));
+  }
+  SUBCASE("the parameter server's rank") {
+    using ds = distopt::algorithms::double_squeeze<>;
+    const compress::error_feedback ef{compress::top_k{0.1}};
+    const auto m = refusal<ds, ds>(2, 2, maker<ds>(o, k_dim, ef, topology::compressed_parameter_server{0}),
+                                   maker<ds>(o, k_dim, ef, topology::compressed_parameter_server{1}), same_rank);
+    CHECK(names(m, "the parameter server is rank 0 in the checkpoint, rank 1 here"));
+  }
+  SUBCASE("the gossip graph") {
+    using choco = distopt::algorithms::choco_sgd<compress::top_k, topology::custom>;
+    const topology::custom cycle{distopt::graph::from_edges(4, {{0, 1}, {1, 2}, {2, 3}, {3, 0}})};
+    const topology::custom path{distopt::graph::from_edges(4, {{0, 1}, {1, 2}, {2, 3}})};
+    const compress::top_k c{0.2};
+    const auto m = refusal<choco, choco>(4, 4, maker<choco>(o, k_dim, c, cycle), maker<choco>(o, k_dim, c, path), same_rank);
+    CHECK(names(m, "gossip neighbours differ"));  // rank 0: 1 and 3 on the cycle, 1 on the path
+  }
+  SUBCASE("PowerSGD's tensor shapes") {
+    using psgd = distopt::algorithms::powersgd<2>;
+    const auto m = refusal<psgd, psgd>(1, 1, maker<psgd>(o, k_dim), maker<psgd>(o, k_dim, compress::power_sgd<2>{.shapes = {{8, 6}}}),
+                                       same_rank);
+    CHECK(names(m, "tensor 0 is 6 x 8 in the checkpoint, 8 x 6 here"));
+  }
+}

@@ -133,21 +133,10 @@ class optimizer {
   /// local-SGD anchor, the server's memory) — a versioned, checksummed record
   /// (core/checkpoint.hpp). No communication. Every rank saves after the same step; the
   /// random streams are functions of (seed, rank, round), so nothing else is needed to
-  /// continue bit for bit. Throws checkpoint_error if the stream fails (write_checkpoint_file
-  /// makes a file atomically).
+  /// continue bit for bit. Throws checkpoint_error if the stream fails.
   void save(std::ostream& out) const {
-    static_assert(!valid_policies || checkpointable_protocol<protocol_type>,
-                  "optimizer::save/load: the protocol has no `void save(checkpoint_writer&) const` and "
-                  "`void load(checkpoint_reader&)` (see distopt/core/protocol.hpp, requirement 5)");
     checkpoint_writer w;
-    w.section("run", [&] { origin().save(w); });
-    w.section("optimizer", [&] {
-      w.u64(step_);
-      w.floats(std::span<const float>(x_.data(), static_cast<std::size_t>(x_.size())));
-      update_.save(w);
-      stats_.save(w);
-    });
-    if constexpr (valid_policies) w.section("protocol", [&] { protocol_.save(w); });
+    write_sections(w);
     const std::span<const std::byte> bytes = w.finish();
     out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
     if (!out)
@@ -159,12 +148,39 @@ class optimizer {
   /// those the saving optimizer would have taken. Call it on every rank, in a freshly built
   /// optimizer of the same configuration, before its first step. The checkpoint's learning
   /// rate replaces options.learning_rate (as after set_learning_rate). Throws checkpoint_error
-  /// for what is not a complete, intact checkpoint (nothing is changed then), config_error
-  /// naming the difference for one of another optimizer type, model size, rank, world size,
-  /// options, topology or compressor configuration.
+  /// for what is not a complete, intact checkpoint, config_error naming the difference for
+  /// one of another optimizer type, model size, rank, world size, options, topology or
+  /// compressor configuration; either way the optimizer is left as it was.
   void load(std::istream& in) {
-    const byte_buffer bytes = read_checkpoint(in);
-    checkpoint_reader all = checkpoint_reader::sections_of(bytes);
+    const byte_buffer bytes = read_checkpoint(in);  // damage is found here, before anything changes
+    checkpoint_writer before;  // what a refusal found while loading puts back
+    write_sections(before);
+    const std::span<const std::byte> undo = before.finish();
+    try {
+      read_sections(bytes);
+    } catch (...) {
+      read_sections(undo);
+      throw;
+    }
+  }
+
+ private:
+  // The sections of a checkpoint (core/checkpoint.hpp): "run", "optimizer", "protocol".
+  void write_sections(checkpoint_writer& w) const {
+    static_assert(!valid_policies || checkpointable_protocol<protocol_type>,
+                  "optimizer::save/load: the protocol has no `void save(checkpoint_writer&) const` and "
+                  "`void load(checkpoint_reader&)` (see distopt/core/protocol.hpp, requirement 5)");
+    w.section("run", [&] { origin().save(w); });
+    w.section("optimizer", [&] {
+      w.u64(step_);
+      w.floats(std::span<const float>(x_.data(), static_cast<std::size_t>(x_.size())));
+      update_.save(w);
+      stats_.save(w);
+    });
+    if constexpr (valid_policies) w.section("protocol", [&] { protocol_.save(w); });
+  }
+  void read_sections(std::span<const std::byte> checkpoint) {
+    checkpoint_reader all = checkpoint_reader::sections_of(checkpoint);
     checkpoint_reader run = all.section("run");
     origin().expect_same(run);
     run.expect_end();
@@ -183,8 +199,6 @@ class optimizer {
     }
     all.expect_end();
   }
-
- private:
   checkpoint_origin origin() const {
     return {describe<optimizer>(), static_cast<std::uint64_t>(x_.size()), static_cast<std::uint32_t>(transport_.rank()),
             static_cast<std::uint32_t>(transport_.size()), options_};
