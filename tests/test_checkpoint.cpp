@@ -13,10 +13,17 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <mutex>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <distopt/distopt.hpp>
 
@@ -464,4 +471,99 @@ TEST_CASE("a checkpoint of another configuration is refused with a config_error 
                                        same_rank);
     CHECK(names(m, "tensor 0 is 6 x 8 in the checkpoint, 8 x 6 here"));
   }
+}
+
+namespace {
+
+// A fresh directory under the system's temporary directory, removed at the end of the test.
+struct scratch_directory {
+  std::filesystem::path path;
+  scratch_directory() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "distopt-checkpoint-XXXXXX").string();
+    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+    path = pattern;
+  }
+  ~scratch_directory() { std::filesystem::remove_all(path); }
+  std::vector<std::filesystem::path> files() const {
+    std::vector<std::filesystem::path> out;
+    for (const auto& e : std::filesystem::directory_iterator(path)) out.push_back(e.path());
+    return out;
+  }
+};
+
+std::string contents(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+}  // namespace
+
+TEST_CASE("checkpoint files: saved atomically, loaded, and never half-written") {
+  const scratch_directory dir;
+  const std::filesystem::path file = dir.path / "rank-0.ckpt";
+  distopt::run_threads(
+      1,
+      [&](transport_ref t) {
+        using opt_t = distopt::algorithms::ef_topk_sgd;
+        const compress::error_feedback ef{compress::top_k{0.1}};
+        opt_t a(t, seeded_normal(k_dim, 1), k_plain, ef);
+        train(a, 0, 0, 3);
+        distopt::save_checkpoint(a, file);
+        const std::string first = saved(a);
+        CHECK(contents(file) == first);
+        CHECK(dir.files().size() == 1);  // no temporary left
+
+        // A writer that fails halfway: the file keeps the previous checkpoint, the temporary is removed.
+        train(a, 0, 3, 2);
+        CHECK_THROWS_AS(distopt::write_file_atomically(file,
+                                                       [&](std::ostream& out) {
+                                                         const std::string next = saved(a);
+                                                         out.write(next.data(), static_cast<std::streamsize>(next.size() / 2));
+                                                         throw std::runtime_error("the disk is full");
+                                                       }),
+                        std::runtime_error);
+        CHECK(contents(file) == first);
+        CHECK(dir.files().size() == 1);
+
+        // A process killed while writing: nothing cleans up, yet the file is the previous
+        // checkpoint, and the temporary left behind is refused as truncated.
+        const std::string next = saved(a);
+        const pid_t child = ::fork();
+        REQUIRE(child >= 0);
+        if (child == 0) {
+          try {
+            distopt::write_file_atomically(file, [&](std::ostream& out) {
+              out.write(next.data(), static_cast<std::streamsize>(next.size() / 2));
+              out.flush();
+              ::_exit(0);  // dies here, before the rename
+            });
+          } catch (...) {
+          }
+          ::_exit(1);
+        }
+        int status = 0;
+        REQUIRE(::waitpid(child, &status, 0) == child);
+        CHECK(WIFEXITED(status));
+        CHECK(WEXITSTATUS(status) == 0);
+        CHECK(contents(file) == first);
+        std::size_t leftovers = 0;
+        for (const auto& p : dir.files()) {
+          if (p == file) continue;
+          ++leftovers;
+          opt_t c(t, seeded_normal(k_dim, 1), k_plain, ef);
+          CHECK_THROWS_WITH_AS(distopt::load_checkpoint(c, p), doctest::Contains("truncated"), distopt::checkpoint_error);
+        }
+        CHECK(leftovers == 1);
+
+        // The file resumes the run.
+        opt_t b(t, seeded_normal(k_dim, 2), k_plain, ef);
+        distopt::load_checkpoint(b, file);
+        CHECK(saved(b) == first);
+
+        CHECK_THROWS_WITH_AS(distopt::load_checkpoint(b, dir.path / "missing.ckpt"),
+                             doctest::Contains("missing.ckpt: cannot open it"), distopt::checkpoint_error);
+        CHECK_THROWS_WITH_AS(distopt::save_checkpoint(b, dir.path / "no-such-dir" / "x.ckpt"),
+                             doctest::Contains("cannot create a temporary file"), distopt::checkpoint_error);
+      },
+      k_threads);
 }
