@@ -152,7 +152,7 @@ class optimizer {
   /// one of another optimizer type, model size, rank, world size, options, topology or
   /// compressor configuration; either way the optimizer is left as it was.
   void load(std::istream& in) {
-    const byte_buffer bytes = read_checkpoint(in);  // damage is found here, before anything changes
+    const std::vector<std::byte> bytes = read_checkpoint(in);  // damage is found here, before anything changes
     checkpoint_writer before;  // what a refusal found while loading puts back
     write_sections(before);
     const std::span<const std::byte> undo = before.finish();

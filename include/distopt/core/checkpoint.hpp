@@ -27,7 +27,7 @@
 //   distopt::checkpoint_writer w;
 //   w.section("mine", [&] { w.u64(count); w.floats(v); });
 //   out.write(...w.finish()...);                                // header and checksum filled in
-//   const distopt::byte_buffer bytes = distopt::read_checkpoint(in);   // verified
+//   const std::vector<std::byte> bytes = distopt::read_checkpoint(in);   // verified
 //   distopt::checkpoint_reader all = distopt::checkpoint_reader::sections_of(bytes);
 //   distopt::checkpoint_reader mine = all.section("mine");
 //   count = mine.u64(); mine.floats(v, "my vector"); mine.expect_end();
@@ -245,8 +245,8 @@ inline void verify_checkpoint(std::span<const std::byte> bytes) {
   if (std::memcmp(bytes.data(), ck::magic.data(), std::min(bytes.size(), ck::magic.size())) != 0)
     bad("it does not start with the magic \"DOPTCKPT\": not a distopt checkpoint");
   if (bytes.size() < ck::header_bytes)
-    bad("it ends after " + std::to_string(bytes.size()) + " bytes, inside the " +
-        std::to_string(ck::header_bytes) + "-byte header: truncated");
+    bad("it ends after " + std::to_string(bytes.size()) + " bytes, inside the " + std::to_string(ck::header_bytes) +
+        "-byte header: truncated");
   const auto version = ck::load_le<std::uint32_t>(bytes.data() + 8);
   if (version != ck::format_version)
     bad("format version " + std::to_string(version) + ", this build of distopt reads version " +
@@ -268,10 +268,12 @@ inline void verify_checkpoint(std::span<const std::byte> bytes) {
 
 /// Reads one checkpoint from `in` — exactly the bytes its header announces, so a stream may
 /// hold more after it — and verifies it (verify_checkpoint). Memory grows with the bytes that
-/// arrive, never with what a corrupted length field announces.
-inline byte_buffer read_checkpoint(std::istream& in) {
+/// arrive, never with what a corrupted length field announces. (A std::vector: its zero fill
+/// is one memset, which costs nothing next to the read, where byte_buffer's per-element
+/// default construction is a slow loop in unoptimised builds.)
+inline std::vector<std::byte> read_checkpoint(std::istream& in) {
   namespace ck = detail::checkpoint;
-  byte_buffer bytes;
+  std::vector<std::byte> bytes;
   auto read_up_to = [&](std::size_t total) {
     constexpr std::size_t chunk = std::size_t{1} << 20;
     while (bytes.size() < total && in) {

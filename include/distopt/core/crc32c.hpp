@@ -29,7 +29,8 @@ inline constexpr std::array<std::uint32_t, 256> crc32c_table = [] {
 
 /// Portable byte-at-a-time update of a raw (pre-/post-inversion left to the caller) CRC state.
 inline std::uint32_t crc32c_update_portable(std::uint32_t state, const std::byte* p, std::size_t n) noexcept {
-  for (std::size_t i = 0; i < n; ++i) state = (state >> 8) ^ crc32c_table[(state ^ std::to_integer<std::uint32_t>(p[i])) & 0xFFu];
+  for (std::size_t i = 0; i < n; ++i)
+    state = (state >> 8) ^ crc32c_table[(state ^ std::to_integer<std::uint32_t>(p[i])) & 0xFFu];
   return state;
 }
 
