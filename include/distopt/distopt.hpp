@@ -9,6 +9,8 @@
 #include "distopt/collective.hpp"
 #include "distopt/compress.hpp"
 #include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/checkpoint.hpp"
+#include "distopt/core/checkpoint_file.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/errors.hpp"
 #include "distopt/core/layout.hpp"

@@ -21,13 +21,17 @@
 #include <Eigen/Core>
 #include <cstdint>
 #include <cstring>
+#include <istream>
+#include <ostream>
 #include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "distopt/collective/allgather.hpp"
+#include "distopt/core/checkpoint.hpp"
 #include "distopt/core/concepts.hpp"
+#include "distopt/core/describe.hpp"
 #include "distopt/core/diagnostics.hpp"
 #include "distopt/core/errors.hpp"
 #include "distopt/core/local_update.hpp"
@@ -123,6 +127,42 @@ class optimizer {
   /// Communication and progress statistics of this worker.
   const statistics& stats() const { return stats_; }
 
+  /// Writes this rank's state to `out`: parameters, momentum, step and round counters,
+  /// statistics, learning rate, and the protocol's state (compressor states, public copies,
+  /// local-SGD anchor, the server's memory) — a versioned, checksummed record
+  /// (core/checkpoint.hpp). No communication. Every rank saves after the same step; the
+  /// random streams are functions of (seed, rank, round), so nothing else is needed to
+  /// continue bit for bit. Throws checkpoint_error if the stream fails.
+  void save(std::ostream& out) const {
+    checkpoint_writer w;
+    write_sections(w);
+    const std::span<const std::byte> bytes = w.finish();
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    if (!out)
+      throw checkpoint_error("optimizer::save: the stream did not take the checkpoint's " +
+                             std::to_string(bytes.size()) + " bytes (disk full, or the file is not open?)");
+  }
+
+  /// Reads a checkpoint that save() wrote on this rank, so that the following steps are
+  /// those the saving optimizer would have taken. Call it on every rank, in a freshly built
+  /// optimizer of the same configuration, before its first step. The checkpoint's learning
+  /// rate replaces options.learning_rate (as after set_learning_rate). Throws checkpoint_error
+  /// for what is not a complete, intact checkpoint, config_error naming the difference for
+  /// one of another optimizer type, model size, rank, world size, options, topology or
+  /// compressor configuration; either way the optimizer is left as it was.
+  void load(std::istream& in) {
+    const std::vector<std::byte> bytes = read_checkpoint(in);  // damage is found here, before anything changes
+    checkpoint_writer before;  // what a refusal found while loading puts back
+    write_sections(before);
+    const std::span<const std::byte> undo = before.finish();
+    try {
+      read_sections(bytes);
+    } catch (...) {
+      read_sections(undo);
+      throw;
+    }
+  }
+
  private:
   // Protocols whose workers need not meet in rounds (independent_schedules: the asynchronous
   // ones) give each worker its own schedule when L draws one per rank (local_steps::geometric).
@@ -134,6 +174,45 @@ class optimizer {
       return local_steps_.communicates_after(step, transport_.rank());
     else
       return local_steps_.communicates_after(step);
+  }
+
+  // The sections of a checkpoint (core/checkpoint.hpp): "run", "optimizer", "protocol".
+  void write_sections(checkpoint_writer& w) const {
+    static_assert(!valid_policies || checkpointable_protocol<protocol_type>,
+                  "optimizer::save/load: the protocol has no `void save(checkpoint_writer&) const` and "
+                  "`void load(checkpoint_reader&)` (see distopt/core/protocol.hpp, requirement 5)");
+    w.section("run", [&] { origin().save(w); });
+    w.section("optimizer", [&] {
+      w.u64(step_);
+      w.floats(std::span<const float>(x_.data(), static_cast<std::size_t>(x_.size())));
+      update_.save(w);
+      stats_.save(w);
+    });
+    if constexpr (valid_policies) w.section("protocol", [&] { protocol_.save(w); });
+  }
+  void read_sections(std::span<const std::byte> checkpoint) {
+    checkpoint_reader all = checkpoint_reader::sections_of(checkpoint);
+    checkpoint_reader run = all.section("run");
+    origin().expect_same(run);
+    run.expect_end();
+    checkpoint_reader mine = all.section("optimizer");
+    const std::uint64_t step = mine.u64();
+    mine.floats(span_of(x_), "the parameters");
+    update_.load(mine);
+    stats_.load(mine);
+    mine.expect_end();
+    step_ = step;
+    options_.learning_rate = update_.learning_rate();
+    if constexpr (valid_policies) {
+      checkpoint_reader theirs = all.section("protocol");
+      protocol_.load(theirs);
+      theirs.expect_end();
+    }
+    all.expect_end();
+  }
+  checkpoint_origin origin() const {
+    return {describe<optimizer>(), static_cast<std::uint64_t>(x_.size()), static_cast<std::uint32_t>(transport_.rank()),
+            static_cast<std::uint32_t>(transport_.size()), options_};
   }
 
   static std::span<float> span_of(Eigen::VectorXf& v) { return {v.data(), static_cast<std::size_t>(v.size())}; }

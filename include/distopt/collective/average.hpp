@@ -21,6 +21,7 @@
 #include "distopt/collective/ring_allreduce.hpp"
 #include "distopt/collective/ring_encoded.hpp"
 #include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/checkpoint.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/rng.hpp"
 #include "distopt/core/traits.hpp"
@@ -65,6 +66,11 @@ class averager {
 
   /// This worker's compressor state (residuals, EF21's g_i, ...); null before the first round.
   const compressor_state_t<C>* state() const { return state_ ? &*state_ : nullptr; }
+
+  /// Checkpoints hold the compressor state (the workspaces are scratch).
+  void save(checkpoint_writer& w) const { save_compressor_state<C>(w, state_); }
+  /// Loads it; a state is made for vectors of n floats.
+  void load(checkpoint_reader& r, C& c, std::size_t n) { load_compressor_state(r, state_, c, n); }
 
  private:
   void gather_decode(transport_ref t, std::span<float> v, C& c, rng& g) {

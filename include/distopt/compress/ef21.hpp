@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/checkpoint.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/errors.hpp"
 #include "distopt/core/rng.hpp"
@@ -58,6 +59,16 @@ struct ef21 {
     std::vector<float> aggregate;  ///< g: the tracked mean of every worker's g_i
     std::vector<float> work;       ///< x - g_i
     std::vector<float> decoded;    ///< this worker's decoded message
+
+    /// Checkpoints hold g_i and g; the other two are scratch.
+    void save(checkpoint_writer& w) const {
+      w.floats(local);
+      w.floats(aggregate);
+    }
+    void load(checkpoint_reader& r) {
+      r.floats(local, "compress::ef21's g_i");
+      r.floats(aggregate, "compress::ef21's aggregate g");
+    }
   };
 
   state make_state(std::size_t n) const {

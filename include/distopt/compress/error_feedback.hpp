@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/checkpoint.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/errors.hpp"
 #include "distopt/core/rng.hpp"
@@ -46,6 +47,10 @@ struct error_feedback {
     std::vector<float> residual;   // e
     std::vector<float> corrected;  // p = g + e
     std::vector<float> sent;       // decode(C(p))
+
+    /// Checkpoints hold the residual; the other two are scratch.
+    void save(checkpoint_writer& w) const { w.floats(residual); }
+    void load(checkpoint_reader& r) { r.floats(residual, "compress::error_feedback's residual"); }
   };
 
   state make_state(std::size_t n) const { return {std::vector<float>(n, 0.0f), std::vector<float>(n), std::vector<float>(n)}; }

@@ -75,6 +75,7 @@
 #include "distopt/compress/detail/sparse_format.hpp"
 #include "distopt/compress/detail/wire.hpp"
 #include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/checkpoint.hpp"
 #include "distopt/core/errors.hpp"
 #include "distopt/core/layout.hpp"
 #include "distopt/core/rng.hpp"
@@ -121,6 +122,35 @@ struct power_sgd {
     std::vector<float> packed;  // every compressed tensor's P, then every raw tensor's floats
     std::vector<float> memory;  // e (n floats with error feedback, else empty)
     collective::allreduce_workspace ring;
+
+    /// Checkpoints hold the tensor shapes (compared on load), the warm start Q and the memory e;
+    /// P and the ring are scratch.
+    void save(checkpoint_writer& w) const {
+      w.u64(n);
+      w.u64(tensors.size());
+      for (const tensor_plan& t : tensors) {
+        w.u64(t.rows);
+        w.u64(t.cols);
+      }
+      w.floats(q);
+      w.floats(memory);
+    }
+    void load(checkpoint_reader& r) {
+      const std::uint64_t saved_n = r.u64();
+      if (saved_n != n)
+        r.refuse("compress::power_sgd's state is for " + std::to_string(saved_n) + " floats, this one for " +
+                 std::to_string(n));
+      if (r.u64() != tensors.size()) r.refuse("compress::power_sgd's shapes have another number of tensors");
+      for (std::size_t i = 0; i < tensors.size(); ++i) {
+        const std::uint64_t rows = r.u64(), cols = r.u64();
+        if (rows != tensors[i].rows || cols != tensors[i].cols)
+          r.refuse("compress::power_sgd's tensor " + std::to_string(i) + " is " + std::to_string(rows) + " x " +
+                   std::to_string(cols) + " in the checkpoint, " + std::to_string(tensors[i].rows) + " x " +
+                   std::to_string(tensors[i].cols) + " here (its `shapes`)");
+      }
+      r.floats(q, "compress::power_sgd's warm start Q");
+      r.floats(memory, "compress::power_sgd's error-feedback memory (its `error_feedback` knob)");
+    }
   };
 
   state make_state(std::size_t n) const {

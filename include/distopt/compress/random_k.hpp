@@ -60,6 +60,7 @@
 #include "distopt/compress/detail/wire.hpp"
 #include "distopt/compress/top_k.hpp"
 #include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/checkpoint.hpp"
 #include "distopt/core/errors.hpp"
 #include "distopt/core/rng.hpp"
 
@@ -172,6 +173,9 @@ struct random_k_shared {
   /// Per-worker round counter.
   struct state {
     std::uint32_t step = 0;
+
+    void save(checkpoint_writer& w) const { w.u32(step); }
+    void load(checkpoint_reader& r) { step = r.u32(); }
   };
 
   random_k_shared() = default;

@@ -38,4 +38,11 @@ class numeric_error : public error {
   using error::error;
 };
 
+/// A checkpoint that cannot be read: not a checkpoint, another format version, truncated or
+/// corrupted (core/checkpoint.hpp). A readable checkpoint of another configuration is a config_error.
+class checkpoint_error : public error {
+ public:
+  using error::error;
+};
+
 }  // namespace distopt

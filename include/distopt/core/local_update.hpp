@@ -13,11 +13,14 @@
 //   u.direct(d, x);         // d <- d(d) in place, for protocols that mix eta d with peers
 
 #include <bit>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
+#include "distopt/core/checkpoint.hpp"
 #include "distopt/core/options.hpp"
 
 namespace distopt {
@@ -95,6 +98,23 @@ class local_update {
   void set_learning_rate(float eta) noexcept { eta_ = eta; }
   /// A protocol's factor on eta (1/(1 + staleness) under staleness-aware steps), 1 by default.
   void set_scale(float s) noexcept { scale_ = s; }
+
+  /// Checkpoints hold the step size, the scale and the momentum buffer; the other knobs are
+  /// options, compared by the optimizer.
+  void save(checkpoint_writer& w) const {
+    w.f32(eta_);
+    w.f32(scale_);
+    w.floats(velocity_);
+  }
+  void load(checkpoint_reader& r) {
+    const float eta = r.f32(), scale = r.f32();
+    if (!(std::isfinite(eta) && eta > 0.0f && std::isfinite(scale) && scale >= 0.0f))
+      r.fail("the learning rate " + std::to_string(eta) + " or step scale " + std::to_string(scale) +
+             " is not a finite positive number");
+    r.floats(velocity_, "the momentum buffer (options.momentum)");
+    eta_ = eta;
+    scale_ = scale;
+  }
 
  private:
   float eta_, mu_, lambda_;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <span>
 
+#include "distopt/core/checkpoint.hpp"
 #include "distopt/core/local_update.hpp"
 #include "distopt/core/options.hpp"
 #include "distopt/core/rng.hpp"
@@ -54,6 +55,12 @@ struct protocol_context {
 ///     `u.apply(x, g)` or the protocol's own order of it — and, if `talk`, a round.
 ///  3. `p.finish(x)` ends the run (drains what is in flight, final averaging).
 ///  4. `p.poll(x)` answers peers without stepping (asynchronous protocols; may do nothing).
+/// Optional, for checkpoints (checkpointable_protocol; optimizer::save/load need it):
+///  5. `p.save(w)` (const, `checkpoint_writer& w`) writes the protocol's state — compressor
+///     states, public copies, counters — and `p.load(r)` (`checkpoint_reader& r`, core/checkpoint.hpp)
+///     reads it back into a protocol built for the same configuration, refusing with r.refuse()
+///     (config_error) what does not fit. The parameters, momentum, statistics and step counter
+///     are the optimizer's.
 ///
 /// Minimal conforming type (no communication: every worker trains alone):
 ///   struct alone {
@@ -69,5 +76,12 @@ concept protocol = std::constructible_from<P, protocol_context, std::span<const 
       p.finish(x);
       p.poll(x);
     };
+
+/// A protocol whose state can be checkpointed: requirement 5 above.
+template <class P>
+concept checkpointable_protocol = requires(const P& cp, P& p, checkpoint_writer& w, checkpoint_reader& r) {
+  cp.save(w);
+  p.load(r);
+};
 
 }  // namespace distopt

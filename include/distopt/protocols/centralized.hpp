@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "distopt/collective/average.hpp"
+#include "distopt/core/checkpoint.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/protocol.hpp"
 #include "distopt/protocols/parameter_server_round.hpp"
@@ -59,7 +60,7 @@ class centralized {
  public:
   template <class S>
   centralized(protocol_context ctx, std::span<const float> x0, C c, T topo, S)
-      : ctx_(ctx), compressor_(std::move(c)), averager_(averager_for<T>::make(topo)) {
+      : ctx_(ctx), compressor_(std::move(c)), averager_(averager_for<T>::make(topo)), n_(x0.size()) {
     if constexpr (requires { topo.shards; })
       if (topo.shards != 1)
         throw config_error("topology::parameter_server: shards > 1 needs staleness::bounded<Tau> or "
@@ -90,6 +91,21 @@ class centralized {
   /// This worker's compressor state; null before the first round.
   const compressor_state_t<C>* compressor_state() const { return averager_.state(); }
 
+  /// Checkpoints hold the averager's compressor state(s), the local steps taken since the
+  /// last round and, while there are some, that round's model (the anchor).
+  void save(checkpoint_writer& w) const {
+    averager_.save(w);
+    w.u64(since_round_);
+    w.floats(since_round_ > 0 ? std::span<const float>(anchor_) : std::span<const float>());
+  }
+  void load(checkpoint_reader& r) {
+    averager_.load(r, compressor_, n_);
+    const std::uint64_t since = r.u64();
+    if (since > 0) anchor_.resize(n_);
+    r.floats(since > 0 ? std::span<float>(anchor_) : std::span<float>(), "the local-SGD anchor");
+    since_round_ = since;
+  }
+
  private:
   void average_deltas(std::span<float> x) {
     scratch_.resize(x.size());
@@ -107,6 +123,7 @@ class centralized {
   std::vector<float> anchor_;   // the model of the last round, while local steps run
   std::vector<float> scratch_;  // the average of a round
   std::uint64_t since_round_ = 0;
+  std::size_t n_;  // the model size
 };
 
 }  // namespace distopt::protocols

@@ -31,6 +31,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <type_traits>
@@ -39,6 +40,7 @@
 #include "distopt/collective/detail/float_bytes.hpp"
 #include "distopt/collective/ring_allreduce.hpp"
 #include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/checkpoint.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/protocol.hpp"
 #include "distopt/core/rng.hpp"
@@ -136,6 +138,20 @@ class public_copies {
     detail::scaled_copy(out.data(), row_.self_weight, copies_[0].data(), n);
     for (std::size_t k = 0; k < row_.peers.size(); ++k)
       detail::scale_add(out.data(), 1.0f, row_.weights[k], copies_[k + 1].data(), n);
+  }
+
+  /// Checkpoints hold every copy (none for the exact schemes).
+  void save(checkpoint_writer& w) const {
+    w.u64(copies_.size());
+    for (const auto& copy : copies_) w.floats(copy);
+  }
+  void load(checkpoint_reader& r) {
+    const std::uint64_t count = r.u64();
+    if (count != copies_.size())
+      r.refuse(std::to_string(count) + " public copies in the checkpoint, " + std::to_string(copies_.size()) +
+               " here (another gossip scheme or degree)");
+    for (std::size_t k = 0; k < copies_.size(); ++k)
+      r.floats(copies_[k], k == 0 ? "this worker's public copy" : "a neighbour's public copy");
   }
 
  private:
@@ -247,6 +263,40 @@ class model_exchange {
   /// This round's (static topologies: every round's) row of W.
   const mixing_row& row() const noexcept { return row_; }
 
+  /// Checkpoints hold the round counter, the row of a static topology (compared on load),
+  /// the compressor state and the public copies.
+  void save(checkpoint_writer& w) const {
+    w.u64(round_);
+    if constexpr (topology::static_gossip_topology<T>) {
+      w.u64(row_.peers.size());
+      for (const int p : row_.peers) w.u32(static_cast<std::uint32_t>(p));
+      w.f32(row_.self_weight);
+      w.floats(row_.weights);
+    }
+    save_compressor_state<C>(w, state_);
+    copies_.save(w);
+  }
+  void load(checkpoint_reader& r) {
+    const std::uint64_t round = r.u64();
+    if constexpr (topology::static_gossip_topology<T>) {
+      mixing_row saved;
+      saved.peers.resize(r.count(4));
+      for (int& p : saved.peers) p = static_cast<int>(r.u32());
+      saved.self_weight = r.f32();
+      r.floats(saved.weights);
+      if (saved.peers != row_.peers)
+        r.refuse("this worker's gossip neighbours differ from the checkpoint's (another topology or world size)");
+      auto same_bits = [](std::span<const float> a, std::span<const float> b) {
+        return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), 4 * a.size()) == 0);
+      };
+      if (!same_bits({&saved.self_weight, 1}, {&row_.self_weight, 1}) || !same_bits(saved.weights, row_.weights))
+        r.refuse("this worker's mixing weights differ from the checkpoint's (another topology)");
+    }
+    load_compressor_state<C>(r, state_);
+    copies_.load(r);
+    round_ = round;
+  }
+
  private:
   float gamma_;
   std::uint64_t seed_;
@@ -290,6 +340,10 @@ class gossip {
   void finish(std::span<float> x) { collective::ring_allreduce(ctx_.transport, x, collective::reduce_op::mean, ring_); }
 
   void poll(std::span<float>) {}
+
+  /// Checkpoints hold the model exchange (the direction and ring are scratch).
+  void save(checkpoint_writer& w) const { exchange_.save(w); }
+  void load(checkpoint_reader& r) { exchange_.load(r); }
 
  private:
   protocol_context ctx_;

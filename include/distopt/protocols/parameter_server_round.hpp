@@ -13,6 +13,7 @@
 //   avg.average(t, gradient, compressor, g);   // in place
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <span>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/checkpoint.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/errors.hpp"
 #include "distopt/core/rng.hpp"
@@ -87,6 +89,23 @@ class ps_averager {
   /// exact downlink, and before the first round.
   const compressor_state_t<C>* server_state() const { return server_state_ ? &*server_state_ : nullptr; }
   int server_rank() const { return server_; }
+
+  /// Checkpoints hold the server's rank (compared on load), this worker's state and the
+  /// server's downlink state (DoubleSqueeze's e_s).
+  void save(checkpoint_writer& w) const {
+    w.u32(static_cast<std::uint32_t>(server_));
+    save_compressor_state<C>(w, state_);
+    save_compressor_state<C>(w, server_state_);
+  }
+  /// Loads them; states are made for vectors of n floats.
+  void load(checkpoint_reader& r, C& c, std::size_t n) {
+    const std::uint32_t server = r.u32();
+    if (server != static_cast<std::uint32_t>(server_))
+      r.refuse("the parameter server is rank " + std::to_string(server) + " in the checkpoint, rank " +
+               std::to_string(server_) + " here (topology server_rank)");
+    load_compressor_state(r, state_, c, n);
+    load_compressor_state(r, server_state_, c, n);
+  }
 
  private:
   void serve(transport_ref t, std::span<float> v, C& c, rng& g) {

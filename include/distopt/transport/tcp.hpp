@@ -48,11 +48,11 @@
 #include <string>
 #include <string_view>
 #include <thread>
-#include <typeinfo>
 #include <unordered_map>
 #include <vector>
 
 #include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/describe.hpp"
 #include "distopt/core/errors.hpp"
 #include "distopt/core/options.hpp"
 #include "distopt/core/tag.hpp"
@@ -69,22 +69,6 @@
 #endif
 
 namespace distopt {
-
-/// The name of type T as the compiler spells it (e.g. "distopt::compress::top_k"),
-/// from __PRETTY_FUNCTION__; typeid's name where that is not available.
-template <class T>
-std::string describe() {
-#if defined(__GNUC__) || defined(__clang__)
-  const std::string_view f = __PRETTY_FUNCTION__;
-  const auto start = f.find("T = ");
-  if (start != std::string_view::npos) {
-    auto name = f.substr(start + 4);
-    name = name.substr(0, std::min(name.find(';'), name.rfind(']')));
-    return std::string(name);
-  }
-#endif
-  return typeid(T).name();
-}
 
 /// A hash (FNV-1a, 64 bits) of the options every rank must share: all but the timeout.
 inline std::uint64_t options_hash(const options& o) noexcept {
