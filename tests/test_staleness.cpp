@@ -838,7 +838,7 @@ TEST_CASE("asynchronous parameter server: a malformed or early final pull is a t
                             bad_pull{ps_message(9, {0, 0, 0, 0}, 8), "unknown kind 9"},
                             bad_pull{ps_message(0, {0, 0, 0, 0}, 4), "a model of 4 bytes, expected 8"},
                             bad_pull{ps_message(1, {0, 0, 0, 0}, 8), "the final model while still training"},
-                            bad_pull{ps_message(0, {0, 5, 0, 0}, 8), "holding 5 of its pushes"}}) {
+                            bad_pull{ps_message(0, {0, 1000000000, 0, 0}, 8), "holding 1000000000 of its pushes"}}) {
     const std::string expected = m.expected;
     CAPTURE(expected);
     const std::string what = error_after_bad_pull(m.bytes);
