@@ -7,6 +7,8 @@
 //   build/examples/fashion_mnist --workers 4 --epochs 5 --configs sgd,local4,ef-topk
 //   build/examples/fashion_mnist --list-configs
 //   mpirun -np 4 build/examples/fashion_mnist --transport mpi   # one worker per MPI rank
+//   scripts/distopt-launch -n 4 --restarts 2 -- build/examples/fashion_mnist --transport tcp
+//       --checkpoint-every 200 --resume ckpt    # (one line) a killed rank: all restart from the last checkpoint
 
 #include <CLI/CLI.hpp>
 
@@ -14,6 +16,9 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <mutex>
+#include <span>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -22,6 +27,7 @@
 #include <distopt/problems.hpp>
 #include <distopt/transport/simulated.hpp>
 
+#include "checkpoints.hpp"
 #include "launch.hpp"
 #include "report.hpp"
 
@@ -44,6 +50,8 @@ struct settings {
   std::size_t train_samples = 0;  // 0: all
   std::string csv = "fashion_mnist.csv";
   examples::network_choice network;  // the modelled network of the "simulated" column
+  std::uint64_t checkpoint_every = 0;  // steps; 0: no checkpoints
+  std::string resume;                  // directory to resume from and save into ("": start afresh)
 };
 
 struct experiment {
@@ -52,10 +60,31 @@ struct experiment {
   const distopt::problems::mlp& net;
   const settings& s;
   const examples::launcher& launch;
+  const examples::checkpoints& checkpoints;
 };
 
 using examples::epoch_record;
 using examples::run_result;
+
+// The epoch records a rank keeps, after its optimizer in a checkpoint (examples/checkpoints.hpp).
+void write_records(std::ostream& out, const std::vector<epoch_record>& records) {
+  const std::uint64_t n = records.size();
+  out.write(reinterpret_cast<const char*>(&n), sizeof n);
+  for (const epoch_record& e : records)
+    for (const double v : {double(e.epoch), e.test_accuracy, e.test_loss, e.seconds, e.simulated_seconds,
+                           double(e.bytes_sent)})
+      out.write(reinterpret_cast<const char*>(&v), sizeof v);
+}
+void read_records(std::istream& in, std::vector<epoch_record>& records) {
+  std::uint64_t n = 0;
+  in.read(reinterpret_cast<char*>(&n), sizeof n);
+  records.clear();
+  for (std::uint64_t k = 0; k < n && in; ++k) {
+    double v[6] = {};
+    in.read(reinterpret_cast<char*>(v), sizeof v);
+    records.push_back({static_cast<int>(v[0]), v[1], v[2], v[3], v[4], static_cast<std::uint64_t>(v[5])});
+  }
+}
 
 // Trains with one optimizer type; rank 0 evaluates on the test split after each epoch.
 template <class Optimizer>
@@ -64,6 +93,8 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
   run_result result{name, {}, 0};
   const auto& s = ex.s;
   const std::size_t steps_per_epoch = ex.net.samples() / (s.batch * static_cast<std::size_t>(s.workers));
+  if (steps_per_epoch == 0)
+    throw distopt::config_error("fashion_mnist: fewer training samples than one batch per worker; lower --batch");
   const Eigen::VectorXf x0 = ex.net.initial_parameters(s.seed);
   const distopt::network_model net = s.network.model();
   ex.launch.run(s.workers, [&](distopt::transport_ref real) {
@@ -74,16 +105,27 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
                   {.learning_rate = s.learning_rate, .momentum = s.momentum, .seed = s.seed,
                    .consensus_step = consensus_step},
                   c);
+    std::uint64_t step = ex.checkpoints.resume(opt, name, t.rank(), t.size(),
+                                               [&](std::istream& in) { read_records(in, result.epochs); });
+    for (std::uint64_t k = 0; k < step; ++k) batches.next();  // the batches drawn before the checkpoint
+    auto checkpoint = [&](bool last) {
+      ex.checkpoints.save_if_due(opt, name, t.rank(), step, last,
+                                 [&](std::ostream& out) { write_records(out, result.epochs); });
+    };
     Eigen::VectorXf g;
     const auto start = std::chrono::steady_clock::now();
     std::chrono::duration<double> evaluating{0};
-    for (int epoch = 1; epoch <= s.epochs; ++epoch) {
-      for (std::size_t b = 0; b < steps_per_epoch; ++b) {
+    for (int epoch = static_cast<int>(step / steps_per_epoch) + 1; epoch <= s.epochs; ++epoch) {
+      for (std::size_t b = step % steps_per_epoch; b < steps_per_epoch; ++b) {
         ex.net.gradient(opt.parameters(), batches.next(), g);
         opt.step(g);
+        if (++step % steps_per_epoch != 0) checkpoint(false);  // an epoch's last step: after its evaluation
       }
       if (epoch == s.epochs) opt.finish();
-      if (t.rank() != 0) continue;
+      if (t.rank() != 0) {
+        checkpoint(epoch == s.epochs);
+        continue;
+      }
       const auto eval_start = std::chrono::steady_clock::now();
       const auto e = ex.net.evaluate(opt.parameters(), ex.test.features, ex.test.labels);
       evaluating += std::chrono::steady_clock::now() - eval_start;
@@ -91,8 +133,13 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start - evaluating).count();
       result.epochs.push_back({epoch, e.accuracy, e.loss, seconds, t.now(), opt.stats().bytes_sent});
       examples::print_progress(name, result.epochs.back(), s.epochs, s.network.label());
+      checkpoint(epoch == s.epochs);
     }
-    if (t.rank() == 0) result.messages = opt.stats().messages_sent;
+    if (t.rank() != 0) return;
+    result.messages = opt.stats().messages_sent;
+    const auto x = opt.parameters();
+    std::printf("  %-10s final parameters: CRC32C %08x\n", name.c_str(),
+                distopt::detail::crc32c(std::as_bytes(std::span<const float>(x.data(), static_cast<std::size_t>(x.size())))));
   });
   return result;
 }
@@ -171,9 +218,17 @@ int main(int argc, char** argv) try {
   s.network.add_options(app);
   app.add_option("--transport", transport, "threads, or mpi under mpirun (when built with MPI)")
       ->check(CLI::IsMember(examples::launcher::transports()));
+  app.add_option("--checkpoint-every", s.checkpoint_every,
+                 "save a checkpoint every N steps and after each configuration's last, into the --resume directory "
+                 "(default checkpoints/), a subdirectory per configuration");
+  app.add_option("--resume", s.resume,
+                 "continue each configuration from its latest checkpoint in DIR, if it has one (the same command "
+                 "line serves the first run and restarts: scripts/distopt-launch --restarts)");
   app.add_flag("--list-configs", list, "list the configurations and exit");
   CLI11_PARSE(app, argc, argv);
 
+  const examples::checkpoints checkpoints(s.resume.empty() ? "checkpoints" : s.resume, s.checkpoint_every,
+                                          !s.resume.empty());
   const examples::launcher launch(transport, argc, argv);
   s.workers = launch.workers(app.count("--workers") ? s.workers : 0);
   const auto configs = configurations();
@@ -198,7 +253,7 @@ int main(int argc, char** argv) try {
                 train.labels.size(), test.labels.size(), s.model.c_str(), static_cast<long>(net.dimension()),
                 s.workers, transport.c_str());
 
-  const experiment ex{train, test, net, s, launch};
+  const experiment ex{train, test, net, s, launch, checkpoints};
   std::vector<run_result> results;
   for (const auto& name : chosen) {
     if (primary) std::printf("\n%s: %s\n", name.c_str(), configs.at(name).description.c_str());

@@ -17,8 +17,12 @@
 // which catches every changed byte (CRC32C detects every error burst of up to 32 bits),
 // before anything is parsed. Every section must then be consumed exactly. What fails these
 // checks throws checkpoint_error; a well-formed checkpoint whose contents do not fit the
-// optimizer loading it (another type, model size, options, topology, compressor knobs) throws
-// config_error naming the difference.
+// optimizer loading it throws config_error naming the difference: another optimizer type
+// (its four policy types), model size, rank, world size or options (but the learning rate,
+// which is state and restored, and the timeout); a gossip row (neighbours, weights), server
+// rank, PowerSGD shapes or a state of another size. Knobs that change no state's size (a
+// top_k ratio, a QSGD bucket) are not recorded: load into the configuration that saved.
+// A new layout gets a new format version; this reader refuses every other version.
 //
 // The optimizer writes three sections (optimizer.hpp): "run" (what wrote it: its type,
 // parameter count, rank, world size and options, compared on load), "optimizer" (step
