@@ -122,6 +122,8 @@ def worker(rank, args, store):
         ddp = DDP(model)
         ddp.register_comm_hook(state, hook)
         sgd = torch.optim.SGD(ddp.parameters(), lr=args.lr, momentum=args.momentum)
+        # Cosine decay to 0 over the run, as examples/torch/fashion_mnist_cnn.cpp.
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=args.epochs * steps)
         meter.bytes = 0
         start = time.perf_counter()
         if rank == 0:
@@ -133,6 +135,7 @@ def worker(rank, args, store):
                 sgd.zero_grad()
                 F.cross_entropy(ddp(train_x[batch]), train_y[batch]).backward()
                 sgd.step()
+                schedule.step()
             if rank == 0:
                 accuracy = evaluate(model, test_x, test_y)
                 print(f"  {name:18s} epoch {epoch + 1}/{args.epochs}  test acc {100 * accuracy:6.2f}%  "
@@ -161,7 +164,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-samples", type=int, default=20000, help="first N training images (0: all 60,000)")
     parser.add_argument("--batch", type=int, default=16, help="mini-batch per process")
-    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--lr", type=float, default=0.03, help="learning rate, decayed to 0 by a cosine")
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--rank", type=int, default=2, help="PowerSGD's rank, torch's and distopt's")
     parser.add_argument("--torch-powersgd-start", type=int, default=10,

@@ -12,7 +12,9 @@
 #include <CLI/CLI.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdint>
+#include <numbers>
 #include <cstdio>
 #include <functional>
 #include <map>
@@ -33,6 +35,7 @@ namespace {
 
 namespace compress = distopt::compress;
 using examples::run_result;
+constexpr double pi = std::numbers::pi;
 
 // LeNet-5 (LeCun et al. 1998) with ReLU and max pooling: 28 x 28 -> conv 5x5 (6, padded) ->
 // pool -> conv 5x5 (16) -> pool -> 400 -> 120 -> 84 -> 10; 61,706 parameters.
@@ -71,9 +74,10 @@ images to_tensors(const distopt::data::labelled_images& d) {
 struct settings {
   int workers = 4;
   int epochs = 2;
-  std::size_t batch = 16;
-  float learning_rate = 0.05f;
+  std::size_t batch = 8;
+  float learning_rate = 0.03f;
   float momentum = 0.9f;
+  bool cosine = true;  // learning rate eta_t = eta (1 + cos(pi t / T)) / 2 over the T steps of the run
   std::uint64_t seed = 1;
   std::size_t train_samples = 20000;  // 0: all
   std::string csv = "torch_fashion_mnist.csv";
@@ -125,8 +129,13 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
     std::vector<std::int64_t> index;
     const auto start = std::chrono::steady_clock::now();
     std::chrono::duration<double> evaluating{0};
+    const double total_steps = static_cast<double>(steps_per_epoch) * s.epochs;
     for (int epoch = 1; epoch <= s.epochs; ++epoch) {
       for (std::size_t b = 0; b < steps_per_epoch; ++b) {
+        if (s.cosine) {
+          const double done = (static_cast<double>(steps_per_epoch) * (epoch - 1) + static_cast<double>(b)) / total_steps;
+          opt.optimizer().set_learning_rate(static_cast<float>(s.learning_rate * 0.5 * (1 + std::cos(pi * done))));
+        }
         const auto batch = batches.next();
         index.assign(batch.begin(), batch.end());
         const torch::Tensor i = torch::from_blob(index.data(), {static_cast<std::int64_t>(index.size())}, torch::kInt64);
@@ -172,6 +181,9 @@ std::map<std::string, config> configurations() {
       {"powersgd", make_config<powersgd<2>>("PowerSGD rank 2 per weight tensor (biases exact), warm start, "
                                             "error feedback")},
       {"powersgd1", make_config<powersgd<1>>("PowerSGD rank 1 per weight tensor (biases exact)")},
+      {"powersgd4", make_config<powersgd<4>>("PowerSGD rank 4 per weight tensor (biases exact)")},
+      {"ef-topk3", make_config<ef_topk_sgd>("top-3% sparsification with error feedback",
+                                            compress::error_feedback{compress::top_k{0.03}})},
       {"ef-sign", make_config<ef_signsgd>("EF-signSGD: scaled sign (1 bit per entry) with error feedback")},
       {"qsgd8", make_config<qsgd_sgd<8>>("QSGD, 8 bits per entry (127 levels, bucket 512), allgathered")},
       {"local4", make_config<local_sgd<4>>("local SGD: 4 local steps, then model deltas averaged")},
@@ -182,7 +194,7 @@ std::map<std::string, config> configurations() {
 
 int main(int argc, char** argv) try {
   settings s;
-  std::string config_list = "sgd,ef-topk,powersgd";
+  std::string config_list = "sgd,ef-topk,ef-topk3,powersgd,powersgd4";
   bool list = false;
   std::string transport = "threads";
   CLI::App app{"distopt + libtorch: a CNN on Fashion-MNIST, several communication strategies side by side"};
@@ -191,6 +203,7 @@ int main(int argc, char** argv) try {
   app.add_option("--batch", s.batch, "mini-batch size per worker")->check(CLI::Range(1, 60000));
   app.add_option("--lr", s.learning_rate, "learning rate")->check(CLI::PositiveNumber);
   app.add_option("--momentum", s.momentum, "momentum")->check(CLI::Range(0.0, 0.999));
+  app.add_option("--cosine", s.cosine, "cosine learning-rate decay to 0 over the run (false: constant)");
   app.add_option("--seed", s.seed, "seed of data order and initialisation");
   app.add_option("--train-samples", s.train_samples, "use only the first N training samples (0: all 60,000)");
   app.add_option("--configs", config_list, "comma-separated configurations (see --list-configs)");
