@@ -542,7 +542,7 @@ std::string expected_reason(stranger k, std::chrono::milliseconds handshake_time
     case stranger::max_length: return "sent a length field of 4294967295 bytes";
     case stranger::close_at_once: return "closed the connection during the handshake, after 0 bytes";
     case stranger::silent: return "sent nothing and " + within;
-    case stranger::slow_hello: return "bytes and " + within;
+    case stranger::slow_hello: return within;  // "sent N bytes and ...", or nothing yet on a loaded machine
     case stranger::wrong_token: return "hold different tokens";
   }
   return "?";
@@ -607,13 +607,13 @@ std::string play(stranger k, std::uint16_t port, int claims, std::uint64_t seed,
     }
     case stranger::close_at_once: ::close(fd); return {};
     case stranger::silent: break;
-    case stranger::slow_hello: {  // the start of a valid hello, one byte every 20 ms, never finished
+    case stranger::slow_hello: {  // the start of a valid hello, one byte every 50 ms, never finished
       namespace w = distopt::detail::tcp;
       const std::uint32_t length = w::hello_bytes, magic = w::hello_magic;
       send_bytes(&length, sizeof length);
       for (int i = 0; i < 40 && !closed_now(fd); ++i) {
         send_bytes(reinterpret_cast<const char*>(&magic) + (i % 4), 1);
-        std::this_thread::sleep_for(20ms);
+        std::this_thread::sleep_for(50ms);
       }
       break;
     }
@@ -670,7 +670,9 @@ TEST_CASE("tcp rendezvous: 100 strangers at every listening port leave a 3-rank 
       sgd_job::workers, [&](distopt::transport_ref t) { job.train(t, undisturbed); }, 20s,
       [&](int, distopt::tcp_options& o) { o.run = job.run(); });
 
-  constexpr auto handshake_timeout = 300ms;
+  // Long enough for a real rank's handshake (and the wrong-token strangers') under TSan on a
+  // loaded machine, short enough that the silent and slow strangers are refused within seconds.
+  constexpr auto handshake_timeout = 1s;
   std::promise<std::uint16_t> listening[2];
   std::promise<void> strangers_done;
   auto done = strangers_done.get_future().share();

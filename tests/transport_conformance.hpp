@@ -453,11 +453,13 @@ TEST_CASE_TEMPLATE_DEFINE("transport: a throwing rank wakes every blocked rank; 
                                             // Woken by the failure, not by the 30 s deadline; naming a cause.
                                             const std::chrono::duration<double> waited =
                                                 std::chrono::steady_clock::now() - start;
-                                            INFO("rank ", r, " waited on rank ", waits_on, " for ", waited.count(),
-                                                 " s: ", std::string(e.what()));
-                                            CHECK(waited < conformance::long_timeout / 4);
-                                            CHECK((conformance::contains(e.what(), "rank " + std::to_string(thrower)) ||
-                                                   conformance::contains(e.what(), "rank " + std::to_string(waits_on))));
+                                            {  // INFO's scope ends here: doctest's context is not thread-safe during unwinding
+                                              INFO("rank ", r, " waited on rank ", waits_on, " for ", waited.count(),
+                                                   " s: ", std::string(e.what()));
+                                              CHECK(waited < conformance::long_timeout / 4);
+                                              CHECK((conformance::contains(e.what(), "rank " + std::to_string(thrower)) ||
+                                                     conformance::contains(e.what(), "rank " + std::to_string(waits_on))));
+                                            }
                                             throw;  // propagates; run must still report the first exception
                                           }
                                         }),

@@ -34,6 +34,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <distopt/core/byte_buffer.hpp>
@@ -170,6 +171,18 @@ std::size_t write_seeds(const std::filesystem::path& dir) {
       byte_buffer input{static_cast<std::byte>(n - 2)};
       w::encode_address_table(table, input);
       write_file(dir / ("seed-n" + std::to_string(n) + "-v" + std::to_string(variant)), input);
+      ++written;
+    }
+    // One edit away from valid, each refused: a listening rank on port 0, hosts that are not
+    // canonical IP addresses; and a scoped IPv6 host, valid where interface 1 exists.
+    const std::pair<std::string, std::uint16_t> near_misses[] = {
+        {"127.0.0.1", 0}, {"127.000.0.1", 1}, {"localhost", 1}, {"::0001", 1}, {"fe80::1%1", 1}};
+    for (std::size_t m = 0; m < std::size(near_misses); ++m) {
+      std::vector<w::peer_address> table(static_cast<std::size_t>(n), {"10.0.0.1", 7});
+      table[1] = {near_misses[m].first, n == 2 ? std::uint16_t{0} : near_misses[m].second};
+      byte_buffer input{static_cast<std::byte>(n - 2)};
+      w::encode_address_table(table, input);
+      write_file(dir / ("seed-n" + std::to_string(n) + "-near-miss" + std::to_string(m)), input);
       ++written;
     }
   }

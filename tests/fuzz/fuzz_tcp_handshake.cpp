@@ -19,7 +19,8 @@
 //     malformed), three with verdict "refused" (wrong MAC, rank refused, runs differ), or three with
 //     "accepted" and then returns the peer's rank exactly when the peer's verdict is an exact
 //     (u32 1, str) message. In particular an unsigned auth message is never accepted.
-//  3. A refusal for a wrong MAC never contains the token; compare_runs is symmetric between
+//  3. A valid hello fits the accepting side's limit on a first message (max_incoming()).
+//  4. A refusal for a wrong MAC never contains the token; compare_runs is symmetric between
 //     distinct ranks, and "" exactly when world size, library version, configuration, parameter
 //     count and options hash agree.
 
@@ -185,6 +186,10 @@ void check_against_model(const fuzzed_peer& ch, int me, bool strict, std::option
     fail("this side's hello is malformed");
   const auto theirs = ch.replies.empty() ? std::nullopt : parse_hello(ch.replies[0]);
   if (!theirs) return expect_sent(1, "no valid hello");
+  // The accepting side refuses a first message longer than this before reading it.
+  if (ch.replies[0].size() > w::handshake_machine(w::handshake_identity{me, world_size, token, library_version, &my_run})
+                                 .max_incoming())
+    fail("a valid hello is longer than handshake_machine::max_incoming() allows for a first message");
   if (ch.replies.size() < 2) return expect_sent(2, "no auth message");
   cursor c{ch.replies[1]};
   w::peer_auth peer;

@@ -307,7 +307,8 @@ class listener {
   }
 
   void accept_next() {
-    acceptor_.async_accept([this](const boost::system::error_code& ec, tcp::socket s) {
+    // The peer's address as accept() reports it: getpeername() fails on a connection reset since.
+    acceptor_.async_accept(peer_, [this](const boost::system::error_code& ec, tcp::socket s) {
       if (stopped_ || ec == asio::error::operation_aborted) return;
       if (ec) {  // e.g. out of descriptors: try again shortly instead of spinning
         retry_.expires_after(std::chrono::milliseconds(20));
@@ -316,18 +317,16 @@ class listener {
         });
         return;
       }
-      start(std::make_shared<incoming>(std::move(s), c_.me));
+      start(std::make_shared<incoming>(std::move(s), c_.me), peer_);
       accept_next();
     });
   }
 
-  void start(const ptr& c) {
+  void start(const ptr& c, const tcp::endpoint& remote) {
     std::erase_if(live_, [](const std::weak_ptr<incoming>& w) { return w.expired(); });
     live_.push_back(c);
-    boost::system::error_code ec;
-    const auto remote = c->socket.remote_endpoint(ec);
-    c->address = ec ? std::string("an unknown address") : remote.address().to_string();
-    c->who = "the process at " + (ec ? c->address : describe_endpoint(remote));
+    c->address = remote.address().to_string();
+    c->who = "the process at " + describe_endpoint(remote);
     c->timer.expires_at(std::min(clock::now() + c_.handshake_timeout, c_.deadline));
     c->timer.async_wait([c](const boost::system::error_code& e) {
       if (e || c->finished) return;
@@ -442,6 +441,7 @@ class listener {
   asio::io_context& io_;
   tcp::acceptor acceptor_;
   std::uint16_t port_;
+  tcp::endpoint peer_;  // of the connection being accepted
   asio::steady_timer retry_;
   config c_;
   std::vector<std::weak_ptr<incoming>> live_;
