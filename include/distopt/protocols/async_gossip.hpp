@@ -201,7 +201,7 @@ class async_gossip {
   }
   void start_message(std::uint32_t kind, bool exact = false) {
     message_.resize(detail::async_header::bytes);
-    detail::async_header{kind, exact ? 1u : 0u, 0}.write(message_);
+    detail::async_header{kind, exact ? 1u : 0u, {0}}.write(message_);
   }
   void decode_into(std::span<const std::byte> bytes, std::span<const float> key, C& c, std::span<float> out) {
     if constexpr (decodes_with_reference_v<C>)
