@@ -14,8 +14,11 @@
 #if DISTOPT_TEST_TCP
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <exception>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <string>
