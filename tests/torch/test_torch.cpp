@@ -175,6 +175,16 @@ TEST_CASE("parameters that are not dense float32 CPU tensors, or gradients repla
       CHECK_THROWS_WITH_AS(opt.step(), doctest::Contains("module_optimizer::zero_grad()"), distopt::config_error);
     });
   }
+  SUBCASE("a graph recorded before a step") {  // as with torch's optimizers, which update in place
+    small_net net = make_net(5);
+    distopt::run_threads(1, [&](distopt::transport_ref t) {
+      module_optimizer<distopt::algorithms::minibatch_sgd> opt(t, *net, {.learning_rate = 0.1f});
+      const torch::Tensor loss = loss_of(*net, random_batch(4, 6));
+      loss.backward({}, /*retain_graph=*/true);
+      opt.step();
+      CHECK_THROWS_WITH_AS(loss.backward(), doctest::Contains("modified by an inplace operation"), c10::Error);
+    });
+  }
   SUBCASE("frozen parameters are left out") {
     small_net net = make_net(5);
     net->conv->weight.set_requires_grad(false);

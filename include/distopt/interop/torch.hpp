@@ -131,6 +131,12 @@ class flat_parameters {
   /// Sets every gradient to zero, in place (before each backward()).
   void zero_grad() { gradients_.zero_(); }
 
+  /// Records that the values were written through values(), as a torch optimizer's in-place
+  /// update does: autograd then refuses to backpropagate through a graph recorded before.
+  void mark_values_written() {
+    for (const entry& e : entries_) ::torch::autograd::impl::bump_version(e.parameter);
+  }
+
   /// Throws config_error unless every parameter and its gradient still alias the buffers.
   void check_attached() const {
     const float* values = values_.data_ptr<float>();
@@ -213,6 +219,7 @@ class module_optimizer {
   void store() {
     const auto x = optimizer_.parameters();
     std::copy_n(x.data(), x.size(), flat_.values().data());
+    flat_.mark_values_written();
   }
 
   flat_parameters flat_;
