@@ -75,17 +75,29 @@ struct convergence {
   double error = 0, staleness = 0;
 };
 
+// The staleness-aware step: a knob of the staleness policy now, of the options in old versions.
+template <class Opt, class Options>
+Opt make(distopt::transport_ref t, const Eigen::VectorXf& x0, Options o, bool aware) {
+  if constexpr (requires { o.staleness_aware_lr; }) {
+    o.staleness_aware_lr = aware;
+    return Opt(t, x0, o);
+  } else {
+    typename Opt::staleness_type s{};
+    s.staleness_aware_lr = aware;
+    return Opt(t, x0, o, {}, {}, s);
+  }
+}
+
 template <class Opt>
 convergence converge(const problem& p, bool aware, int steps, bool paced) {
   distopt::options o;
   o.learning_rate = 0.05f;
-  o.staleness_aware_lr = aware;
   o.timeout = 30s;
   convergence out;
   std::mutex m;
   const auto start = std::chrono::steady_clock::now() + 20ms;
   distopt::run_threads(n, [&](distopt::transport_ref t) {
-    Opt opt(t, Eigen::VectorXf::Zero(dim), o);
+    Opt opt = make<Opt>(t, Eigen::VectorXf::Zero(dim), o, aware);
     const auto& shard = p.shards[static_cast<std::size_t>(t.rank())];
     Eigen::VectorXf g(dim);
     for (int s = 0; s < steps; ++s) {

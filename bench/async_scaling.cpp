@@ -166,6 +166,20 @@ run_result reference(const problem& p, int steps, float lr) {
   return r;
 }
 
+// AsySGD's step is scaled by 1/(1 + staleness) (the others' pushes a push missed, in rounds):
+// staleness_aware_lr, which only the parameter server has.
+template <class Opt>
+Opt make_worker(distopt::transport_ref t, const Eigen::VectorXf& x0, const distopt::options& o) {
+  if constexpr (requires { typename Opt::topology_type; }) {
+    if constexpr (distopt::server_topology<typename Opt::topology_type>)
+      return Opt(t, x0, o, {}, {}, {.staleness_aware_lr = true});
+    else
+      return Opt(t, x0, o);
+  } else {
+    return Opt(t, x0, o);
+  }
+}
+
 /// n workers of Opt, `steps` steps each; with straggler >= 0, that rank sleeps after each step.
 template <class Opt>
 run_result run(const char* config, const problem& p, int n, int steps, float lr, int straggler = -1,
@@ -182,9 +196,7 @@ run_result run(const char* config, const problem& p, int n, int steps, float lr,
 
   const usage start = usage::now();
   distopt::run_threads(n, [&](distopt::transport_ref t) {
-    // staleness_aware_lr: AsySGD's step scaled by 1/(1 + staleness) (the others' pushes a push
-    // missed, in rounds). Only the parameter server uses it.
-    Opt opt(t, x0, {.learning_rate = lr, .seed = 1, .staleness_aware_lr = true});
+    Opt opt = make_worker<Opt>(t, x0, {.learning_rate = lr, .seed = 1});
     Eigen::VectorXf g(p.dim);
     const double loop0 = seconds_of(CLOCK_THREAD_CPUTIME_ID);
     for (int s = 0; s < steps; ++s) {

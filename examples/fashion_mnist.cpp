@@ -89,7 +89,7 @@ void read_records(std::istream& in, std::vector<epoch_record>& records) {
 // Trains with one optimizer type; rank 0 evaluates on the test split after each epoch.
 template <class Optimizer>
 run_result train(const experiment& ex, const std::string& name, typename Optimizer::compressor_type c = {},
-                 float consensus_step = 1.0f) {
+                 typename Optimizer::topology_type topo = {}) {
   run_result result{name, {}, 0};
   const auto& s = ex.s;
   const std::size_t steps_per_epoch = ex.net.samples() / (s.batch * static_cast<std::size_t>(s.workers));
@@ -101,10 +101,7 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
     distopt::simulated_transport t(real, net);  // runs on `real`, and times the run on the modelled network
     distopt::data::minibatch_sampler batches(distopt::data::iid_shard(ex.net.samples(), t.rank(), t.size(), s.seed),
                                              s.batch, s.seed, t.rank());
-    Optimizer opt(t, x0,
-                  {.learning_rate = s.learning_rate, .momentum = s.momentum, .seed = s.seed,
-                   .consensus_step = consensus_step},
-                  c);
+    Optimizer opt(t, x0, {.learning_rate = s.learning_rate, .momentum = s.momentum, .seed = s.seed}, c, topo);
     std::uint64_t step = ex.checkpoints.resume(opt, name, t.rank(), t.size(),
                                                [&](std::istream& in) { read_records(in, result.epochs); });
     for (std::uint64_t k = 0; k < step; ++k) batches.next();  // the batches drawn before the checkpoint
@@ -152,9 +149,9 @@ struct config {
 };
 
 template <class C, class T, class S, class L>
-config_runner runner(C c = {}, float consensus_step = 1.0f) {
-  return [c, consensus_step](const experiment& ex, const std::string& name) {
-    return train<distopt::optimizer<C, T, S, L>>(ex, name, c, consensus_step);
+config_runner runner(C c = {}, T topo = {}) {
+  return [c, topo](const experiment& ex, const std::string& name) {
+    return train<distopt::optimizer<C, T, S, L>>(ex, name, c, topo);
   };
 }
 
@@ -192,7 +189,8 @@ std::map<std::string, config> configurations() {
       {"dpsgd", {"D-PSGD: exact gossip with the two ring neighbours (x <- Wx - eta g)",
                  runner<compress::identity, topology::ring, sync, every>()}},
       {"choco", {"CHOCO-SGD on a ring: top-1% of model differences, consensus step 0.04",
-                 runner<compress::top_k, topology::ring, sync, every>(compress::top_k{0.01}, 0.04f)}},
+                 runner<compress::top_k, topology::gossip<topology::ring, distopt::mixing::choco>, sync, every>(
+                     compress::top_k{0.01}, {{}, {.consensus_step = 0.04f}})}},
   };
 }
 

@@ -129,6 +129,7 @@ auto built_with(distopt::options o, auto... policies) {
 }
 
 const distopt::options k_plain{.learning_rate = 0.05f, .seed = 5};
+const topology::gossip<topology::ring, distopt::mixing::choco> k_choco_ring{{}, {.consensus_step = 0.3f}};
 
 }  // namespace
 
@@ -197,16 +198,18 @@ TEST_CASE("the parameter server resumes bit for bit, DoubleSqueeze with the serv
 }
 
 TEST_CASE("gossip resumes bit for bit: CHOCO, DCD, ECD, DeepSqueeze public copies, D-PSGD's schedule") {
-  const distopt::options gossip{.learning_rate = 0.05f, .seed = 5, .consensus_step = 0.3f};
+  const distopt::options gossip{.learning_rate = 0.05f, .seed = 5};
   SUBCASE("CHOCO-SGD with top-k on a ring") {
-    check_resume(4, 5, 6, built_with<distopt::algorithms::choco_sgd<>>(gossip, compress::top_k{0.2}));
+    check_resume(4, 5, 6, built_with<distopt::algorithms::choco_sgd<>>(gossip, compress::top_k{0.2}, k_choco_ring));
   }
   SUBCASE("DCD-PSGD") { check_resume(4, 5, 6, built_with<distopt::algorithms::dcd_psgd<>>(gossip)); }
   SUBCASE("ECD-PSGD") { check_resume(4, 5, 6, built_with<distopt::algorithms::ecd_psgd<>>(gossip)); }
   SUBCASE("DeepSqueeze") {
     check_resume(
         4, 5, 6,
-        built_with<distopt::algorithms::deep_squeeze<>>(gossip, compress::error_feedback{compress::top_k{0.2}}));
+        built_with<distopt::algorithms::deep_squeeze<>>(
+            gossip, compress::error_feedback{compress::top_k{0.2}},
+            topology::gossip<topology::ring, distopt::mixing::deep_squeeze>{{}, {.consensus_step = 0.3f}}));
   }
   SUBCASE("D-PSGD on the time-varying one-peer exponential graph") {
     check_resume(4, 5, 6, built_with<distopt::algorithms::d_psgd<topology::one_peer_exponential>>(gossip));
@@ -304,8 +307,8 @@ TEST_CASE("every changed byte and every truncation is refused with checkpoint_er
                                                                 compress::error_feedback{compress::top_k{0.1}});
   }
   SUBCASE("CHOCO-SGD: public copies") {
-    check_damage_refused<distopt::algorithms::choco_sgd<>>(3, {.learning_rate = 0.05f, .consensus_step = 0.3f},
-                                                           compress::top_k{0.2});
+    check_damage_refused<distopt::algorithms::choco_sgd<>>(3, {.learning_rate = 0.05f}, compress::top_k{0.2},
+                                                           k_choco_ring);
   }
   SUBCASE("local SGD mid-period, with momentum") {
     check_damage_refused<distopt::algorithms::local_sgd<3>>(2, {.learning_rate = 0.05f, .momentum = 0.9f});
@@ -469,6 +472,14 @@ TEST_CASE("a checkpoint of another configuration is refused with a config_error 
     const auto m =
         refusal<choco, choco>(4, 4, maker<choco>(o, k_dim, c, cycle), maker<choco>(o, k_dim, c, path), same_rank);
     CHECK(names(m, "gossip neighbours differ"));  // rank 0: 1 and 3 on the cycle, 1 on the path
+  }
+  SUBCASE("the consensus step") {
+    using choco = distopt::algorithms::choco_sgd<>;
+    const compress::top_k c{0.2};
+    const topology::gossip<topology::ring, distopt::mixing::choco> other{{}, {.consensus_step = 0.5f}};
+    const auto m =
+        refusal<choco, choco>(3, 3, maker<choco>(o, k_dim, c, k_choco_ring), maker<choco>(o, k_dim, c, other), same_rank);
+    CHECK(names(m, "consensus_step is 0.300000 in the checkpoint, 0.500000 here"));
   }
   SUBCASE("PowerSGD's tensor shapes") {
     using psgd = distopt::algorithms::powersgd<2>;

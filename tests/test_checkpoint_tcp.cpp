@@ -152,8 +152,9 @@ TEST_CASE("tcp, 3 processes: minibatch_sgd with momentum resumes from its checkp
 }
 
 TEST_CASE("tcp, 3 processes: CHOCO-SGD on a ring resumes from its checkpoint files bit for bit") {
-  check_resume_over_tcp<distopt::algorithms::choco_sgd<>>({.learning_rate = 0.05f, .seed = 4, .consensus_step = 0.3f},
-                                                          distopt::compress::top_k{0.25});
+  check_resume_over_tcp<distopt::algorithms::choco_sgd<>>(
+      {.learning_rate = 0.05f, .seed = 4}, distopt::compress::top_k{0.25},
+      distopt::topology::gossip<distopt::topology::ring, distopt::mixing::choco>{{}, {.consensus_step = 0.3f}});
 }
 
 #else

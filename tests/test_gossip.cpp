@@ -152,8 +152,8 @@ TEST_CASE("gossip: CHOCO with top-1% and with qsgd keeps the average and reaches
     using C = decltype(compressor);
     constexpr Eigen::Index d = 200;  // top-1% keeps 2 entries
     auto x0 = [](int r) { return gossip_test::seeded_normal(d, 3, static_cast<std::uint32_t>(r)); };
-    const auto tr = gossip_test::run<gossip_sgd<topo::ring, C>>(n, rounds, x0, {.consensus_step = gamma},
-                                                                  zero_gradient, compressor);
+    const auto tr = gossip_test::run<gossip_sgd<topo::gossip<topo::ring>, C>>(n, rounds, x0, {}, zero_gradient,
+                                                                                compressor, {{}, {.consensus_step = gamma}});
     const Eigen::MatrixXd first = stack(tr.at[0]), last = stack(tr.at[static_cast<std::size_t>(rounds)]);
     CHECK((last.colwise().mean() - first.colwise().mean()).cwiseAbs().maxCoeff() < 1e-4);
     CHECK(consensus_distance(last) <= 1e-3 * consensus_distance(first));

@@ -37,8 +37,12 @@ template <class T, class C = distopt::compress::identity>
 void check_against_serial(bool mix_after_step, float gamma, bool first_step_mixes = true, C c = {}) {
   constexpr int steps = 30;
   constexpr float eta = 0.1f;
-  const auto tr = gossip_test::run<gossip_sgd<T, C>>(n, steps, start, {.learning_rate = eta, .consensus_step = gamma},
-                                                     gradient, c);
+  T topology{};
+  if constexpr (requires { topology.scheme.consensus_step; })
+    topology.scheme.consensus_step = gamma;
+  else
+    REQUIRE(gamma == 1.0f);  // the scheme has no consensus step
+  const auto tr = gossip_test::run<gossip_sgd<T, C>>(n, steps, start, {.learning_rate = eta}, gradient, c, topology);
   Eigen::MatrixXd ref = stack(tr.at[0]);
   for (int s = 0; s < steps; ++s) {
     const bool mixes = s > 0 || first_step_mixes;
@@ -84,8 +88,8 @@ TEST_CASE("CHOCO-SGD with top-k reaches its closed-form fixed point (9 workers, 
   constexpr float eta = 0.05f, gamma = 0.3f;
   const Eigen::MatrixXd m = Eigen::MatrixXd::Identity(n, n) - gamma * (Eigen::MatrixXd::Identity(n, n) - w);
   const auto expected = problem.fixed_point(m, eta, false);
-  const auto tr = gossip_test::run<gossip_sgd<topo::ring, distopt::compress::top_k>>(
-      n, steps, start, {.learning_rate = eta, .consensus_step = gamma}, gradient, distopt::compress::top_k{0.4});
+  const auto tr = gossip_test::run<gossip_sgd<topo::gossip<topo::ring>, distopt::compress::top_k>>(
+      n, steps, start, {.learning_rate = eta}, gradient, distopt::compress::top_k{0.4}, {{}, {.consensus_step = gamma}});
   CHECK((stack(tr.at[steps]) - expected).cwiseAbs().maxCoeff() < 1e-4);
 }
 
@@ -111,11 +115,11 @@ TEST_CASE("with a decaying step, D-PSGD and CHOCO-SGD reach the global least-squ
   };
   check(gossip_test::run<gossip_sgd<topo::ring>>(n, steps, start, {.learning_rate = eta(0)}, gradient, {}, {}, eta),
         1.0, "D-PSGD");
-  check(gossip_test::run<gossip_sgd<topo::ring, distopt::compress::top_k>>(
-            n, steps, start, {.learning_rate = eta(0), .consensus_step = 0.3f}, gradient, distopt::compress::top_k{0.4},
-            {}, eta),
+  check(gossip_test::run<gossip_sgd<topo::gossip<topo::ring>, distopt::compress::top_k>>(
+            n, steps, start, {.learning_rate = eta(0)}, gradient, distopt::compress::top_k{0.4},
+            {{}, {.consensus_step = 0.3f}}, eta),
         0.3, "CHOCO top-40%");
-  check(gossip_test::run<gossip_sgd<topo::ring, distopt::compress::qsgd<8>>>(
-            n, steps, start, {.learning_rate = eta(0), .consensus_step = 0.5f}, gradient, {}, {}, eta),
+  check(gossip_test::run<gossip_sgd<topo::gossip<topo::ring>, distopt::compress::qsgd<8>>>(
+            n, steps, start, {.learning_rate = eta(0)}, gradient, {}, {{}, {.consensus_step = 0.5f}}, eta),
         0.5, "CHOCO qsgd<8>");
 }

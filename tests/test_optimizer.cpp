@@ -657,6 +657,30 @@ TEST_CASE("optimizer: bad options and shapes throw config_error naming the param
   CHECK(contains(t.what, "gradient"));
 }
 
+TEST_CASE("optimizer: the policies' own knobs are checked too, naming the knob and the policy") {
+  const Eigen::VectorXf x0 = Eigen::VectorXf::Ones(3);
+  const auto refusal = [&](auto make) {
+    const thrown t = catch_as<distopt::config_error>(
+        [&] { distopt::run_threads(3, [&](transport_ref tr) { (void)make(tr); }, k_threads); });
+    CAPTURE(t.what);
+    CHECK(t.as_expected);
+    return t.what;
+  };
+  using choco = distopt::algorithms::choco_sgd<>;
+  for (float gamma : {0.0f, -0.5f, 1.5f, std::numeric_limits<float>::quiet_NaN()}) {
+    CAPTURE(gamma);
+    const distopt::topology::gossip<distopt::topology::ring, distopt::mixing::choco> ring{{}, {.consensus_step = gamma}};
+    CHECK(contains(refusal([&](transport_ref t) { return choco(t, x0, {.timeout = k_timeout}, {}, ring); }),
+                   "consensus_step must be in (0, 1]"));
+  }
+  // The staleness-aware step belongs to the parameter server; pairwise gossip has none.
+  CHECK(contains(refusal([&](transport_ref t) {
+                   return distopt::algorithms::ad_psgd<>(t, x0, {.timeout = k_timeout}, {}, {},
+                                                         {.staleness_aware_lr = true});
+                 }),
+                 "staleness_aware_lr applies to the parameter server only"));
+}
+
 TEST_CASE("optimizer: run_threads refuses a non-positive worker count or timeout") {
   for (int n : {0, -1}) {
     const thrown t = catch_as<distopt::config_error>([&] { distopt::run_threads(n, [](transport_ref) {}); });

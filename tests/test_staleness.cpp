@@ -198,14 +198,24 @@ TEST_CASE("async parameter server reaches the least-squares optimum (noise-free 
     // Unbounded staleness needs the step scaled by 1/(1 + staleness) (Khirirat et al.: gamma
     // proportional to 1/(1 + tau)): a worker whose model is not refreshed pushes gradients of
     // the same old model again and again.
-    auto r = harness::run_workers<distopt::algorithms::async_ps_sgd<distopt::compress::qsgd<8>>>(
-        4, x0, {.learning_rate = 0.5f, .timeout = k_timeout, .staleness_aware_lr = true}, body);
+    using opt = distopt::algorithms::async_ps_sgd<distopt::compress::qsgd<8>>;
+    auto r = harness::run_workers(
+        4,
+        [&](distopt::transport_ref t) {
+          return opt(t, x0, {.learning_rate = 0.5f, .timeout = k_timeout}, {}, {}, {.staleness_aware_lr = true});
+        },
+        body);
     harness::check_all_ranks_identical(r);  // finish() hands every worker the server's final model
     CHECK(harness::relative_error(r.x[0], x_star) <= 1e-4);
   }
   SUBCASE("bounded<3>, staleness-aware step") {
-    auto r = harness::run_workers<distopt::algorithms::ssp_sgd<3>>(
-        4, x0, {.learning_rate = 0.5f, .timeout = k_timeout, .staleness_aware_lr = true}, body);
+    auto r = harness::run_workers(
+        4,
+        [&](distopt::transport_ref t) {
+          return distopt::algorithms::ssp_sgd<3>(t, x0, {.learning_rate = 0.5f, .timeout = k_timeout}, {}, {},
+                                                 {.staleness_aware_lr = true});
+        },
+        body);
     harness::check_all_ranks_identical(r);
     CHECK(harness::relative_error(r.x[0], x_star) <= 1e-4);
   }
@@ -584,8 +594,8 @@ TEST_CASE("bounded<Tau>: with staleness_aware_lr the step after a round of stale
   distopt::run_threads(
       2,
       [&](distopt::transport_ref t) {
-        distopt::algorithms::ssp_sgd<4> opt(t, Eigen::VectorXf::Zero(3),
-                                            {.learning_rate = 0.5f, .timeout = k_timeout, .staleness_aware_lr = true});
+        distopt::algorithms::ssp_sgd<4> opt(t, Eigen::VectorXf::Zero(3), {.learning_rate = 0.5f, .timeout = k_timeout},
+                                            {}, {}, {.staleness_aware_lr = true});
         if (t.rank() == 1) {
           for (int c = 1; c <= 3; ++c) opt.step(vec({0.0f, -1.0f, 0.0f}));
           opt.step(vec({0.0f, 0.0f, -1.0f}));
@@ -614,8 +624,8 @@ TEST_CASE("asynchronous parameter server: a push's staleness is the others' push
   distopt::run_threads(
       2,
       [&](distopt::transport_ref t) {
-        distopt::algorithms::async_ps_sgd<> opt(t, Eigen::VectorXf::Zero(3),
-                                               {.learning_rate = 0.5f, .timeout = k_timeout, .staleness_aware_lr = true});
+        distopt::algorithms::async_ps_sgd<> opt(t, Eigen::VectorXf::Zero(3), {.learning_rate = 0.5f, .timeout = k_timeout},
+                                                {}, {}, {.staleness_aware_lr = true});
         if (t.rank() == 0) {
           for (int c = 0; c < 3; ++c) opt.step(vec({-1.0f, 0.0f, 0.0f}));
           rank0_pushed.set();

@@ -85,7 +85,9 @@ result run(const std::string& name, const settings& s, const distopt::problems::
     distopt::run_threads(s.workers, [&](distopt::transport_ref t) {
       const auto r = static_cast<std::size_t>(t.rank());
       auto eta = [&](long step) { return static_cast<float>(0.1 / (lambda * static_cast<double>(step + d))); };
-      Opt opt(t, x0, {.learning_rate = eta(0), .seed = 3, .consensus_step = gamma}, compressor);
+      typename Opt::topology_type ring{};
+      if constexpr (requires { ring.scheme.consensus_step; }) ring.scheme.consensus_step = gamma;
+      Opt opt(t, x0, {.learning_rate = eta(0), .seed = 3}, compressor, ring);
       const auto& mine = shards[r];
       Eigen::VectorXf g(d), x;
       std::size_t batch[1];

@@ -66,7 +66,8 @@ using d_psgd = optimizer<compress::identity, topology::gossip<G, mixing::exact>,
                          local_steps::every_step>;
 
 /// CHOCO-SGD (Koloskova, Stich, Jaggi, ICML 2019, arXiv 1902.00340): models compressed as differences to
-/// public copies, consensus step gamma = options.consensus_step. C: contractive (top_k, scaled qsgd, ...).
+/// public copies, consensus step gamma = the scheme's consensus_step (default 1; set it with the topology,
+/// `{{}, {.consensus_step = 0.04f}}`). C: contractive (top_k, scaled qsgd, ...).
 template <class C = compress::top_k, class G = topology::ring>
 using choco_sgd =
     optimizer<C, topology::gossip<G, mixing::choco>, staleness::synchronous, local_steps::every_step>;
@@ -81,7 +82,7 @@ template <class C = compress::qsgd<8>, class G = topology::ring>
 using ecd_psgd = optimizer<C, topology::gossip<G, mixing::ecd>, staleness::synchronous, local_steps::every_step>;
 
 /// DeepSqueeze (Tang et al. 2019, arXiv 1907.07346): error-compensated compression of the models,
-/// consensus step gamma = options.consensus_step.
+/// consensus step gamma = the scheme's consensus_step (as choco_sgd).
 template <class C = compress::top_k, class G = topology::ring>
 using deep_squeeze = optimizer<compress::error_feedback<C>, topology::gossip<G, mixing::deep_squeeze>,
                                staleness::synchronous, local_steps::every_step>;
@@ -107,7 +108,8 @@ using ssp_sgd = optimizer<C, topology::parameter_server, staleness::bounded<Tau>
 /// Asynchronous SGD through a parameter server (AsySGD; Lian et al., NeurIPS 2015, arXiv 1506.08272):
 /// workers push C(update) and never wait; the server applies each push as it takes it. A worker steps on
 /// a model that lacks the others' latest pushes, so a learning rate tuned for synchronous SGD can
-/// diverge: lower it, or set options.staleness_aware_lr (steps scaled by 1/(1 + staleness)).
+/// diverge: lower it, or set the staleness policy's staleness_aware_lr (steps scaled by 1/(1 + staleness)):
+/// `async_ps_sgd<> opt(t, x0, o, {}, {}, {.staleness_aware_lr = true})`.
 template <class C = compress::identity>
 using async_ps_sgd = optimizer<C, topology::parameter_server, staleness::asynchronous, local_steps::every_step>;
 

@@ -9,7 +9,7 @@
 // Properties, checked on every input; a violation aborts with a message:
 //  1. load returns, or throws distopt::checkpoint_error or distopt::config_error; nothing else.
 //  2. It throws checkpoint_error whenever an independent reading of the envelope refuses the
-//     bytes: magic "DOPTCKPT", version 1, reserved 0, a length field L of at least 28 and at
+//     bytes: magic "DOPTCKPT", version 2, reserved 0, a length field L of at least 28 and at
 //     most the size, and bytes [L-4, L) equal to a bitwise CRC32C of bytes [0, L-4). (Bytes
 //     after L are not the checkpoint's: a stream may hold more.)
 //  3. When it throws, the optimizer is unchanged: it saves the same bytes as before.
@@ -69,7 +69,7 @@ T load_le(std::span<const std::byte> b, std::size_t at) {
 std::size_t envelope_length(std::span<const std::byte> b) {
   if (b.size() < 28 || std::memcmp(b.data(), "DOPTCKPT", 8) != 0) return 0;
   const std::uint64_t length = load_le<std::uint64_t>(b, 16);
-  if (load_le<std::uint32_t>(b, 8) != 1 || load_le<std::uint32_t>(b, 12) != 0 || length < 28 || length > b.size())
+  if (load_le<std::uint32_t>(b, 8) != 2 || load_le<std::uint32_t>(b, 12) != 0 || length < 28 || length > b.size())
     return 0;
   const auto l = static_cast<std::size_t>(length);
   return load_le<std::uint32_t>(b, l - 4) == bitwise_crc32c(b.first(l - 4)) ? l : 0;

@@ -65,6 +65,7 @@ TEST_CASE("mpi: minibatch_sgd with momentum resumes from its checkpoint bit for 
 }
 
 TEST_CASE("mpi: CHOCO-SGD on a ring resumes from its checkpoint bit for bit") {
-  check_resume_over_mpi<distopt::algorithms::choco_sgd<>>({.learning_rate = 0.05f, .seed = 4, .consensus_step = 0.3f},
-                                                          distopt::compress::top_k{0.25});
+  check_resume_over_mpi<distopt::algorithms::choco_sgd<>>(
+      {.learning_rate = 0.05f, .seed = 4}, distopt::compress::top_k{0.25},
+      distopt::topology::gossip<distopt::topology::ring, distopt::mixing::choco>{{}, {.consensus_step = 0.3f}});
 }

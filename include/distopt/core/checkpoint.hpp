@@ -3,9 +3,9 @@
 // optimizer::load reads it back; the writer and the bounds-checked reader with which each
 // stateful piece (local_update, statistics, protocols, compressor states) saves itself.
 //
-// Format, version 1 (integers little-endian, floats IEEE-754 binary32 little-endian):
+// Format, version 2 (integers little-endian, floats IEEE-754 binary32 little-endian):
 //   offset 0    8 bytes  magic "DOPTCKPT"
-//          8    u32      format version (1)
+//          8    u32      format version (2; 1 also held options.staleness_aware_lr and consensus_step)
 //          12   u32      reserved, 0
 //          16   u64      total length L in bytes, this header and the checksum included
 //          24   sections, in a fixed order, each: str name, u64 length, `length` bytes
@@ -19,7 +19,7 @@
 // checks throws checkpoint_error; a well-formed checkpoint whose contents do not fit the
 // optimizer loading it throws config_error naming the difference: another optimizer type
 // (its four policy types), model size, rank, world size or options (but the learning rate,
-// which is state and restored, and the timeout); a gossip row (neighbours, weights), server
+// which is state and restored, and the timeout); a gossip row (neighbours, weights) or consensus step, server
 // rank, PowerSGD shapes or a state of another size. Knobs that change no state's size (a
 // top_k ratio, a QSGD bucket) are not recorded: load into the configuration that saved.
 // A new layout gets a new format version; this reader refuses every other version.
@@ -61,7 +61,7 @@ namespace distopt {
 
 namespace detail::checkpoint {
 inline constexpr std::array<char, 8> magic = {'D', 'O', 'P', 'T', 'C', 'K', 'P', 'T'};
-inline constexpr std::uint32_t format_version = 1;
+inline constexpr std::uint32_t format_version = 2;
 inline constexpr std::size_t header_bytes = 24;
 inline constexpr std::size_t checksum_bytes = 4;
 
@@ -315,8 +315,6 @@ struct checkpoint_origin {
     w.boolean(opts.nesterov);
     w.f32(opts.weight_decay);
     w.u64(opts.seed);
-    w.boolean(opts.staleness_aware_lr);
-    w.f32(opts.consensus_step);
   }
 
   /// Reads the origin saved in `r`; throws config_error naming the first difference from this one.
@@ -334,8 +332,6 @@ struct checkpoint_origin {
     same("options.nesterov", r.boolean(), opts.nesterov);
     same("options.weight_decay", r.f32(), opts.weight_decay);
     same("options.seed", r.u64(), opts.seed);
-    same("options.staleness_aware_lr", r.boolean(), opts.staleness_aware_lr);
-    same("options.consensus_step", r.f32(), opts.consensus_step);
   }
 };
 

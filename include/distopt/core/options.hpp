@@ -26,14 +26,10 @@ struct options {
   std::uint64_t seed = 0;
   /// Deadline of every blocking wait; a peer silent for longer raises transport_error.
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
-  /// Scale the step by 1/(1 + staleness) (Zhang et al. 2016) under stale policies.
-  bool staleness_aware_lr = false;
-  /// Consensus step gamma in (0, 1] of compressed gossip (CHOCO-SGD, DeepSqueeze; see
-  /// topology/gossip.hpp): x <- x + gamma (sum_j W_ij xh_j - xh_i). 1 is exact gossip;
-  /// compressed runs need it tuned (ChocoSGD: top-1% 0.04, random-1% 0.01, 4-bit QSGD 0.34).
-  /// Unused by other topologies.
-  float consensus_step = 1.0f;
 };
+// The policies carry their own knobs: the consensus step is the gossip scheme's
+// (mixing::choco{.consensus_step}), the staleness-aware step the staleness policy's
+// (staleness::asynchronous{.staleness_aware_lr}, bounded<Tau>{...}); see README "Migrating".
 
 namespace detail {
 
@@ -46,9 +42,6 @@ inline void validate(const options& o) {
     throw config_error("options.nesterov requires options.momentum > 0; set a momentum or turn nesterov off");
   if (!(std::isfinite(o.weight_decay) && o.weight_decay >= 0.0f))
     throw config_error("options.weight_decay must be finite and >= 0, got " + std::to_string(o.weight_decay));
-  if (!(o.consensus_step > 0.0f && o.consensus_step <= 1.0f))
-    throw config_error("options.consensus_step must be in (0, 1], got " + std::to_string(o.consensus_step) +
-                       "; it is CHOCO's gamma (1 = exact gossip, smaller for stronger compression)");
   if (o.timeout.count() <= 0)
     throw config_error("options.timeout must be > 0 ms, got " + std::to_string(o.timeout.count()) + " ms");
 }

@@ -392,7 +392,12 @@ class pairwise_gossip {
       : ctx_(ctx),
         compressor_(std::move(c)),
         engine_(ctx.transport.rank(), topo.base.make_graph(ctx.transport.size()), ctx.opts.seed, x0,
-                staleness::max_unanswered_steps(s), ctx.opts.timeout) {}
+                staleness::max_unanswered_steps(s), ctx.opts.timeout) {
+    if constexpr (requires { s.staleness_aware_lr; })
+      if (s.staleness_aware_lr)
+        throw config_error("pairwise asynchronous gossip (AD-PSGD, SwarmSGD) has no staleness-aware step; "
+                           "staleness_aware_lr applies to the parameter server only: leave it false");
+  }
 
   void step(std::span<float> x, std::span<const float> g, bool talk, local_update& u) {
     engine_.step(ctx_.transport, *ctx_.stats, x, talk, compressor_, [&] { u.apply(x, g); });

@@ -263,10 +263,11 @@ class model_exchange {
   /// This round's (static topologies: every round's) row of W.
   const mixing_row& row() const noexcept { return row_; }
 
-  /// Checkpoints hold the round counter, the row of a static topology (compared on load),
-  /// the compressor state and the public copies.
+  /// Checkpoints hold the round counter, the consensus step and the row of a static topology
+  /// (both compared on load), the compressor state and the public copies.
   void save(checkpoint_writer& w) const {
     w.u64(round_);
+    w.f32(gamma_);
     if constexpr (topology::static_gossip_topology<T>) {
       w.u64(row_.peers.size());
       for (const int p : row_.peers) w.u32(static_cast<std::uint32_t>(p));
@@ -278,6 +279,9 @@ class model_exchange {
   }
   void load(checkpoint_reader& r) {
     const std::uint64_t round = r.u64();
+    if (const float gamma = r.f32(); gamma != gamma_)
+      r.refuse("the scheme's consensus_step is " + std::to_string(gamma) + " in the checkpoint, " +
+               std::to_string(gamma_) + " here");
     if constexpr (topology::static_gossip_topology<T>) {
       mixing_row saved;
       saved.peers.resize(r.count(4));
@@ -320,7 +324,7 @@ class gossip {
   gossip(protocol_context ctx, std::span<const float> x0, C c, T topo, S)
       : ctx_(ctx),
         compressor_(std::move(c)),
-        exchange_(ctx.transport, topo, x0, ctx.opts.consensus_step, ctx.opts.seed, compressor_),
+        exchange_(ctx.transport, topo, x0, topology::consensus_step(topo), ctx.opts.seed, compressor_),
         direction_(x0.size()) {}
 
   void step(std::span<float> x, std::span<const float> g, bool talk, local_update& u) {

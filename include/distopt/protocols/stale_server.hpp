@@ -21,7 +21,7 @@
 // rounds: the other workers' pushes the server applied between the model the push was computed
 // on and the push itself, divided by n - 1 and rounded (1 when each of the others pushes once
 // while it computes). The server measures it and tells the worker, which records the largest of
-// its pushes answered in each round; options.staleness_aware_lr scales the following steps by
+// its pushes answered in each round; S's staleness_aware_lr scales the following steps by
 // 1 / (1 + staleness) (under bounded<Tau>, by the c - m above).
 // Oversubscription: a worker whose oldest unanswered push was sent
 // staleness::asynchronous::max_unanswered_steps local steps ago (default 16) waits for the answer
@@ -397,7 +397,7 @@ class async_parameter_server {
 /// staleness::asynchronous) over async_parameter_server: local steps, and at each round a
 /// push of the update since the last one; the worker's parameters are then the newest
 /// server model plus its own pushes that model lacks (read-my-writes). Under
-/// options.staleness_aware_lr the steps after a round are scaled by 1/(1 + s), s the
+/// S's staleness_aware_lr the steps after a round are scaled by 1/(1 + s), s the
 /// staleness of the model it adopted (Zhang et al. 2016). Workers draw their local-steps
 /// schedules independently (independent_schedules).
 template <compressor C, class T, class S>
@@ -409,7 +409,8 @@ class stale_server {
       : ctx_(ctx),
         compressor_(std::move(c)),
         engine_(ctx.backend, topo, S::max_staleness, staleness::max_unanswered_steps(s), x0, ctx.opts.timeout,
-                compressor_) {}
+                compressor_),
+        staleness_aware_(s.staleness_aware_lr) {}
 
   void step(std::span<float> x, std::span<const float> g, bool talk, local_update& u) {
     u.set_scale(scale_);
@@ -432,13 +433,14 @@ class stale_server {
     const std::uint64_t s = engine_.round(ctx_.transport, *ctx_.stats, x, compressor_, r);
     ++ctx_.stats->rounds;
     ctx_.stats->record_staleness(s);
-    if (ctx_.opts.staleness_aware_lr) scale_ = 1.0f / (1.0f + static_cast<float>(s));
+    if (staleness_aware_) scale_ = 1.0f / (1.0f + static_cast<float>(s));
     since_round_ = 0;
   }
 
   protocol_context ctx_;
   C compressor_;
   async_parameter_server<C> engine_;
+  bool staleness_aware_;
   float scale_ = 1.0f;
   std::uint64_t since_round_ = 0;
 };

@@ -8,10 +8,10 @@
 //    SwarmSGD (Nadiradze et al., NeurIPS 2021, arXiv 1910.12308) — non-blocking pairwise
 //    averaging with a random neighbour (protocols/async_gossip.hpp).
 //
-// Knob: max_unanswered_steps (default 16), the oversubscription bound. A worker whose oldest
-// message (a push to the server, a request to a gossip partner) has waited that many of its local
-// steps for an answer waits for it (polling, answering others, until options.timeout) before it
-// steps on. With many more workers than cores a peer may not run for a whole time slice, in which
+// Knobs: staleness_aware_lr (default false, below) and max_unanswered_steps (default 16), the
+// oversubscription bound. A worker whose oldest message (a push to the server, a request to a
+// gossip partner) has waited that many of its local steps for an answer waits for it (polling,
+// answering others, until options.timeout) before it steps on. With many more workers than cores a peer may not run for a whole time slice, in which
 // a worker could otherwise take thousands of steps without interacting. It does not wait for any
 // other worker's progress, only for an answer owed to it; `unbounded` never waits.
 //
@@ -30,6 +30,9 @@ struct asynchronous {
   static constexpr std::uint64_t unbounded = std::numeric_limits<std::uint64_t>::max();
   /// Local steps a worker may take while its oldest message waits for an answer (0: wait at once).
   std::uint64_t max_unanswered_steps = 16;
+  /// Parameter server only: scale the steps after a round of staleness s by 1/(1 + s) (Zhang et
+  /// al., IJCAI 2016). Pairwise gossip has no such rule and refuses it.
+  bool staleness_aware_lr = false;
 };
 
 /// The oversubscription bound of a staleness policy: its max_unanswered_steps, or unbounded for

@@ -11,6 +11,7 @@
 //
 //   distopt::optimizer<distopt::compress::qsgd<8>, distopt::topology::parameter_server,
 //                      distopt::staleness::bounded<2>, distopt::local_steps::every_step>
+//       opt(t, x0, o, {}, {}, {.staleness_aware_lr = true});  // steps scaled by 1/(1 + staleness)
 
 #include <cstdint>
 
@@ -19,6 +20,8 @@ namespace distopt::staleness {
 template <std::uint64_t Tau>
 struct bounded {
   static constexpr std::uint64_t max_staleness = Tau;
+  /// Scale the steps after a round of staleness s by 1/(1 + s) (Zhang et al., IJCAI 2016).
+  bool staleness_aware_lr = false;
 };
 
 }  // namespace distopt::staleness

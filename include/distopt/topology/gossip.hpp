@@ -27,7 +27,11 @@
 //   deep_squeeze         x <- x - eta d;  c_i = C(x) (error_feedback<C> adds its residual);  holders xh_i <- c_i;
 //                        x <- x + gamma (sum_j W_ij xh_j - xh_i)    DeepSqueeze, Tang et al. 2019, arXiv 1907.07346
 //   automatic (default)  exact for compress::identity, choco for any other compressor
-// gamma is options.consensus_step. Public copies xh (of self and of each peer) need fixed
+// gamma is the scheme's consensus_step (choco, deep_squeeze, and automatic when it runs choco;
+// default 1, exact mixing of the public copies): x <- x + gamma (sum_j W_ij xh_j - xh_i). Compressed
+// runs need it below 1 (ChocoSGD's tuned values: top-1% 0.04, random-1% 0.01, 4-bit QSGD 0.34):
+//   distopt::topology::gossip<distopt::topology::ring, distopt::mixing::choco>{{}, {.consensus_step = 0.04f}}
+// Public copies xh (of self and of each peer) need fixed
 // neighbours, so choco/dcd/ecd/deep_squeeze require a static topology: time-varying
 // topologies run the exact schemes (compress::identity).
 //
@@ -37,11 +41,13 @@
 
 #include <concepts>
 #include <cstdint>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "distopt/core/concepts.hpp"
+#include "distopt/core/errors.hpp"
 #include "distopt/core/traits.hpp"
 #include "distopt/graph.hpp"
 
@@ -74,13 +80,20 @@ struct mixing_row {
 };
 
 namespace mixing {
-struct automatic {};
+/// exact for compress::identity, choco (with this consensus step) for any other compressor.
+struct automatic {
+  float consensus_step = 1.0f;
+};
 struct exact {};
 struct exact_step_then_mix {};
-struct choco {};
+struct choco {
+  float consensus_step = 1.0f;  ///< gamma in (0, 1]
+};
 struct dcd {};
 struct ecd {};
-struct deep_squeeze {};
+struct deep_squeeze {
+  float consensus_step = 1.0f;  ///< gamma in (0, 1]
+};
 }  // namespace mixing
 
 namespace topology {
@@ -103,13 +116,24 @@ concept time_varying_gossip_topology =
 template <class T>
 concept gossip_topology = static_gossip_topology<T> || time_varying_gossip_topology<T>;
 
-/// Gossip over G with the model-exchange scheme S (a distopt::mixing tag).
-template <class G, class S>
+/// Gossip over G with the model-exchange scheme S (a distopt::mixing scheme and its knobs).
+template <class G, class S = mixing::automatic>
 struct gossip : G {
   static_assert(gossip_topology<G>, "topology::gossip<G, S>: G must be a gossip topology (ring, torus, ...)");
-  using scheme = S;
+  using scheme_type = S;
+  S scheme{};
   gossip() = default;
-  gossip(G g) : G(std::move(g)) {}  // NOLINT(google-explicit-constructor): wrapping keeps G's knobs
+  gossip(G g, S s = {}) : G(std::move(g)), scheme(s) {}  // NOLINT(google-explicit-constructor): keeps G's knobs
+
+  void validate(int n) const {
+    G::validate(n);
+    if constexpr (requires { scheme.consensus_step; })
+      if (!(scheme.consensus_step > 0.0f && scheme.consensus_step <= 1.0f))
+        throw config_error("topology::gossip: the scheme's consensus_step must be in (0, 1], got " +
+                           std::to_string(scheme.consensus_step) +
+                           "; it is CHOCO's gamma (1 = exact mixing of the public copies, smaller for stronger "
+                           "compression)");
+  }
 };
 
 namespace detail {
@@ -118,11 +142,20 @@ struct scheme_of {
   using type = mixing::automatic;
 };
 template <class T>
-  requires requires { typename T::scheme; }
+  requires requires { typename T::scheme_type; }
 struct scheme_of<T> {
-  using type = typename T::scheme;
+  using type = typename T::scheme_type;
 };
 }  // namespace detail
+
+/// The consensus step gamma of gossip topology t's scheme (1 for schemes without one).
+template <class T>
+float consensus_step(const T& t) {
+  if constexpr (requires { t.scheme.consensus_step; })
+    return t.scheme.consensus_step;
+  else
+    return 1.0f;
+}
 
 /// The per-worker schedule of a time-varying topology (an unused int for a static one).
 template <class T>

@@ -83,7 +83,6 @@ inline std::uint64_t options_hash(const options& o) noexcept {
   mix(static_cast<unsigned char>(o.nesterov));
   mix(o.weight_decay);
   mix(o.seed);
-  mix(static_cast<unsigned char>(o.staleness_aware_lr));
   return h;
 }
 
