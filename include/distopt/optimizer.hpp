@@ -21,20 +21,19 @@
 #include <Eigen/Core>
 #include <cstdint>
 #include <cstring>
-#include <istream>
-#include <ostream>
+#include <iosfwd>
 #include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "distopt/collective/allgather.hpp"
-#include "distopt/core/checkpoint.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/describe.hpp"
 #include "distopt/core/diagnostics.hpp"
 #include "distopt/core/errors.hpp"
 #include "distopt/core/local_update.hpp"
+#include "distopt/core/optimizer_checkpoint.hpp"
 #include "distopt/core/options.hpp"
 #include "distopt/core/protocol.hpp"
 #include "distopt/core/statistics.hpp"
@@ -44,13 +43,6 @@
 #include "distopt/transport/metered.hpp"
 
 namespace distopt {
-
-namespace detail {
-template <class C, class T, class S>
-struct protocol_of {
-  using type = protocol_t<C, T, S>;
-};
-}  // namespace detail
 
 template <class C, class T, class S, class L>
 class optimizer {
@@ -134,13 +126,8 @@ class optimizer {
   /// random streams are functions of (seed, rank, round), so nothing else is needed to
   /// continue bit for bit. Throws checkpoint_error if the stream fails.
   void save(std::ostream& out) const {
-    checkpoint_writer w;
-    write_sections(w);
-    const std::span<const std::byte> bytes = w.finish();
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    if (!out)
-      throw checkpoint_error("optimizer::save: the stream did not take the checkpoint's " +
-                             std::to_string(bytes.size()) + " bytes (disk full, or the file is not open?)");
+    if constexpr (valid_policies)
+      detail::write_checkpoint(out, detail::checkpoint_of(origin(), step_, span_of(x_), update_, stats_, protocol_));
   }
 
   /// Reads a checkpoint that save() wrote on this rank, so that the following steps are
@@ -151,16 +138,8 @@ class optimizer {
   /// one of another optimizer type, model size, rank, world size, options, topology or
   /// compressor configuration; either way the optimizer is left as it was.
   void load(std::istream& in) {
-    const std::vector<std::byte> bytes = read_checkpoint(in);  // damage is found here, before anything changes
-    checkpoint_writer before;  // what a refusal found while loading puts back
-    write_sections(before);
-    const std::span<const std::byte> undo = before.finish();
-    try {
-      read_sections(bytes);
-    } catch (...) {
-      read_sections(undo);
-      throw;
-    }
+    if constexpr (valid_policies) detail::load_checkpoint(in, origin(), step_, span_of(x_), update_, stats_, protocol_);
+    options_.learning_rate = update_.learning_rate();
   }
 
  private:
@@ -176,46 +155,13 @@ class optimizer {
       return local_steps_.communicates_after(step);
   }
 
-  // The sections of a checkpoint (core/checkpoint.hpp): "run", "optimizer", "protocol".
-  void write_sections(checkpoint_writer& w) const {
-    static_assert(!valid_policies || checkpointable_protocol<protocol_type>,
-                  "optimizer::save/load: the protocol has no `void save(checkpoint_writer&) const` and "
-                  "`void load(checkpoint_reader&)` (see distopt/core/protocol.hpp, requirement 5)");
-    w.section("run", [&] { origin().save(w); });
-    w.section("optimizer", [&] {
-      w.u64(step_);
-      w.floats(std::span<const float>(x_.data(), static_cast<std::size_t>(x_.size())));
-      update_.save(w);
-      stats_.save(w);
-    });
-    if constexpr (valid_policies) w.section("protocol", [&] { protocol_.save(w); });
-  }
-  void read_sections(std::span<const std::byte> checkpoint) {
-    checkpoint_reader all = checkpoint_reader::sections_of(checkpoint);
-    checkpoint_reader run = all.section("run");
-    origin().expect_same(run);
-    run.expect_end();
-    checkpoint_reader mine = all.section("optimizer");
-    const std::uint64_t step = mine.u64();
-    mine.floats(span_of(x_), "the parameters");
-    update_.load(mine);
-    stats_.load(mine);
-    mine.expect_end();
-    step_ = step;
-    options_.learning_rate = update_.learning_rate();
-    if constexpr (valid_policies) {
-      checkpoint_reader theirs = all.section("protocol");
-      protocol_.load(theirs);
-      theirs.expect_end();
-    }
-    all.expect_end();
-  }
   checkpoint_origin origin() const {
     return {describe<optimizer>(), static_cast<std::uint64_t>(x_.size()), static_cast<std::uint32_t>(transport_.rank()),
             static_cast<std::uint32_t>(transport_.size()), options_};
   }
 
   static std::span<float> span_of(Eigen::VectorXf& v) { return {v.data(), static_cast<std::size_t>(v.size())}; }
+  static std::span<const float> span_of(const Eigen::VectorXf& v) { return {v.data(), static_cast<std::size_t>(v.size())}; }
 
   // Validates the options, the topology and x0, and refuses to start when ranks disagree
   // on the model size (before any round can misalign); returns x0.

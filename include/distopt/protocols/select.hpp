@@ -96,4 +96,12 @@ consteval auto select_protocol() {
 template <class C, class T, class S>
 using protocol_t = typename decltype(detail::select_protocol<C, T, S>())::type;
 
+namespace detail {
+/// protocol_t as a member, instantiated only where chosen (the optimizer's valid-policies switch).
+template <class C, class T, class S>
+struct protocol_of {
+  using type = protocol_t<C, T, S>;
+};
+}  // namespace detail
+
 }  // namespace distopt
