@@ -55,8 +55,8 @@ class optimizer {
   using topology_type = T;
   using staleness_type = S;
   using local_steps_type = L;
-  using protocol_type =
-      typename std::conditional_t<valid_policies, detail::protocol_of<C, T, S>, std::type_identity<detail::invalid_protocol>>::type;
+  using protocol_type = typename std::conditional_t<valid_policies, detail::protocol_of<C, T, S>,
+                                                    std::type_identity<detail::invalid_protocol>>::type;
   static_assert(!valid_policies || protocol<protocol_type, C, T, S>,
                 "distopt::optimizer: the protocol selected for (T, S) is not a Protocol: it needs a constructor "
                 "(protocol_context, x0, C, T, S), step(x, g, talk, local_update&), finish(x) and poll(x) (see "
@@ -148,8 +148,9 @@ class optimizer {
   bool communicates_after(std::uint64_t step) const {
     if constexpr (!valid_policies)
       return false;
-    else if constexpr (requires { requires protocol_type::independent_schedules; } &&
-                       requires { local_steps_.communicates_after(step, 0); })
+    else if constexpr (
+        requires { requires protocol_type::independent_schedules; } &&
+        requires { local_steps_.communicates_after(step, 0); })
       return local_steps_.communicates_after(step, transport_.rank());
     else
       return local_steps_.communicates_after(step);
@@ -160,8 +161,7 @@ class optimizer {
             static_cast<std::uint32_t>(transport_.size()), options_};
   }
 
-  static std::span<float> span_of(Eigen::VectorXf& v) { return {v.data(), static_cast<std::size_t>(v.size())}; }
-  static std::span<const float> span_of(const Eigen::VectorXf& v) { return {v.data(), static_cast<std::size_t>(v.size())}; }
+  static auto span_of(auto& v) { return std::span(v.data(), static_cast<std::size_t>(v.size())); }
 
   // Validates the options, the topology and x0, and refuses to start when ranks disagree
   // on the model size (before any round can misalign); returns x0.
@@ -172,7 +172,8 @@ class optimizer {
     if constexpr (valid_policies) topo.validate(t.size());
     const std::int64_t mine = x0.size();
     std::vector<byte_buffer> sizes;
-    collective::allgather(t, std::as_bytes(std::span(&mine, 1)), sizes, detail::reserved_tag(detail::reserved::model_size));
+    collective::allgather(t, std::as_bytes(std::span(&mine, 1)), sizes,
+                          detail::reserved_tag(detail::reserved::model_size));
     for (std::size_t k = 0; k < sizes.size(); ++k) {
       std::int64_t theirs = -1;
       if (sizes[k].size() == sizeof theirs) std::memcpy(&theirs, sizes[k].data(), sizeof theirs);

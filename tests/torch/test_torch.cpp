@@ -249,14 +249,17 @@ TEST_CASE("two workers, each on half the batch, take the steps of one worker on 
       opt.step();
     }
   });
-  // The halves differ (heterogeneous workers): alone, each drifts away from `whole`.
+  // The halves differ (heterogeneous workers): alone, each drifts away from `whole`. The batches
+  // are drawn here: random_batch seeds torch's global generator, which two threads would share.
+  std::vector<batch> batches;
+  for (int s = 0; s < steps; ++s) batches.push_back(random_batch(32, 200 + s));
   auto run = [&](int workers_talking) {
     std::vector<std::shared_ptr<small_net_impl>> nets{std::dynamic_pointer_cast<small_net_impl>(start->clone()),
                                                       std::dynamic_pointer_cast<small_net_impl>(start->clone())};
     auto train = [&](distopt::transport_ref t, int half) {
       module_optimizer<distopt::algorithms::minibatch_sgd> opt(t, *nets[half], o);
       for (int s = 0; s < steps; ++s) {
-        const batch b = random_batch(32, 200 + s);
+        const batch& b = batches[static_cast<std::size_t>(s)];
         opt.zero_grad();
         loss_of(*nets[half], {b.x.narrow(0, 16 * half, 16), b.y.narrow(0, 16 * half, 16)}).backward();
         opt.step();

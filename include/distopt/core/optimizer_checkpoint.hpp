@@ -43,8 +43,8 @@ std::vector<std::byte> checkpoint_of(const checkpoint_origin& origin, std::uint6
 inline void write_checkpoint(std::ostream& out, std::span<const std::byte> bytes) {
   out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   if (!out)
-    throw checkpoint_error("optimizer::save: the stream did not take the checkpoint's " +
-                           std::to_string(bytes.size()) + " bytes (disk full, or the file is not open?)");
+    throw checkpoint_error("optimizer::save: the stream did not take the checkpoint's " + std::to_string(bytes.size()) +
+                           " bytes (disk full, or the file is not open?)");
 }
 
 /// optimizer::load: damage is found before anything changes; a refusal while reading puts back
