@@ -200,7 +200,7 @@ class async_gossip {
       throw config_error(std::string(protocol) + " (AD-PSGD, SwarmSGD): rank " + std::to_string(me_) +
                          " is not at a consistent point, interactions may be half applied; call optimizer::quiesce() "
                          "on every rank at the same step, then save() before the next step or poll()");
-    w.u32(static_cast<std::uint32_t>(peers_.size()));
+    w.u64(peers_.size());
     for (const peer& p : peers_) w.u32(static_cast<std::uint32_t>(p.rank));
     w.u64(draws_);
     w.boolean(owed_);
