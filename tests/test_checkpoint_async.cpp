@@ -64,8 +64,9 @@ Eigen::VectorXf unit(int k) {
   return g;
 }
 
-// Rank 3 is a straggler (2 ms a step, the others 100 us); the server ranks save `late` after
-// quiesce(), and load it `late` after the others (who push meanwhile).
+// Rank 3 is a straggler (2 ms a step, the others 100 us, and none after the cut of the first run,
+// so they push while a server rank's worker may still be waking up in quiesce()); the server ranks
+// save `late` after quiesce(), and load it `late` after the others (who push meanwhile).
 bool is_server(int rank, int shards) { return rank < shards; }
 
 struct counting_result {
@@ -87,9 +88,9 @@ counting_result count_pushes(int shards, int before, int after, std::chrono::mil
   out.resumed_rounds.resize(n);
   std::vector<std::string> checkpoints(n);
   std::mutex m;
-  auto train = [&](auto& opt, int r, int steps) {
+  auto train = [&](auto& opt, int r, int steps, bool paced = true) {
     for (int s = 0; s < steps; ++s) {
-      std::this_thread::sleep_for(r == n - 1 ? 2ms : 100us);
+      if (paced || r == n - 1) std::this_thread::sleep_for(r == n - 1 ? 2ms : 100us);
       opt.step(unit(r));
     }
   };
@@ -103,8 +104,8 @@ counting_result count_pushes(int shards, int before, int after, std::chrono::mil
         opt.quiesce();
         if (is_server(r, shards)) std::this_thread::sleep_for(late);  // the others push after the cut meanwhile
         std::string bytes = saved(opt);
-        train(opt, r, after);  // training goes on after the cut
-        opt.finish();
+        train(opt, r, after, /*paced=*/false);  // training goes on after the cut, at once: a shard
+        opt.finish();                             // that recorded the cut late would hold these pushes
         std::lock_guard lock(m);
         checkpoints[i] = std::move(bytes);
         out.first_final[i] = opt.parameters();
