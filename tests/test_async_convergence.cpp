@@ -53,6 +53,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -155,38 +157,56 @@ std::uint64_t recorded_since(const distopt::statistics& now, std::vector<std::ui
   return late;
 }
 
+// With `cut` > 0: every worker takes `cut` steps, quiesce(), save(); then the run goes on in a
+// new world of optimizers built from another x0 (far off) that load the checkpoints.
 template <class Opt, class... Extra>
-run_result run(const heterogeneous_problem& p, float eta, Extra... extra) {
+run_result run_with_cut(const heterogeneous_problem& p, float eta, int cut, Extra... extra) {
   run_result out;
   out.x.resize(n);
   out.late.resize(n);
   std::vector<distopt::statistics> stats(n);
   std::vector<double> largest(n, 0.0);
+  std::vector<std::string> checkpoints(n);
+  std::vector<std::vector<std::uint64_t>> seen(n);
   std::atomic<int> reached{0};
   std::mutex m;
-  const auto start = std::chrono::steady_clock::now() + 20ms;
-  distopt::run_threads(
-      n,
-      [&](distopt::transport_ref t) {
-        const auto r = static_cast<std::size_t>(t.rank());
-        Opt opt(t, Eigen::VectorXf::Zero(dim), {.learning_rate = eta, .seed = 3, .timeout = harness::k_timeout},
-                extra...);
-        Eigen::VectorXf g(dim);
-        std::vector<std::uint64_t> seen;
-        for (int k = 0; k < steps || reached.load() < n; ++k) {
-          p.shards[r].gradient(opt.parameters(), g);
-          if (k >= steps - steps / 10) largest[r] = std::max(largest[r], static_cast<double>(g.norm()));
-          std::this_thread::sleep_until(start + k * 250us);
-          opt.step(g);
-          out.late[r].push_back(recorded_since(opt.stats(), seen));
-          if (k + 1 == steps) ++reached;
-        }
-        opt.finish();
-        std::lock_guard lock(m);
-        out.x[r] = opt.parameters();
-        stats[r] = opt.stats();
-      },
-      harness::k_threads);
+  auto world = [&](int from, bool resumed) {
+    const auto start = std::chrono::steady_clock::now() + 20ms - from * 250us;
+    distopt::run_threads(
+        n,
+        [&](distopt::transport_ref t) {
+          const auto r = static_cast<std::size_t>(t.rank());
+          Opt opt(t, Eigen::VectorXf::Constant(dim, resumed ? 100.0f : 0.0f),
+                  {.learning_rate = eta, .seed = 3, .timeout = harness::k_timeout}, extra...);
+          if (resumed) {
+            std::istringstream in(checkpoints[r]);
+            opt.load(in);
+          }
+          Eigen::VectorXf g(dim);
+          for (int k = from; k < steps || reached.load() < n; ++k) {
+            if (k == cut && !resumed) {
+              opt.quiesce();
+              std::ostringstream save;
+              opt.save(save);
+              checkpoints[r] = save.str();
+              return;
+            }
+            p.shards[r].gradient(opt.parameters(), g);
+            if (k >= steps - steps / 10) largest[r] = std::max(largest[r], static_cast<double>(g.norm()));
+            std::this_thread::sleep_until(start + k * 250us);
+            opt.step(g);
+            out.late[r].push_back(recorded_since(opt.stats(), seen[r]));
+            if (k + 1 == steps) ++reached;
+          }
+          opt.finish();
+          std::lock_guard lock(m);
+          out.x[r] = opt.parameters();
+          stats[r] = opt.stats();
+        },
+        harness::k_threads);
+  };
+  if (cut > 0) world(0, false);
+  world(std::max(cut, 0), cut > 0);
   double sum = 0, count = 0;
   std::uint64_t fewest = stats[0].steps;
   for (const auto& s : stats) {
@@ -200,6 +220,11 @@ run_result run(const heterogeneous_problem& p, float eta, Extra... extra) {
   out.gradient = *std::max_element(largest.begin(), largest.end());
   out.staleness = std::max(nominal_staleness, count > 0 ? sum / count : 0.0);
   return out;
+}
+
+template <class Opt, class... Extra>
+run_result run(const heterogeneous_problem& p, float eta, Extra... extra) {
+  return run_with_cut<Opt>(p, eta, -1, extra...);
 }
 
 double worst_distance(const std::vector<Eigen::VectorXf>& xs, const Eigen::VectorXd& ref) {
@@ -232,6 +257,9 @@ TEST_CASE("SSP and AsySGD on shards with different optima reach the O(eta tau) n
   SUBCASE("async_ps_sgd, two shards") {
     check(run<alg::async_ps_sgd<>>(p, eta, distopt::compress::identity{}, distopt::topology::parameter_server{.shards = 2}));
   }
+  SUBCASE("async_ps_sgd, resumed from a checkpoint (quiesce) 4/5 of the way, into optimizers built from x0 = 100") {
+    check(run_with_cut<alg::async_ps_sgd<>>(p, eta, steps - steps / 5));
+  }
 }
 
 TEST_CASE("AD-PSGD and SwarmSGD on shards with different optima: every model reaches the O(eta tau) neighbourhood") {
@@ -251,4 +279,7 @@ TEST_CASE("AD-PSGD and SwarmSGD on shards with different optima: every model rea
   };
   SUBCASE("ad_psgd") { check(run<alg::ad_psgd<>>(p, eta), 1); }
   SUBCASE("swarm_sgd<2>") { check(run<alg::swarm_sgd<2>>(p, eta), 2); }
+  SUBCASE("swarm_sgd<2>, resumed from a checkpoint (quiesce) 4/5 of the way, into optimizers built from x0 = 100") {
+    check(run_with_cut<alg::swarm_sgd<2>>(p, eta, steps - steps / 5), 2);
+  }
 }

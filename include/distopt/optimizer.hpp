@@ -107,6 +107,17 @@ class optimizer {
   /// workers — give it up as dead. Does nothing under synchronous policies.
   void poll() { protocol_.poll(span_of(x_)); }
 
+  /// Brings the run to a consistent point for save(): collective, called by every rank after the
+  /// same step. Asynchronous protocols drain: nothing is left in flight, and every push (stale
+  /// server: each worker then holds the server's model at the cut) or pairwise interaction is
+  /// wholly before the cut or wholly after it; each rank waits for the slowest to get there. Call
+  /// save() next, before the next step (pairwise gossip: before poll() too). Training goes on
+  /// after it; a run loaded from the cut resumes there (not bit for bit: asynchrony is not
+  /// deterministic). Does nothing under synchronous protocols, consistent after every step.
+  void quiesce() {
+    if constexpr (requires { protocol_.quiesce(span_of(x_)); }) protocol_.quiesce(span_of(x_));
+  }
+
   /// Changes the step size eta for the following steps (decaying schedules).
   void set_learning_rate(float eta) {
     options o = options_;

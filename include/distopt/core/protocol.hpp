@@ -61,6 +61,10 @@ struct protocol_context {
 ///     reads it back into a protocol built for the same configuration, refusing with r.refuse()
 ///     (config_error) what does not fit. The parameters, momentum, statistics and step counter
 ///     are the optimizer's.
+///  6. `p.quiesce(x)`, for asynchronous protocols: collective; drains what is in flight to a cut
+///     where every message exchange is wholly before or wholly after it, so that save() there is
+///     consistent (docs/concepts.md, "Checkpoints of asynchronous runs"); save() elsewhere throws
+///     config_error. optimizer::quiesce() calls it when P has it.
 ///
 /// Minimal conforming type (no communication: every worker trains alone):
 ///   struct alone {

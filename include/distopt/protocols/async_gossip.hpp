@@ -53,7 +53,23 @@
 // A worker that pauses longer than that (evaluation, checkpointing) should call
 // optimizer::poll() meanwhile, or its partners give it up.
 //
-// Wire: [u32 kind: 0 request, 1 reply, 2 done, 3 ack, 4 resend in full precision]
+// Checkpoints (optimizer::quiesce, then optimizer::save). The consistent point is a cut of the
+// interactions: quiesce() — collective, every rank at the same step — starts no interaction,
+// sends each neighbour a mark (behind every request it sent), and answers requests until its own
+// request is answered and every neighbour's mark has come. After a neighbour's mark a worker reads
+// that channel only for the answer it is owed (a reply; a request in full precision it asked for):
+// whatever else follows belongs after the neighbour's cut, and waits, unread, until this worker
+// has passed its own. So a request sent before its sender's mark is read, answered and its reply
+// applied before either end passes the cut (the responder cannot pass it before the requester's
+// mark, which follows the request), and one sent after it is read by neither before its cut:
+// every interaction is wholly in the saved models or wholly absent, and the sum of the saved
+// models is the sum the interactions preserve. save() writes the exposed copy, the random draws
+// and a deferred interaction. Cost: a mark to each neighbour and, for each worker, a wait for its
+// own last reply and for the slowest neighbour to reach quiesce() (up to options.timeout; a
+// neighbour silent that long is given up, as in finish). After the cut, poll() and step() answer
+// what waited; save() must come before them.
+//
+// Wire: [u32 kind: 0 request, 1 reply, 2 done, 3 ack, 4 resend in full precision, 5 mark]
 //       [u32 0: C's encoding, 1: d floats][u64 0][the model].
 
 #include <algorithm>
@@ -113,6 +129,7 @@ class async_gossip {
   /// been unanswered for max_unanswered_steps steps (counted in stats.steps), waits for it.
   template <class Update>
   void step(transport_ref t, statistics& stats, std::span<float> x, bool talk, C& c, Update&& update) {
+    at_cut_ = false;
     poll(t, stats, x, c);
     update();
     owed_ = owed_ || talk;
@@ -130,19 +147,77 @@ class async_gossip {
   /// Answers requests and applies replies that have arrived, without waiting; starts a
   /// deferred interaction once the previous one is answered.
   void poll(transport_ref t, statistics& stats, std::span<float> x, C& c) {
+    at_cut_ = false;
     const auto now = std::chrono::steady_clock::now();
     const auto arrivals = t.arrivals();  // before the pass: what arrives during it is seen next time
     const bool news = !arrivals || arrivals != seen_arrivals_;
     seen_arrivals_ = arrivals;
     for (peer& p : peers_) {
       if (p.lost) continue;
-      while (news && !p.lost && receive(t, stats, p)) {
+      while (news && !p.lost && readable(p) && receive(t, stats, p)) {
         p.heard = now;
         take(t, stats, p, x, c);  // a malformed message throws
       }
       if (p.pending && now - p.sent_at > timeout_) give_up(p, stats);  // the partner never answered
     }
-    if (owed_ && !finishing_ && !in_flight_) start(t, stats, c, stats.steps);
+    if (owed_ && !finishing_ && !quiescing_ && !in_flight_) start(t, stats, c, stats.steps);
+  }
+
+  /// The cut (header, "Checkpoints"): marks every neighbour, then answers until this worker's
+  /// request is answered and every neighbour (not lost or finished) has marked. Collective.
+  void quiesce(transport_ref t, statistics& stats, std::span<float> x, C& c) {
+    quiescing_ = true;
+    for (peer& p : peers_) {
+      p.heard = std::chrono::steady_clock::now();
+      if (!p.lost && !p.finished) send_control(t, stats, p, 5);
+    }
+    detail::poll_backoff backoff(stats);
+    for (;;) {
+      const std::uint64_t before = messages_;
+      poll(t, stats, x, c);  // gives up a partner that never answers our request
+      const auto now = std::chrono::steady_clock::now();
+      bool all = !in_flight_;
+      for (peer& p : peers_) {
+        if (p.lost || p.finished || (p.marks > cuts_ && !p.asked_resend)) continue;
+        if (now - p.heard > timeout_) give_up(p, stats);
+        else all = false;
+      }
+      if (all) break;
+      if (messages_ != before) backoff.reset();
+      else backoff.pause();
+    }
+    ++cuts_;
+    quiescing_ = false;
+    seen_arrivals_.reset();  // what waited behind the neighbours' marks is read from now on
+    at_cut_ = true;
+  }
+
+  /// Writes the state at the cut: the neighbours (compared on load), the random draws, a deferred
+  /// interaction and the exposed copy; a config_error unless this worker is at a cut (built or
+  /// loaded, or quiesce() with no step() or poll() since).
+  void save(checkpoint_writer& w) const {
+    if (!at_cut_)
+      throw config_error(std::string(protocol) + " (AD-PSGD, SwarmSGD): rank " + std::to_string(me_) +
+                         " is not at a consistent point, interactions may be half applied; call optimizer::quiesce() "
+                         "on every rank at the same step, then save() before the next step or poll()");
+    w.u64(peers_.size());
+    for (const peer& p : peers_) w.u32(static_cast<std::uint32_t>(p.rank));
+    w.u64(draws_);
+    w.boolean(owed_);
+    w.floats(exposed_);
+  }
+
+  /// Reads what save() wrote into a worker built for the same configuration, before its first step.
+  void load(checkpoint_reader& r) {
+    if (r.count(4) != peers_.size()) r.refuse("the graph gives this rank another number of neighbours");
+    for (const peer& p : peers_)
+      if (static_cast<int>(r.u32()) != p.rank) r.refuse("the graph gives this rank other neighbours");
+    const std::uint64_t draws = r.u64();
+    const bool owed = r.boolean();
+    r.floats(exposed_, "the exposed copy");
+    draws_ = draws;
+    owed_ = owed;
+    at_cut_ = true;
   }
 
   /// Says done to the neighbours, then answers them until each has acked (or is lost) and
@@ -178,6 +253,8 @@ class async_gossip {
     bool finished = false;  // it said done: never ask it again
     bool quiet = false;     // it will ask us nothing more (it said done, or acked ours)
     bool lost = false;
+    bool asked_resend = false;  // we asked it for its request in full precision
+    std::uint64_t marks = 0;    // cuts it has reached (marks received)
     std::vector<float> sent;  // q_i of the pending request
     std::chrono::steady_clock::time_point sent_at{}, heard{std::chrono::steady_clock::now()};
   };
@@ -250,6 +327,10 @@ class async_gossip {
     }
   }
 
+  // Is p's channel read? Not after a mark of a cut this worker has not passed, but for an answer
+  // owed to it: what else follows belongs after p's cut (header, "Checkpoints").
+  bool readable(const peer& p) const { return p.marks <= cuts_ || p.pending || p.asked_resend; }
+
   bool overdue(const statistics& stats) const {
     return in_flight_ && stats.steps - in_flight_since_ >= max_unanswered_;
   }
@@ -275,10 +356,14 @@ class async_gossip {
 
   void take(transport_ref t, statistics& stats, peer& p, std::span<float> x, C& c) {
     ++messages_;
-    const auto h = detail::async_header::read(in_, 4, protocol, p.rank);
+    const auto h = detail::async_header::read(in_, 5, protocol, p.rank);
     if (h.a > 1)
       throw transport_error(std::string(protocol) + ": a message from rank " + std::to_string(p.rank) +
                             " has unknown encoding " + std::to_string(h.a) + " (malformed, or a different protocol)");
+    if (h.kind == 5) {  // p reached the cut: it sends no request before we pass it
+      ++p.marks;
+      return;
+    }
     if (h.kind == 2 || h.kind == 3) {  // done (answered by an ack unless ours is on its way) or ack
       if (h.kind == 2) {
         p.finished = true;
@@ -298,9 +383,11 @@ class async_gossip {
       return;
     }
     if (h.kind == 0) {  // a request: answer with our exposed copy, move both half way to theirs
+      p.asked_resend = false;
       if (finishing_) return;  // declined: p learns it from our done, which it gets after this
       if (!read_point(h, p, exposed_, c)) {
         send_control(t, stats, p, 4);
+        p.asked_resend = true;
         return;
       }
       quantize(1, h.a == 1 || reply_exactly(c), exposed_, c, mine_);
@@ -356,6 +443,7 @@ class async_gossip {
   void give_up(peer& p, statistics& stats) {
     if (p.lost) return;
     p.lost = true;
+    p.asked_resend = false;
     if (p.pending) in_flight_ = false;
     p.pending = false;
     stats.lost_peers.push_back(p.rank);
@@ -376,6 +464,9 @@ class async_gossip {
   bool in_flight_ = false;  // a request of ours is unanswered (at most one)
   bool owed_ = false;        // a communication point is waiting for that request's answer
   bool finishing_ = false;
+  bool quiescing_ = false;   // in quiesce(): starts no interaction
+  bool at_cut_ = true;       // no step or poll since the start, the last cut or a load
+  std::uint64_t cuts_ = 0;   // quiesce() calls passed in this run
 };
 
 /// The asynchronous pairwise gossip protocol (AD-PSGD, SwarmSGD) over
@@ -406,6 +497,13 @@ class pairwise_gossip {
   void finish(std::span<float> x) { engine_.finish(ctx_.transport, *ctx_.stats, x, compressor_); }
 
   void poll(std::span<float> x) { engine_.poll(ctx_.transport, *ctx_.stats, x, compressor_); }
+
+  /// The consistent point of a checkpoint (async_gossip, "Checkpoints"). Collective.
+  void quiesce(std::span<float> x) { engine_.quiesce(ctx_.transport, *ctx_.stats, x, compressor_); }
+
+  /// Checkpoints hold the engine's state at the cut; save() outside a cut is a config_error.
+  void save(checkpoint_writer& w) const { engine_.save(w); }
+  void load(checkpoint_reader& r) { engine_.load(r); }
 
  private:
   protocol_context ctx_;

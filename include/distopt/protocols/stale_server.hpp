@@ -48,10 +48,12 @@
 // recorded is the largest over the shards (asynchronous) or c minus the smallest complete round.
 //
 // Wire (tags async_push_tag, async_pull_tag; 40-byte headers, detail/async_shard_server.hpp):
-//   push [u32 kind: 0 update, 1 done][u32 0][u64 round][u64 version][u64 own][u64 0][C's encoding]
-//        (the model it was computed on: `version` pushes applied, `own` of them this worker's)
-//   pull [u32 kind: 0 model, 1 final][u32 slowest rank][u64 version][u64 own][u64 complete round]
-//        [u64 staleness][the shard's floats]
+//   push [u32 kind: 0 update, 1 done, 2 mark][u32 0][u64 round][u64 version][u64 own]
+//        [u64 generation][C's encoding]
+//        (the model it was computed on: `version` pushes applied, `own` of them this worker's;
+//        `generation`: the cuts its sender has passed or loaded, below)
+//   pull [u32 kind: 0 model, 1 final, 2 cut][u32 slowest rank][u64 version][u64 own]
+//        [u64 complete round][u64 staleness][the shard's floats]
 // Downlink: the exact model (4 d / S bytes per pull); compressed downlinks are synchronous only.
 //
 // Faults. asynchronous: a worker silent for options.timeout while a server waits in finish() is
@@ -60,6 +62,23 @@
 // worker held back for options.timeout (twice that on ranks without a shard, so a server rank's
 // diagnosis comes first) raises transport_error naming the slowest rank. A server rank that
 // stops (or whose thread fails: a malformed push) fails every worker, which all depend on it.
+//
+// Checkpoints (optimizer::quiesce, then optimizer::save). The consistent point is a cut of the
+// pushes: quiesce() — collective, every rank at the same step — pushes the worker's pending local
+// steps, then sends each shard a mark behind them (a channel is FIFO, so when a shard takes the
+// mark it has applied every push of that worker) and waits. A shard that has the marks of every
+// worker still training records its state at that moment — slice, pushes applied per worker,
+// version — and answers each worker with that model (kind cut); no push comes after a mark until
+// the worker has every shard's cut, so the recorded state holds every push before the cut and
+// none after it. The worker adopts the cut model (it holds all its own pushes: nothing is left to
+// add for read-my-writes), so its parameters equal the server's model at the cut on every rank.
+// save() writes the worker's state and, on a server rank, the shard at the cut (not the live
+// shard, which the others' later pushes already change). Cost: one mark per shard and one model
+// per shard per worker (as one round), and a barrier: every worker waits for the slowest to reach
+// quiesce() (up to twice options.timeout, then transport_error). The cuts passed are counted
+// (the generation, in every push); a checkpoint restores a shard as a new generation, and the
+// pushes of workers that loaded theirs wait, unread, until their server rank has loaded its own:
+// the ranks may load and step in any order.
 
 #include <algorithm>
 #include <chrono>
@@ -124,6 +143,8 @@ class async_parameter_server {
       if (rank == me_) {
         local_ = k;
         server_ = std::make_unique<detail::async_shard_server<C>>(t, me_, n_, tau_, slice(held_, s), timeout_, c);
+        cut_ = {std::vector<float>(slice(held_, s).begin(), slice(held_, s).end()),
+                std::vector<std::uint64_t>(static_cast<std::size_t>(n_), 0), 0};
       }
     }
   }
@@ -133,6 +154,7 @@ class async_parameter_server {
   /// worker's pushes it lacks, after waiting as the header says. Returns the staleness.
   std::uint64_t round(transport_ref t, statistics& stats, std::span<float> x, C& c, rng& g) {
     check_server();
+    at_cut_ = false;
     ++rounds_;
     for (std::size_t i = 0; i < x.size(); ++i) update_[i] = x[i] - anchor_[i];
     pending& p = start_pending(stats.steps);
@@ -157,8 +179,9 @@ class async_parameter_server {
   /// worker holds the same x. Push the last local steps with round() first.
   void finish(transport_ref t, statistics& stats, std::span<float> x, C&) {
     check_server();
+    at_cut_ = false;
     message_.resize(detail::ps_header::bytes);
-    detail::ps_header{detail::ps_done, 0, {rounds_, 0, 0, 0}}.write(message_);
+    detail::ps_header{detail::ps_done, 0, {rounds_, 0, 0, generation_}}.write(message_);
     for (shard& s : shards_)
       if (!is_local(s)) send(t, s.rank, message_);
     if (server_) server_->finish_local();
@@ -168,7 +191,7 @@ class async_parameter_server {
     for (shard& s : shards_) {
       while (!is_local(s) && !s.final) {
         if (receive(t, s)) {
-          s.final = adopt(s, /*final_expected=*/true);
+          s.final = adopt(s, detail::ps_final) == detail::ps_final;
           backoff.reset();
           continue;
         }
@@ -189,6 +212,122 @@ class async_parameter_server {
                               " (messages lost or malformed)");
     pending_.clear();
     std::copy(held_.begin(), held_.end(), x.begin());
+  }
+
+  /// The cut (header, "Checkpoints"): marks every shard behind this worker's pushes and waits
+  /// until each has the marks of every worker and answers with its model at the cut, which x
+  /// becomes. Push the pending local steps with round() first. Collective.
+  void quiesce(transport_ref t, statistics& stats, std::span<float> x) {
+    check_server();
+    message_.resize(detail::ps_header::bytes);
+    detail::ps_header{detail::ps_mark, 0, {rounds_, 0, 0, generation_}}.write(message_);
+    for (shard& s : shards_)
+      if (!is_local(s)) send(t, s.rank, message_);
+    if (server_) server_->mark_local();
+    answers_ = 0;
+    answered_now_ = false;
+    detail::poll_backoff backoff(stats);
+    const auto limit = 2 * timeout_;  // a barrier: the slowest worker may still be a timeout from its push
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    for (shard& s : shards_) {
+      for (bool cut = false; !cut;) {
+        if (is_local(s)) {
+          const auto snap = server_->read_cut(generation_, slice(held_, s), cut_);
+          if ((cut = snap.has_value())) take_snapshot(s, *snap);
+        }
+        while (!cut && !is_local(s) && receive(t, s)) cut = adopt(s, detail::ps_cut) == detail::ps_cut;
+        if (cut) {
+          backoff.reset();
+        } else {
+          if (std::chrono::steady_clock::now() > deadline) throw stuck("the cut of quiesce()", s, limit);
+          check_server();
+          backoff.pause();
+        }
+      }
+    }
+    for (const shard& s : shards_)
+      if (s.own != rounds_)
+        throw transport_error(std::string(detail::ps_protocol) + ": the cut of the server rank " +
+                              std::to_string(s.rank) + " holds " + std::to_string(s.own) + " of the " +
+                              std::to_string(rounds_) + " pushes of rank " + std::to_string(me_) +
+                              " (messages lost or malformed)");
+    while (!pending_.empty()) {  // every push is in the model
+      spare_.push_back(std::move(pending_.front().update));
+      pending_.pop_front();
+    }
+    if (answered_now_) staleness_ = answers_;
+    std::copy(held_.begin(), held_.end(), x.begin());
+    std::copy(held_.begin(), held_.end(), anchor_.begin());
+    ++generation_;
+    at_cut_ = true;
+  }
+
+  /// A local step changed the parameters: save() is refused until the next cut.
+  void leave_cut() noexcept { at_cut_ = false; }
+
+  /// Writes this worker's state at the cut and, on a server rank, its shard's; a config_error
+  /// unless this worker is at a cut (built or loaded, or quiesce() with no round() since).
+  void save(checkpoint_writer& w) const {
+    if (!at_cut_)
+      throw config_error(std::string(detail::ps_protocol) + " (SSP, AsySGD): rank " + std::to_string(me_) +
+                         " is not at a consistent point, pushes may be in flight; call optimizer::quiesce() on every "
+                         "rank at the same step, then save() before the next step");
+    w.u64(rounds_);
+    w.u64(generation_);
+    w.u64(staleness_);
+    w.u32(static_cast<std::uint32_t>(shards_.size()));
+    for (const shard& s : shards_) {
+      w.u32(static_cast<std::uint32_t>(s.rank));
+      w.u64(s.version);
+      w.u64(s.complete);
+      save_compressor_state<C>(w, s.state);
+    }
+    w.floats(held_);
+    w.boolean(server_ != nullptr);
+    if (server_) {
+      w.u64(cut_.version);
+      w.u32(static_cast<std::uint32_t>(cut_.count.size()));
+      for (const std::uint64_t c : cut_.count) w.u64(c);
+      w.floats(cut_.model);
+    }
+  }
+
+  /// Reads what save() wrote into a worker built for the same configuration, before its first
+  /// round; a server rank's shard continues from the cut.
+  void load(checkpoint_reader& r) {
+    const std::uint64_t rounds = r.u64(), generation = r.u64(), staleness = r.u64();
+    if (r.u32() != shards_.size()) r.refuse("the parameter server has another number of shards");
+    for (shard& s : shards_) {
+      if (static_cast<int>(r.u32()) != s.rank) r.refuse("the parameter server's ranks differ");
+      s.version = r.u64();
+      s.own = rounds;
+      s.complete = r.u64();
+      s.laggard = me_;
+      s.final = false;
+      load_compressor_state<C>(r, s.state);
+    }
+    r.floats(held_, "the server model");
+    if (r.boolean() != (server_ != nullptr)) r.refuse("the server ranks differ");
+    if (server_) {
+      typename detail::async_shard_server<C>::cut_state cut;
+      cut.version = r.u64();
+      if (r.u32() != static_cast<std::uint32_t>(n_)) r.refuse("the server counts pushes of another number of workers");
+      cut.count.resize(static_cast<std::size_t>(n_));
+      for (std::uint64_t& c : cut.count) c = r.u64();
+      cut.model.resize(shards_[local_].end - shards_[local_].begin);
+      r.floats(cut.model, "the server's shard");
+      cut_ = cut;
+      server_->load(cut_, generation + 1);
+    }
+    rounds_ = rounds;
+    generation_ = generation + 1;  // a new generation: the pushes of others that loaded wait for the shards'
+    staleness_ = staleness;
+    while (!pending_.empty()) {
+      spare_.push_back(std::move(pending_.front().update));
+      pending_.pop_front();
+    }
+    std::copy(held_.begin(), held_.end(), anchor_.begin());
+    at_cut_ = true;
   }
 
  private:
@@ -215,6 +354,14 @@ class async_parameter_server {
     if (server_) server_->rethrow_if_failed();
   }
 
+  void take_snapshot(shard& s, const typename detail::async_shard_server<C>::snapshot& snap) {
+    if (snap.own != s.own) report(snap.staleness);
+    s.version = snap.version;
+    s.own = snap.own;
+    s.complete = snap.complete;
+    s.laggard = snap.laggard;
+  }
+
   pending& start_pending(std::uint64_t step) {
     std::vector<float> buffer;
     if (!spare_.empty()) {
@@ -228,7 +375,7 @@ class async_parameter_server {
   // Pushes the shard its slice of update_; p.update gets it as the server will add it.
   void push(transport_ref t, shard& s, pending& p, C& c, rng& g) {
     message_.resize(detail::ps_header::bytes);  // encoders append: encode right after the header
-    detail::ps_header{detail::ps_update, 0, {rounds_, s.version, s.own, 0}}.write(message_);
+    detail::ps_header{detail::ps_update, 0, {rounds_, s.version, s.own, generation_}}.write(message_);
     encode(c, slice(update_, s), message_, g, s.state);
     const std::span<float> added = slice(p.update, s);
     c.decode(std::span<const std::byte>(message_).subspan(detail::ps_header::bytes), added);
@@ -263,7 +410,7 @@ class async_parameter_server {
         continue;
       }
       while (receive(t, s)) {
-        adopt(s, /*final_expected=*/false);
+        adopt(s, detail::ps_model);
         got = true;
       }
     }
@@ -274,17 +421,13 @@ class async_parameter_server {
     shard& s = shards_[local_];
     const auto snap = server_->read_local(slice(held_, s));
     const bool news = snap.version != s.version;
-    if (snap.own != s.own) report(snap.staleness);
-    s.version = snap.version;
-    s.own = snap.own;
-    s.complete = snap.complete;
-    s.laggard = snap.laggard;
+    take_snapshot(s, snap);
     return news;
   }
 
-  // Takes the pull in pull_ from shard s; returns whether it was the final model.
-  bool adopt(shard& s, bool final_expected) {
-    const auto h = detail::ps_header::read(pull_, detail::ps_final, detail::ps_protocol, s.rank);
+  // Takes the pull in pull_ from shard s: a model, or the kind `expected` (final, cut); returns its kind.
+  std::uint32_t adopt(shard& s, std::uint32_t expected) {
+    const auto h = detail::ps_header::read(pull_, detail::ps_cut, detail::ps_protocol, s.rank);
     const std::size_t floats = s.end - s.begin;
     auto fail = [&](const std::string& what) {
       return transport_error(std::string(detail::ps_protocol) + ": rank " + std::to_string(me_) + " got " + what +
@@ -293,8 +436,10 @@ class async_parameter_server {
     if (pull_.size() != detail::ps_header::bytes + floats * sizeof(float))
       throw fail("a model of " + std::to_string(pull_.size() - detail::ps_header::bytes) + " bytes, expected " +
                  std::to_string(floats * sizeof(float)));
-    if (h.kind == detail::ps_final && !final_expected)
+    if (h.kind == detail::ps_final && expected != detail::ps_final)
       throw fail("the final model while still training (the server finished early)");
+    if (h.kind == detail::ps_cut && expected != detail::ps_cut)
+      throw fail("a cut (quiesce) while this worker is not in quiesce()");
     if (h.w[1] > rounds_ || h.w[1] < s.own || h.w[0] < s.version)
       throw fail("a model holding " + std::to_string(h.w[1]) + " of its pushes at version " + std::to_string(h.w[0]) +
                  " after one holding " + std::to_string(s.own) + " at version " + std::to_string(s.version) + " (it pushed " +
@@ -305,7 +450,7 @@ class async_parameter_server {
     s.own = h.w[1];
     s.complete = h.w[2];
     s.laggard = static_cast<int>(h.a);
-    return h.kind == detail::ps_final;
+    return h.kind;
   }
 
   // A shard answered pushes of this worker, the stalest `staleness` rounds late.
@@ -391,6 +536,9 @@ class async_parameter_server {
   std::uint64_t staleness_ = 0;  // asynchronous: the staleness of the pushes answered last
   std::uint64_t answers_ = 0;    // the largest staleness answered in this round, if answered_now_
   bool answered_now_ = false;
+  std::uint64_t generation_ = 0;  // cuts passed or loaded (header, "Checkpoints")
+  bool at_cut_ = true;            // nothing pushed since the start, the last cut or a load
+  typename detail::async_shard_server<C>::cut_state cut_;  // a server rank: its shard at that point
 };
 
 /// The stale parameter-server protocol (SSP under staleness::bounded<Tau>, AsySGD under
@@ -413,6 +561,7 @@ class stale_server {
         staleness_aware_(s.staleness_aware_lr) {}
 
   void step(std::span<float> x, std::span<const float> g, bool talk, local_update& u) {
+    engine_.leave_cut();
     u.set_scale(scale_);
     u.apply(x, g);
     ++since_round_;
@@ -426,6 +575,25 @@ class stale_server {
   }
 
   void poll(std::span<float> x) { engine_.poll(ctx_.transport, *ctx_.stats, x, compressor_); }
+
+  /// The consistent point of a checkpoint (async_parameter_server, "Checkpoints"): pushes the
+  /// pending steps, then every worker adopts the server's model at the cut. Collective.
+  void quiesce(std::span<float> x) {
+    if (since_round_ > 0) push(x);
+    engine_.quiesce(ctx_.transport, *ctx_.stats, x);
+  }
+
+  /// Checkpoints hold the engine's state at the cut (a server rank's shard included) and the
+  /// staleness-aware scale of the next steps; save() outside a cut is a config_error.
+  void save(checkpoint_writer& w) const {
+    engine_.save(w);
+    w.f32(scale_);
+  }
+  void load(checkpoint_reader& r) {
+    engine_.load(r);
+    scale_ = r.f32();
+    since_round_ = 0;
+  }
 
  private:
   void push(std::span<float> x) {

@@ -8,6 +8,15 @@
 // transport for this shard: it applies its own pushes and reads the model under the shard's lock.
 // Every call either thread makes on the transport holds transport_mutex(), so the transport is
 // used by one thread at a time (MPI needs MPI_THREAD_SERIALIZED, not MULTIPLE).
+//
+// Cuts (optimizer::quiesce, stale_server.hpp): each worker sends a mark after its last push
+// (its own rank's worker calls mark_local()); the channel being FIFO, when every worker still
+// training has marked, every push before the marks is applied and none after them, since no
+// worker pushes again before the cut's answer. The thread then records the cut (model, counts,
+// version), moves to the next generation and answers every worker with the cut model. A message
+// carries the generation of its sender (w[3]): one of a later generation (a worker that loaded a
+// checkpoint, before this rank has) waits, unread with everything behind it, until the shard
+// reaches that generation (load() here); one of an earlier generation is a fault.
 
 #include <algorithm>
 #include <atomic>
@@ -39,14 +48,16 @@ inline constexpr tag ps_pull_tag = reserved_tag(reserved::async_pull);
 inline constexpr const char* ps_protocol = "asynchronous parameter server";
 inline constexpr std::uint64_t ps_never = std::numeric_limits<std::uint64_t>::max();
 
-/// push: kind (0 update, 1 done), a = 0, w = {round, version, own, 0}: the update of the worker's
-///       round `round`, computed on the shard model of version `version` (pushes applied) that
-///       held `own` of the worker's pushes; done carries the worker's last round.
-/// pull: kind (0 model, 1 final), a = the slowest worker, w = {version, own, complete, staleness}:
-///       the shard model after `version` pushes, `own` of them the recipient's, complete to round
-///       `complete`; `staleness` is the largest of the recipient's pushes applied since its last pull.
+/// push: kind (0 update, 1 done, 2 mark), a = 0, w = {round, version, own, generation}: the update
+///       of the worker's round `round`, computed on the shard model of version `version` (pushes
+///       applied) that held `own` of the worker's pushes; done and mark carry the worker's last
+///       round. `generation`: the cuts the sender has passed or loaded (header above).
+/// pull: kind (0 model, 1 final, 2 cut), a = the slowest worker, w = {version, own, complete,
+///       staleness}: the shard model after `version` pushes, `own` of them the recipient's, complete
+///       to round `complete`; `staleness` is the largest of the recipient's pushes applied since its
+///       last pull. A cut is the model at the cut that every worker's mark asked for.
 using ps_header = message_header<4>;
-enum ps_kind : std::uint32_t { ps_update = 0, ps_done = 1, ps_model = 0, ps_final = 1 };
+enum ps_kind : std::uint32_t { ps_update = 0, ps_done = 1, ps_mark = 2, ps_model = 0, ps_final = 1, ps_cut = 2 };
 
 template <compressor C>
 class async_shard_server {
@@ -55,6 +66,12 @@ class async_shard_server {
   struct snapshot {
     std::uint64_t version, own, complete, staleness;
     int laggard;
+  };
+  /// The shard at a cut: what a checkpoint of its rank holds.
+  struct cut_state {
+    std::vector<float> model;
+    std::vector<std::uint64_t> count;  // pushes applied per worker
+    std::uint64_t version = 0;
   };
 
   /// Starts serving: `slice` is the shard's initial model, `workers` the world size, `tau` the
@@ -70,7 +87,10 @@ class async_shard_server {
     done_.assign(n, 0);
     lost_.assign(n, 0);
     pushed_.assign(n, 0);
+    marked_.assign(n, 0);
     heard_.resize(n);
+    later_.resize(n);
+    cut_ = {model_, count_, 0};
     thread_ = std::thread([this] { run(); });
   }
   async_shard_server(const async_shard_server&) = delete;
@@ -96,6 +116,42 @@ class async_shard_server {
     const snapshot s{version_, count_[i], complete(), staleness_[i], laggard()};
     staleness_[i] = 0;
     return s;
+  }
+  /// This rank's worker has reached the cut of generation generation() (its last push applied).
+  void mark_local() {
+    std::lock_guard lock(mutex_);
+    marked_[static_cast<std::size_t>(me_)] = 1;
+  }
+  /// The cuts this shard has passed or loaded.
+  std::uint64_t generation() {
+    std::lock_guard lock(mutex_);
+    return generation_;
+  }
+  /// If the shard has passed the cut that ends generation `g`: copies the cut model into `slice`,
+  /// `state` gets the cut, and the result says what it holds for this rank's worker.
+  std::optional<snapshot> read_cut(std::uint64_t g, std::span<float> slice, cut_state& state) {
+    std::lock_guard lock(mutex_);
+    if (generation_ <= g) return std::nullopt;
+    std::copy(cut_.model.begin(), cut_.model.end(), slice.begin());
+    state = cut_;
+    const auto i = static_cast<std::size_t>(me_);
+    const snapshot s{cut_.version, cut_.count[i], cut_complete_, staleness_[i], laggard()};
+    staleness_[i] = 0;
+    return s;
+  }
+  /// Restores the shard from a cut that a checkpoint holds, as generation `g` (before this rank's
+  /// first step; the pushes of workers that loaded theirs wait until now).
+  void load(const cut_state& state, std::uint64_t g) {
+    std::lock_guard lock(mutex_);
+    model_ = state.model;
+    count_ = state.count;
+    version_ = state.version;
+    std::fill(staleness_.begin(), staleness_.end(), 0);
+    std::fill(marked_.begin(), marked_.end(), 0);
+    cut_ = state;
+    cut_complete_ = complete();
+    std::fill(sent_complete_.begin(), sent_complete_.end(), cut_complete_);
+    generation_ = g;
   }
   /// This rank's worker has finished: the thread serves until every worker has (or, asynchronous,
   /// is lost), sends the final model, and ends.
@@ -182,32 +238,86 @@ class async_shard_server {
   // Takes every push that has arrived, then answers: the workers whose pushes it took, and under
   // bounded<Tau> those the new complete round releases. Returns whether it took anything.
   bool pass() {
-    const auto arrivals = meter_.arrivals();  // unchanged since the last pass: nothing to take
-    const bool news = !arrivals || arrivals != seen_arrivals_;
-    seen_arrivals_ = arrivals;
+    const auto arrivals = meter_.arrivals();  // unchanged since the last pass: nothing to take ...
+    const std::uint64_t generation = this->generation();
+    const bool news = !arrivals || arrivals != seen_arrivals_ || generation != seen_generation_;  // ... but
+    seen_arrivals_ = arrivals;  // messages left unread for a later generation, once the shard reaches it
+    seen_generation_ = generation;
     bool progress = false;
     const auto now = std::chrono::steady_clock::now();
     std::fill(pushed_.begin(), pushed_.end(), 0);
     for (int k = 0; news && k < n_; ++k) {
       const auto i = static_cast<std::size_t>(k);
       if (k == me_ || lost_[i] || done_[i]) continue;  // done_ and lost_ of other ranks: this thread's own
+      if (!later_[i].empty()) {  // a message of a later generation, taken before the shard reached it
+        if (ps_header::read(later_[i], ps_mark, ps_protocol, k).w[3] > generation) continue;
+        std::swap(push_, later_[i]);
+        later_[i].clear();
+        progress = true;
+        if (!take(k, generation)) continue;
+      }
       while (receive_push(k)) {
         progress = true;
         heard_[i] = now;
-        const auto h = ps_header::read(push_, ps_done, ps_protocol, k);
-        if (h.kind == ps_done) {
-          std::lock_guard lock(mutex_);
-          done_[i] = 1;
-          break;
-        }
-        decode(k);
-        std::lock_guard lock(mutex_);
-        apply(k, decoded_, h.w[0], h.w[1], h.w[2]);
-        pushed_[i] = 1;
+        if (!take(k, generation)) break;
       }
     }
     answer();
+    cut_if_marked();
     return progress;
+  }
+
+  // Takes the message in push_ from worker k; returns whether to read on from k (not after a done,
+  // a mark, or a message of a later generation, which waits in later_).
+  bool take(int k, std::uint64_t generation) {
+    const auto i = static_cast<std::size_t>(k);
+    const auto h = ps_header::read(push_, ps_mark, ps_protocol, k);
+    if (h.w[3] > generation) {
+      std::swap(later_[i], push_);
+      return false;
+    }
+    if (h.w[3] < generation)
+      throw transport_error(std::string(ps_protocol) + ": rank " + std::to_string(k) + " sent a message of checkpoint " +
+                            "generation " + std::to_string(h.w[3]) + " to the server rank " + std::to_string(me_) +
+                            ", which is at generation " + std::to_string(generation) +
+                            " (the ranks loaded checkpoints of different cuts, or messages were reordered)");
+    if (h.kind == ps_done || h.kind == ps_mark) {
+      std::lock_guard lock(mutex_);
+      (h.kind == ps_done ? done_ : marked_)[i] = 1;
+      return false;
+    }
+    decode(k);
+    std::lock_guard lock(mutex_);
+    apply(k, decoded_, h.w[0], h.w[1], h.w[2]);
+    pushed_[i] = 1;
+    return true;
+  }
+
+  // The cut: once every worker still training has marked (its pushes before the mark all applied,
+  // none after it sent yet), records the shard, moves to the next generation and sends every
+  // worker the cut model (after the answers of this pass, which came before it on each channel).
+  void cut_if_marked() {
+    recipients_.clear();
+    {
+      std::lock_guard lock(mutex_);
+      if (!marked_[static_cast<std::size_t>(me_)]) return;
+      for (std::size_t k = 0; k < marked_.size(); ++k)
+        if (!marked_[k] && !lost_[k] && !done_[k]) return;
+      cut_ = {model_, count_, version_};
+      cut_complete_ = complete();
+      for (int k = 0; k < n_; ++k) {
+        const auto i = static_cast<std::size_t>(k);
+        if (k == me_ || !marked_[i]) continue;
+        recipients_.push_back({k, ps_header{ps_cut, static_cast<std::uint32_t>(laggard()),
+                                            {version_, count_[i], cut_complete_, staleness_[i]}}});
+        staleness_[i] = 0;
+        sent_complete_[i] = cut_complete_;
+      }
+      std::fill(marked_.begin(), marked_.end(), 0);
+      ++generation_;
+      copy_model();
+    }
+    send(recipients_);
   }
 
   void decode(int k) {
@@ -341,13 +451,19 @@ class async_shard_server {
   std::vector<std::uint64_t> count_;      // pushes applied per worker
   std::vector<std::uint64_t> staleness_;  // largest staleness of each worker's pushes since its last pull
   std::vector<char> done_, lost_;
+  std::vector<char> marked_;   // the workers that reached the cut ending this generation
   std::uint64_t version_ = 0;  // pushes applied
+  std::uint64_t generation_ = 0;  // cuts passed or loaded
+  cut_state cut_;                 // the shard at the last cut (at the start: the initial one)
+  std::uint64_t cut_complete_ = 0;
+  std::vector<std::uint64_t> sent_complete_;  // complete round of the last pull sent to each worker
   std::chrono::steady_clock::time_point local_done_at_{};
   std::exception_ptr error_;
   // This thread's own:
-  std::vector<std::uint64_t> sent_complete_;  // complete round of the last pull sent to each worker
   std::vector<char> pushed_;
   std::vector<std::chrono::steady_clock::time_point> heard_;  // when each worker's last message was taken
+  std::vector<byte_buffer> later_;  // per worker, a message of a later generation, not yet taken
+  std::uint64_t seen_generation_ = 0;
   std::vector<float> decoded_;
   std::vector<recipient> recipients_;
   byte_buffer push_, pull_;
