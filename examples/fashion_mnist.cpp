@@ -12,7 +12,6 @@
 
 #include <CLI/CLI.hpp>
 
-#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <map>
@@ -110,8 +109,7 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
                                  [&](std::ostream& out) { write_records(out, result.epochs); });
     };
     Eigen::VectorXf g;
-    const auto start = std::chrono::steady_clock::now();
-    std::chrono::duration<double> evaluating{0};
+    examples::epoch_log log(result, s.epochs, s.network.label());
     for (int epoch = static_cast<int>(step / steps_per_epoch) + 1; epoch <= s.epochs; ++epoch) {
       for (std::size_t b = step % steps_per_epoch; b < steps_per_epoch; ++b) {
         ex.net.gradient(opt.parameters(), batches.next(), g);
@@ -123,13 +121,8 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
         checkpoint(epoch == s.epochs);
         continue;
       }
-      const auto eval_start = std::chrono::steady_clock::now();
-      const auto e = ex.net.evaluate(opt.parameters(), ex.test.features, ex.test.labels);
-      evaluating += std::chrono::steady_clock::now() - eval_start;
-      t.exclude_compute_so_far();  // evaluation is not part of training
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start - evaluating).count();
-      result.epochs.push_back({epoch, e.accuracy, e.loss, seconds, t.now(), opt.stats().bytes_sent});
-      examples::print_progress(name, result.epochs.back(), s.epochs, s.network.label());
+      log.after_epoch(epoch, t, opt.stats().bytes_sent,
+                      [&] { return ex.net.evaluate(opt.parameters(), ex.test.features, ex.test.labels); });
       checkpoint(epoch == s.epochs);
     }
     if (t.rank() != 0) return;
@@ -231,18 +224,13 @@ int main(int argc, char** argv) try {
   s.workers = launch.workers(app.count("--workers") ? s.workers : 0);
   const auto configs = configurations();
   if (list) {
-    if (launch.primary())
-      for (const auto& [name, c] : configs) std::printf("%-10s %s\n", name.c_str(), c.description.c_str());
+    if (launch.primary()) examples::list_configurations(configs);
     return 0;
   }
   const std::vector<std::string> chosen = examples::choose_configurations(config_list, configs);
 
-  auto train = distopt::data::load_fashion_mnist(distopt::data::split::train);
+  const auto train = examples::load_training_split(s.train_samples);
   const auto test = distopt::data::load_fashion_mnist(distopt::data::split::test);
-  if (s.train_samples > 0 && s.train_samples < train.labels.size()) {
-    train.features.conservativeResize(static_cast<Eigen::Index>(s.train_samples), Eigen::NoChange);
-    train.labels.resize(s.train_samples);
-  }
   const std::vector<int> hidden = s.model == "mlp" ? std::vector<int>{s.hidden} : std::vector<int>{};
   const distopt::problems::mlp net(train.features, train.labels, 10, hidden);
   const bool primary = launch.primary();  // prints and writes; under MPI, rank 0 only
@@ -252,19 +240,12 @@ int main(int argc, char** argv) try {
                 s.workers, transport.c_str());
 
   const experiment ex{train, test, net, s, launch, checkpoints};
-  std::vector<run_result> results;
-  for (const auto& name : chosen) {
-    if (primary) std::printf("\n%s: %s\n", name.c_str(), configs.at(name).description.c_str());
-    results.push_back(configs.at(name).run(ex, name));
-  }
+  const std::vector<run_result> results = examples::run_configurations(chosen, configs, ex, primary);
   if (!primary) return 0;
   char title[256];
   std::snprintf(title, sizeof title, "Fashion-MNIST, %s, %d workers, %d epochs, batch %zu per worker; %s",
                 s.model.c_str(), s.workers, s.epochs, s.batch, s.network.describe().c_str());
-  examples::print_table(results, title);
-  examples::print_result_lines(results);
-  examples::write_csv(results, s.csv);
-  std::printf("Per-epoch results: %s (plot with scripts/plot %s)\n", s.csv.c_str(), s.csv.c_str());
+  examples::report(results, title, s.csv);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "fashion_mnist: %s\n", e.what());

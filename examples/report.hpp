@@ -1,29 +1,34 @@
 #pragma once
 // report.hpp: what the Fashion-MNIST examples (fashion_mnist, torch_fashion_mnist) share:
-// their --configs list and the --network options of the "simulated" column; what they print
-// and write: a progress line per epoch, the side-by-side table, one machine-readable line per
-// configuration
+// their --configs list and the --network options of the "simulated" column; the training
+// split (all of it or its first --train-samples images); running the chosen configurations
+// one after another, and rank 0's evaluation after each epoch; what they print and write: a
+// progress line per epoch, the side-by-side table, one machine-readable line per configuration
 //   RESULT <configuration> accuracy <test accuracy %> bytes <bytes sent per worker>
 // and the per-epoch CSV that scripts/plot draws.
 //
 //   examples::network_choice network;
 //   network.add_options(app);                    // --network, --latency-us, --bandwidth-gbit
-//   for (const auto& name : examples::choose_configurations(list, configurations)) ...
-//     ... train, filling an examples::run_result per configuration ...
-//   examples::print_table(results, "Fashion-MNIST, ... " + network.describe());
-//   examples::print_result_lines(results);
-//   examples::write_csv(results, "fashion_mnist.csv");
+//   if (list) examples::list_configurations(configurations);   // --list-configs
+//   const auto chosen = examples::choose_configurations(list, configurations);
+//   ... a configuration's run: an examples::epoch_log fills its examples::run_result ...
+//   const auto results = examples::run_configurations(chosen, configurations, experiment, primary);
+//   examples::report(results, "Fashion-MNIST, ... " + network.describe(), "fashion_mnist.csv");
 
 #include <CLI/CLI.hpp>
 
+#include <Eigen/Core>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <distopt/core/errors.hpp>
+#include <distopt/data/idx.hpp>
 #include <distopt/transport/network_model.hpp>
 
 namespace examples {
@@ -86,6 +91,35 @@ std::vector<std::string> choose_configurations(const std::string& list, const Ma
   return chosen;
 }
 
+/// --list-configs: each configuration's name and description.
+template <class Map>
+void list_configurations(const Map& known) {
+  for (const auto& [name, c] : known) std::printf("%-10s %s\n", name.c_str(), c.description.c_str());
+}
+
+/// Fashion-MNIST's training split, or its first `samples` images when 0 < samples < 60,000.
+inline distopt::data::labelled_images load_training_split(std::size_t samples) {
+  auto train = distopt::data::load_fashion_mnist(distopt::data::split::train);
+  if (samples > 0 && samples < train.labels.size()) {
+    train.features.conservativeResize(static_cast<Eigen::Index>(samples), Eigen::NoChange);
+    train.labels.resize(samples);
+  }
+  return train;
+}
+
+/// Trains the chosen configurations one after another: known.at(name).run(ex, name), each
+/// announced as "<name>: <description>" (on the primary process).
+template <class Map, class Experiment>
+std::vector<run_result> run_configurations(const std::vector<std::string>& chosen, const Map& known,
+                                           const Experiment& ex, bool primary) {
+  std::vector<run_result> results;
+  for (const auto& name : chosen) {
+    if (primary) std::printf("\n%s: %s\n", name.c_str(), known.at(name).description.c_str());
+    results.push_back(known.at(name).run(ex, name));
+  }
+  return results;
+}
+
 inline void print_progress(const std::string& name, const epoch_record& e, int epochs, const std::string& network) {
   std::printf("  %-10s epoch %2d/%d  test loss %.4f  test acc %6.2f%%  sent %8.2f MB/worker  %6.1f s  "
               "(%.1f s on %s)\n",
@@ -93,6 +127,36 @@ inline void print_progress(const std::string& name, const epoch_record& e, int e
               static_cast<double>(e.bytes_sent) / 1e6, e.seconds, e.simulated_seconds, network.c_str());
   std::fflush(stdout);
 }
+
+/// Rank 0's record of a run, epoch by epoch. The wall time of training starts at construction
+/// and leaves out the evaluations.
+class epoch_log {
+ public:
+  epoch_log(run_result& result, int epochs, std::string network)
+      : result_(result), epochs_(epochs), network_(std::move(network)) {}
+
+  /// After epoch `epoch`: evaluate() gives the test accuracy and loss, outside the training time
+  /// and outside the compute that t, the simulated transport, models. Appends the epoch's record
+  /// (bytes_sent per worker so far) and prints its progress line.
+  template <class Transport, class Evaluate>
+  void after_epoch(int epoch, Transport& t, std::uint64_t bytes_sent, Evaluate evaluate) {
+    const auto eval_start = clock::now();
+    const auto e = evaluate();
+    evaluating_ += clock::now() - eval_start;
+    t.exclude_compute_so_far();  // evaluation is not part of training
+    const double seconds = std::chrono::duration<double>(clock::now() - start_ - evaluating_).count();
+    result_.epochs.push_back({epoch, e.accuracy, e.loss, seconds, t.now(), bytes_sent});
+    print_progress(result_.name, result_.epochs.back(), epochs_, network_);
+  }
+
+ private:
+  using clock = std::chrono::steady_clock;
+  run_result& result_;
+  int epochs_;
+  std::string network_;
+  clock::time_point start_ = clock::now();
+  std::chrono::duration<double> evaluating_{0};
+};
 
 namespace detail {
 inline std::string pad(std::string s, std::size_t width) {
@@ -152,6 +216,15 @@ inline void write_csv(const std::vector<run_result>& results, const std::string&
     for (const auto& e : r.epochs)
       out << r.name << ',' << e.epoch << ',' << e.test_accuracy << ',' << e.test_loss << ',' << e.bytes_sent << ','
           << e.seconds << ',' << e.simulated_seconds << '\n';
+}
+
+/// All of the above after the runs: the table under `title`, the RESULT lines, the CSV at
+/// `csv_path` and a line saying where it is.
+inline void report(const std::vector<run_result>& results, const std::string& title, const std::string& csv_path) {
+  print_table(results, title);
+  print_result_lines(results);
+  write_csv(results, csv_path);
+  std::printf("Per-epoch results: %s (plot with scripts/plot %s)\n", csv_path.c_str(), csv_path.c_str());
 }
 
 }  // namespace examples

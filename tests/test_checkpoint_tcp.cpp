@@ -31,21 +31,14 @@
 #include <distopt/core/checkpoint_file.hpp>
 #include <distopt/transport/tcp.hpp>
 
+#include "checkpoint_scenario.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
+namespace scenario = checkpoint_scenario;
 constexpr int world = 3;
-constexpr Eigen::Index dim = 32;
-
-// Worker r's gradient in step s: x - c_r plus noise keyed by (r, s); the workers disagree.
-Eigen::VectorXf gradient(int rank, int step, const Eigen::VectorXf& x) {
-  distopt::rng target(17, static_cast<std::uint32_t>(rank), 0, distopt::purpose::user);
-  distopt::rng noise(18, static_cast<std::uint32_t>(rank), static_cast<std::uint32_t>(step), distopt::purpose::user);
-  Eigen::VectorXf g(dim);
-  for (Eigen::Index i = 0; i < dim; ++i) g(i) = x(i) - 3.0f * target.normal() + 0.1f * noise.normal();
-  return g;
-}
 
 void write_floats(const fs::path& p, const Eigen::VectorXf& x) {
   std::ofstream(p, std::ios::binary)
@@ -112,34 +105,31 @@ int run_processes(const std::function<void(distopt::transport_ref, int)>& body) 
 
 template <class Opt>
 void check_resume_over_tcp(const distopt::options& o, auto... policies) {
-  constexpr int k = 5, m = 6;
+  using scenario::k, scenario::m;
   std::string pattern = (fs::temp_directory_path() / "distopt-checkpoint-tcp-XXXXXX").string();
   REQUIRE(::mkdtemp(pattern.data()) != nullptr);
   const fs::path dir = pattern;
   auto file = [&](const char* what, int r) { return dir / (what + std::to_string(r)); };
-  const Eigen::VectorXf x0 = Eigen::VectorXf::LinSpaced(dim, -1.0f, 1.0f);
-  auto train = [](Opt& opt, int r, int from, int steps) {
-    for (int s = from; s < from + steps; ++s) opt.step(gradient(r, s, opt.parameters()));
-  };
+  const Eigen::VectorXf x0 = scenario::x0();
   CHECK(run_processes([&](distopt::transport_ref t, int r) {
           Opt opt(t, x0, o, policies...);
-          train(opt, r, 0, k);
+          scenario::train(opt, r, 0, k);
           distopt::save_checkpoint(opt, file("rank-", r));
-          train(opt, r, k, m);
+          scenario::train(opt, r, k, m);
           write_floats(file("reference-", r), opt.parameters());  // before finish(): gossip ranks still differ
           opt.finish();
         }) == 0);
   CHECK(run_processes([&](distopt::transport_ref t, int r) {
-          Opt opt(t, Eigen::VectorXf::Zero(dim), o, policies...);
+          Opt opt(t, Eigen::VectorXf::Zero(scenario::dim), o, policies...);
           distopt::load_checkpoint(opt, file("rank-", r));
-          train(opt, r, k, m);
+          scenario::train(opt, r, k, m);
           write_floats(file("resumed-", r), opt.parameters());
           opt.finish();
         }) == 0);
   for (int r = 0; r < world; ++r) {
     CAPTURE(r);
     const std::string reference = contents(file("reference-", r)), resumed = contents(file("resumed-", r));
-    CHECK(reference.size() == sizeof(float) * dim);
+    CHECK(reference.size() == sizeof(float) * scenario::dim);
     CHECK(resumed == reference);
   }
   fs::remove_all(dir);
@@ -148,13 +138,12 @@ void check_resume_over_tcp(const distopt::options& o, auto... policies) {
 }  // namespace
 
 TEST_CASE("tcp, 3 processes: minibatch_sgd with momentum resumes from its checkpoint files bit for bit") {
-  check_resume_over_tcp<distopt::algorithms::minibatch_sgd>({.learning_rate = 0.05f, .momentum = 0.9f, .seed = 4});
+  check_resume_over_tcp<distopt::algorithms::minibatch_sgd>(scenario::momentum_options);
 }
 
 TEST_CASE("tcp, 3 processes: CHOCO-SGD on a ring resumes from its checkpoint files bit for bit") {
-  check_resume_over_tcp<distopt::algorithms::choco_sgd<>>(
-      {.learning_rate = 0.05f, .seed = 4}, distopt::compress::top_k{0.25},
-      distopt::topology::gossip<distopt::topology::ring, distopt::mixing::choco>{{}, {.consensus_step = 0.3f}});
+  check_resume_over_tcp<distopt::algorithms::choco_sgd<>>(scenario::choco_options, scenario::choco_compressor,
+                                                          scenario::choco_ring);
 }
 
 #else

@@ -11,7 +11,6 @@
 
 #include <CLI/CLI.hpp>
 
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <numbers>
@@ -127,8 +126,7 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
     distopt::interop::module_optimizer<Optimizer> opt(
         t, *net, {.learning_rate = s.learning_rate, .momentum = s.momentum, .seed = s.seed}, c);
     std::vector<std::int64_t> index;
-    const auto start = std::chrono::steady_clock::now();
-    std::chrono::duration<double> evaluating{0};
+    examples::epoch_log log(result, s.epochs, s.network.label());
     const double total_steps = static_cast<double>(steps_per_epoch) * s.epochs;
     for (int epoch = 1; epoch <= s.epochs; ++epoch) {
       for (std::size_t b = 0; b < steps_per_epoch; ++b) {
@@ -146,13 +144,7 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
       }
       if (epoch == s.epochs) opt.finish();
       if (t.rank() != 0) continue;
-      const auto eval_start = std::chrono::steady_clock::now();
-      const evaluation e = evaluate(*net, ex.test);
-      evaluating += std::chrono::steady_clock::now() - eval_start;
-      t.exclude_compute_so_far();  // evaluation is not part of training
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start - evaluating).count();
-      result.epochs.push_back({epoch, e.accuracy, e.loss, seconds, t.now(), opt.stats().bytes_sent});
-      examples::print_progress(name, result.epochs.back(), s.epochs, s.network.label());
+      log.after_epoch(epoch, t, opt.stats().bytes_sent, [&] { return evaluate(*net, ex.test); });
     }
     if (t.rank() == 0) result.messages = opt.stats().messages_sent;
   });
@@ -218,8 +210,7 @@ int main(int argc, char** argv) try {
   s.workers = launch.workers(app.count("--workers") ? s.workers : 0);
   const auto configs = configurations();
   if (list) {
-    if (launch.primary())
-      for (const auto& [name, c] : configs) std::printf("%-10s %s\n", name.c_str(), c.description.c_str());
+    if (launch.primary()) examples::list_configurations(configs);
     return 0;
   }
   const std::vector<std::string> chosen = examples::choose_configurations(config_list, configs);
@@ -228,12 +219,7 @@ int main(int argc, char** argv) try {
   torch::set_num_threads(1);
   torch::manual_seed(s.seed);  // the same initial parameters in every process
   const lenet prototype;
-  auto train_data = distopt::data::load_fashion_mnist(distopt::data::split::train);
-  if (s.train_samples > 0 && s.train_samples < train_data.labels.size()) {
-    train_data.features.conservativeResize(static_cast<Eigen::Index>(s.train_samples), Eigen::NoChange);
-    train_data.labels.resize(s.train_samples);
-  }
-  const images train = to_tensors(train_data);
+  const images train = to_tensors(examples::load_training_split(s.train_samples));
   const images test = to_tensors(distopt::data::load_fashion_mnist(distopt::data::split::test));
   const bool primary = launch.primary();  // prints and writes; under MPI or TCP, rank 0 only
   std::int64_t parameters = 0;
@@ -245,11 +231,7 @@ int main(int argc, char** argv) try {
                 static_cast<long long>(parameters), s.workers, transport.c_str());
 
   const experiment ex{train, test, prototype, s, launch};
-  std::vector<run_result> results;
-  for (const auto& name : chosen) {
-    if (primary) std::printf("\n%s: %s\n", name.c_str(), configs.at(name).description.c_str());
-    results.push_back(configs.at(name).run(ex, name));
-  }
+  const std::vector<run_result> results = examples::run_configurations(chosen, configs, ex, primary);
   if (!primary) return 0;
   char title[256];
   std::snprintf(title, sizeof title,
@@ -257,10 +239,7 @@ int main(int argc, char** argv) try {
                 "momentum %g; %s",
                 s.workers, s.epochs, s.batch, static_cast<double>(s.learning_rate), static_cast<double>(s.momentum),
                 s.network.describe().c_str());
-  examples::print_table(results, title);
-  examples::print_result_lines(results);
-  examples::write_csv(results, s.csv);
-  std::printf("Per-epoch results: %s (plot with scripts/plot %s)\n", s.csv.c_str(), s.csv.c_str());
+  examples::report(results, title, s.csv);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "torch_fashion_mnist: %s\n", e.what());

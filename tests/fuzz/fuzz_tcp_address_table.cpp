@@ -17,6 +17,7 @@
 //     addresses, ports from the bytes) encodes and decodes to itself.
 
 #include "fuzz_entry.hpp"
+#include "fuzz_support.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -25,12 +26,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <exception>
 #include <filesystem>
-#include <fstream>
 #include <optional>
 #include <span>
 #include <string>
@@ -42,6 +38,9 @@
 #include <distopt/transport/tcp.hpp>
 
 namespace distopt::fuzz {
+
+const char* const target_name = "tcp_address_table";
+
 namespace {
 
 namespace w = detail::tcp;
@@ -50,32 +49,6 @@ constexpr int max_world = 9;
 const std::string from = "the fuzzed coordinator";
 const std::array<std::string, 6> valid_hosts = {"127.0.0.1", "10.1.2.3", "255.255.255.255", "::1", "fe80::1:2",
                                                 "::ffff:192.168.0.1"};
-
-[[noreturn]] void fail(const std::string& what) {
-  std::fprintf(stderr, "fuzz_tcp_address_table: %s\n", what.c_str());
-  std::abort();
-}
-
-/// A bounds-checked little-endian reader of the model, independent of message_reader.
-struct cursor {
-  std::span<const std::byte> b;
-  std::size_t at = 0;
-  bool ok = true;
-  std::span<const std::byte> take(std::size_t n) {
-    if (!ok || n > b.size() - at) {
-      ok = false;
-      return {};
-    }
-    at += n;
-    return b.subspan(at - n, n);
-  }
-  std::uint32_t u32() {
-    const auto s = take(4);
-    std::uint32_t v = 0;
-    for (std::size_t k = 0; k < s.size(); ++k) v |= std::to_integer<std::uint32_t>(s[k]) << (8 * k);
-    return v;
-  }
-};
 
 /// The model's judgement of a host: an IP address in the form inet_ntop prints.
 bool canonical_ip(const std::string& host) {
@@ -152,11 +125,6 @@ void check_round_trip(std::span<const std::byte> bytes, int n) {
   if (!back || *back != table) fail("a valid table does not decode to itself");
 }
 
-void write_file(const std::filesystem::path& path, std::span<const std::byte> bytes) {
-  std::ofstream(path, std::ios::binary)
-      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
-
 }  // namespace
 
 std::size_t write_seeds(const std::filesystem::path& dir) {
@@ -193,15 +161,10 @@ std::size_t write_seeds(const std::filesystem::path& dir) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace distopt::fuzz;
-  try {
+  return guard_input([&] {
     const int n = 2 + (size > 0 ? data[0] : 0) % (max_world - 1);
-    // The table in an allocation of its own, so that ASan sees a read before or after it.
-    std::vector<std::byte> table(size - std::min<std::size_t>(size, 1));
-    if (!table.empty()) std::memcpy(table.data(), data + 1, table.size());
+    const std::vector<std::byte> table = bytes_from(data, size, 1);
     check_received(table, n);
     check_round_trip(table, n);
-  } catch (const std::exception& e) {
-    fail(std::string("unexpected exception: ") + e.what());
-  }
-  return 0;
+  });
 }

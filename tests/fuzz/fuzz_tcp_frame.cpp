@@ -18,17 +18,14 @@
 //     refused with a max_length one below the payload size.
 
 #include "fuzz_entry.hpp"
+#include "fuzz_support.hpp"
 
 #include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <exception>
 #include <filesystem>
-#include <fstream>
 #include <iterator>
 #include <limits>
 #include <optional>
@@ -41,6 +38,9 @@
 #include <distopt/transport/tcp.hpp>
 
 namespace distopt::fuzz {
+
+const char* const target_name = "tcp_frame";
+
 namespace {
 
 namespace w = detail::tcp;
@@ -50,11 +50,6 @@ constexpr std::uint64_t max_lengths[] = {0, 1, 24, 64, 4096, std::uint64_t{1} <<
                                          std::numeric_limits<std::uint64_t>::max()};
 constexpr std::size_t input_header_bytes = 1 + w::header_bytes;  // max_length selector, frame header
 constexpr const char* from = "the fuzzed peer";
-
-[[noreturn]] void fail(const std::string& what) {
-  std::fprintf(stderr, "fuzz_tcp_frame: %s\n", what.c_str());
-  std::abort();
-}
 
 template <class T>
 T load(std::span<const std::byte> h, std::size_t at) {
@@ -144,11 +139,6 @@ void check_round_trip(w::frame_kind kind, std::uint32_t tag, std::span<const std
   if (hardware != table || table != bitwise_crc32c(~0u, payload)) fail("the CRC32C implementations disagree");
 }
 
-void write_file(const std::filesystem::path& path, std::span<const std::byte> bytes) {
-  std::ofstream(path, std::ios::binary)
-      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
-
 }  // namespace
 
 std::size_t write_seeds(const std::filesystem::path& dir) {
@@ -183,17 +173,12 @@ std::size_t write_seeds(const std::filesystem::path& dir) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace distopt::fuzz;
-  try {
+  return guard_input([&] {
     const std::uint8_t selector = size > 0 ? data[0] : 0;
     header h{};
     if (size > 1) std::memcpy(h.data(), data + 1, std::min(size - 1, h.size()));
-    // The payload in an allocation of its own, so that ASan sees a read before or after it.
-    std::vector<std::byte> rest(size - std::min(size, input_header_bytes));
-    if (!rest.empty()) std::memcpy(rest.data(), data + input_header_bytes, rest.size());
+    const std::vector<std::byte> rest = bytes_from(data, size, input_header_bytes);  // the payload
     check_received(h, max_lengths[selector % std::size(max_lengths)], rest);
     check_round_trip(selector & 0x80u ? w::frame_kind::goodbye : w::frame_kind::data, load<std::uint32_t>(h, 8), rest);
-  } catch (const std::exception& e) {
-    fail(std::string("unexpected exception: ") + e.what());
-  }
-  return 0;
+  });
 }

@@ -25,17 +25,15 @@
 //     count and options hash agree.
 
 #include "fuzz_entry.hpp"
+#include "fuzz_support.hpp"
 
 #include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <filesystem>
-#include <fstream>
 #include <optional>
 #include <span>
 #include <string>
@@ -49,6 +47,9 @@
 #include <distopt/transport/tcp.hpp>
 
 namespace distopt::fuzz {
+
+const char* const target_name = "tcp_handshake";
+
 namespace {
 
 namespace w = detail::tcp;
@@ -59,37 +60,6 @@ constexpr int world_size = 3;
 const run_description my_run{"cfg", 10, 1};
 
 constexpr std::uint8_t flag_sign = 1, flag_strict = 8;
-
-[[noreturn]] void fail(const std::string& what) {
-  std::fprintf(stderr, "fuzz_tcp_handshake: %s\n", what.c_str());
-  std::abort();
-}
-
-/// A bounds-checked reader of the model, independent of message_reader.
-struct cursor {
-  std::span<const std::byte> b;
-  std::size_t at = 0;
-  bool ok = true;
-  std::span<const std::byte> take(std::size_t n) {
-    if (!ok || n > b.size() - at) {
-      ok = false;
-      return {};
-    }
-    at += n;
-    return b.subspan(at - n, n);
-  }
-  std::uint64_t uint(std::size_t width) {
-    const auto s = take(width);
-    std::uint64_t v = 0;
-    for (std::size_t k = 0; k < s.size(); ++k) v |= std::to_integer<std::uint64_t>(s[k]) << (8 * k);
-    return v;
-  }
-  std::string str() {
-    const auto s = take(static_cast<std::size_t>(uint(4)));
-    return {reinterpret_cast<const char*>(s.data()), s.size()};
-  }
-  bool done() const { return ok && at == b.size(); }
-};
 
 struct hello {
   std::uint32_t rank = 0, size = 0;
@@ -240,8 +210,7 @@ std::size_t write_seed(const std::filesystem::path& file, std::uint8_t flags, co
     input.push_back(static_cast<std::byte>(m.size() >> 8));
     append(input, m);
   }
-  std::ofstream(file, std::ios::binary)
-      .write(reinterpret_cast<const char*>(input.data()), static_cast<std::streamsize>(input.size()));
+  write_file(file, input);
   return 1;
 }
 

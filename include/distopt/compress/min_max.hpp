@@ -160,26 +160,20 @@ struct min_max {
   }
 
   void decode(std::span<const std::byte> bytes, std::span<float> out) const {
-    detail::quantize::check_bucket(name, bucket);
-    detail::reader r(bytes, name);
-    const std::size_t n = out.size(), buckets = detail::quantize::bucket_count(n, bucket);
-    const auto [ranges, codes] = wire_format::split(r, n, bucket, "bucket ranges");
-    for (std::size_t b = 0; b < buckets; ++b) {
-      float m, big;
-      std::memcpy(&m, ranges.data() + 8 * b, 4);
-      std::memcpy(&big, ranges.data() + 8 * b + 4, 4);
-      if (!std::isfinite(m) || !std::isfinite(big) || !(m <= big) || !std::isfinite(big - m))
-        r.fail("bucket " + std::to_string(b) + " has range [" + std::to_string(m) + ", " + std::to_string(big) +
-               "]; min and max are finite, min <= max, and max - min is finite");
-    }
-    if (!detail::quantize::run_kernel<detail::quantize::min_max_decode_kernel<Bits>>(ranges.data(), codes.data(), n, bucket, out.data()))
-      r.fail("nonzero pad bits after the last code of a bucket");
+    wire_format::template decode<detail::quantize::min_max_decode_kernel<Bits>>(
+        name, bucket, bytes, out, "bucket ranges",
+        [](const detail::reader& r, std::size_t b, const std::byte* header) {
+          float m, big;
+          std::memcpy(&m, header, 4);
+          std::memcpy(&big, header + 4, 4);
+          if (!std::isfinite(m) || !std::isfinite(big) || !(m <= big) || !std::isfinite(big - m))
+            r.fail("bucket " + std::to_string(b) + " has range [" + std::to_string(m) + ", " + std::to_string(big) +
+                   "]; min and max are finite, min <= max, and max - min is finite");
+        },
+        "nonzero pad bits after the last code of a bucket");
   }
 
-  std::size_t max_encoded_bytes(std::size_t n) const {
-    detail::quantize::check_bucket(name, bucket);
-    return wire_format::bytes(n, bucket);
-  }
+  std::size_t max_encoded_bytes(std::size_t n) const { return wire_format::max_encoded_bytes(name, n, bucket); }
 
   /// d / (2 L^2) for the largest bucket, d = min(n, bucket) (relative; see the header comment).
   double omega(std::size_t n) const {

@@ -139,24 +139,18 @@ struct qsgd {
   }
 
   void decode(std::span<const std::byte> bytes, std::span<float> out) const {
-    detail::quantize::check_bucket(name, bucket);
-    detail::reader r(bytes, name);
-    const std::size_t n = out.size(), buckets = detail::quantize::bucket_count(n, bucket);
-    const auto [norms, codes] = wire_format::split(r, n, bucket, "bucket norms");
-    for (std::size_t b = 0; b < buckets; ++b) {
-      float norm;
-      std::memcpy(&norm, norms.data() + 4 * b, 4);
-      if (!std::isfinite(norm) || std::signbit(norm))
-        r.fail("bucket " + std::to_string(b) + " has norm " + std::to_string(norm) + "; a norm is finite and >= 0");
-    }
-    if (!detail::quantize::run_kernel<detail::quantize::qsgd_decode_kernel<Bits>>(norms.data(), codes.data(), n, bucket, out.data()))
-      r.fail("nonzero pad bits after the last code of a bucket");
+    wire_format::template decode<detail::quantize::qsgd_decode_kernel<Bits>>(
+        name, bucket, bytes, out, "bucket norms",
+        [](const detail::reader& r, std::size_t b, const std::byte* header) {
+          float norm;
+          std::memcpy(&norm, header, 4);
+          if (!std::isfinite(norm) || std::signbit(norm))
+            r.fail("bucket " + std::to_string(b) + " has norm " + std::to_string(norm) + "; a norm is finite and >= 0");
+        },
+        "nonzero pad bits after the last code of a bucket");
   }
 
-  std::size_t max_encoded_bytes(std::size_t n) const {
-    detail::quantize::check_bucket(name, bucket);
-    return wire_format::bytes(n, bucket);
-  }
+  std::size_t max_encoded_bytes(std::size_t n) const { return wire_format::max_encoded_bytes(name, n, bucket); }
 
   /// min(d / s^2, sqrt(d) / s) for the largest bucket, d = min(n, bucket).
   double omega(std::size_t n) const {

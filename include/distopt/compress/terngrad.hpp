@@ -117,24 +117,18 @@ struct terngrad {
   }
 
   void decode(std::span<const std::byte> bytes, std::span<float> out) const {
-    detail::quantize::check_bucket(name, bucket);
-    detail::reader r(bytes, name);
-    const std::size_t n = out.size(), buckets = detail::quantize::bucket_count(n, bucket);
-    const auto [scales, codes] = wire_format::split(r, n, bucket, "bucket scales");
-    for (std::size_t b = 0; b < buckets; ++b) {
-      float s;
-      std::memcpy(&s, scales.data() + 4 * b, 4);
-      if (!std::isfinite(s) || std::signbit(s))
-        r.fail("bucket " + std::to_string(b) + " has scale " + std::to_string(s) + "; a scale is finite and >= 0");
-    }
-    if (!detail::quantize::run_kernel<detail::quantize::terngrad_decode_kernel>(scales.data(), codes.data(), n, bucket, out.data()))
-      r.fail("a 2-bit code is 3 (only 0, 1, 2 exist) or pad bits after a bucket's last code are set");
+    wire_format::template decode<detail::quantize::terngrad_decode_kernel>(
+        name, bucket, bytes, out, "bucket scales",
+        [](const detail::reader& r, std::size_t b, const std::byte* header) {
+          float s;
+          std::memcpy(&s, header, 4);
+          if (!std::isfinite(s) || std::signbit(s))
+            r.fail("bucket " + std::to_string(b) + " has scale " + std::to_string(s) + "; a scale is finite and >= 0");
+        },
+        "a 2-bit code is 3 (only 0, 1, 2 exist) or pad bits after a bucket's last code are set");
   }
 
-  std::size_t max_encoded_bytes(std::size_t n) const {
-    detail::quantize::check_bucket(name, bucket);
-    return wire_format::bytes(n, bucket);
-  }
+  std::size_t max_encoded_bytes(std::size_t n) const { return wire_format::max_encoded_bytes(name, n, bucket); }
 
   /// sqrt(d) - 1 for the largest bucket, d = min(n, bucket).
   double omega(std::size_t n) const {

@@ -398,6 +398,12 @@ struct bucketed_wire {
     return 8 + HeaderBytes * bucket_count(n, bucket) + bucketed_code_bytes<Bits>(n, bucket);
   }
 
+  /// bytes(n, bucket) after check_bucket: the compressors' max_encoded_bytes.
+  static std::size_t max_encoded_bytes(const char* who, std::size_t n, std::size_t bucket) {
+    check_bucket(who, bucket);
+    return bytes(n, bucket);
+  }
+
   /// Appends the encoding that Kernel::run(x, n, bucket, headers, codes, lanes) writes; if it
   /// returns false (non-finite input), `wire` is left as it was and numeric_error is thrown.
   template <class Kernel>
@@ -426,6 +432,21 @@ struct bucketed_wire {
     const auto codes = r.take(bucketed_code_bytes<Bits>(n, bucket), "codes");
     r.expect_end();
     return {headers, codes};
+  }
+
+  /// Decodes `bytes` into `out` (n = out.size() entries): splits them (headers named
+  /// `headers_name` in errors), has check_header(r, b, header) refuse a bad header of bucket b
+  /// through r.fail, then runs Kernel::run(headers, codes, n, bucket, out); if it returns false,
+  /// fails with `kernel_refusal`.
+  template <class Kernel, class CheckHeader>
+  static void decode(const char* who, std::size_t bucket, std::span<const std::byte> bytes, std::span<float> out,
+                     const char* headers_name, CheckHeader check_header, const char* kernel_refusal) {
+    check_bucket(who, bucket);
+    reader r(bytes, who);
+    const std::size_t n = out.size(), buckets = bucket_count(n, bucket);
+    const auto [headers, codes] = split(r, n, bucket, headers_name);
+    for (std::size_t b = 0; b < buckets; ++b) check_header(r, b, headers.data() + HeaderBytes * b);
+    if (!run_kernel<Kernel>(headers.data(), codes.data(), n, bucket, out.data())) r.fail(kernel_refusal);
   }
 };
 
