@@ -93,27 +93,18 @@ class optimizer {
   /// The current parameters (this worker's copy).
   Eigen::Ref<const Eigen::VectorXf> parameters() const { return x_; }
 
-  /// Ends a run. Synchronous protocols: every worker ends with the same parameters (local
-  /// steps since the last round are averaged; gossip averages the models exactly). Stale
-  /// parameter server: pending steps are pushed and every surviving worker adopts the
-  /// server's final model. Pairwise asynchronous gossip (AD-PSGD, SwarmSGD): each worker
-  /// keeps its own model (their mean is the algorithms' output; statistics::lost_peers lists
-  /// the neighbours it gave up).
+  /// Ends a run. Synchronous protocols: every worker ends with the same (averaged) parameters.
+  /// Stale parameter server: pending steps are pushed, survivors adopt the server's model.
+  /// Pairwise gossip (AD-PSGD, SwarmSGD): each keeps its own model; their mean is the output.
   void finish() { protocol_.finish(span_of(x_)); }
 
-  /// Answers what peers have sent, without stepping. Asynchronous protocols rely on it: a
-  /// worker that pauses training for longer than options.timeout (evaluation,
-  /// checkpointing) calls it now and then, or its partners — or, on the server rank, the
-  /// workers — give it up as dead. Does nothing under synchronous policies.
+  /// Answers peers without stepping: an asynchronous worker pausing longer than options.timeout
+  /// (evaluation) calls it now and then, or its peers give it up as dead. Synchronous: no-op.
   void poll() { protocol_.poll(span_of(x_)); }
 
-  /// Brings the run to a consistent point for save(): collective, called by every rank after the
-  /// same step. Asynchronous protocols drain: nothing is left in flight, and every push (stale
-  /// server: each worker then holds the server's model at the cut) or pairwise interaction is
-  /// wholly before the cut or wholly after it; each rank waits for the slowest to get there. Call
-  /// save() next, before the next step (pairwise gossip: before poll() too). Training goes on
-  /// after it; a run loaded from the cut resumes there (not bit for bit: asynchrony is not
-  /// deterministic). Does nothing under synchronous protocols, consistent after every step.
+  /// Collective, after the same step on every rank: brings an asynchronous run to a cut that no
+  /// push or interaction straddles (docs/concepts.md), where save() must be called before the
+  /// next step or poll(). Training goes on after it. Synchronous protocols: no-op.
   void quiesce() {
     if constexpr (requires { protocol_.quiesce(span_of(x_)); }) protocol_.quiesce(span_of(x_));
   }
@@ -130,24 +121,20 @@ class optimizer {
   /// Communication and progress statistics of this worker.
   const statistics& stats() const { return stats_; }
 
-  /// Writes this rank's state to `out`: parameters, momentum, step and round counters,
-  /// statistics, learning rate, and the protocol's state (compressor states, public copies,
-  /// local-SGD anchor, the server's memory) — a versioned, checksummed record
-  /// (core/checkpoint.hpp). No communication. Every rank saves after the same step; the
-  /// random streams are functions of (seed, rank, round), so nothing else is needed to
-  /// continue bit for bit. Throws checkpoint_error if the stream fails.
+  /// Writes this rank's state — parameters, momentum, counters, statistics, learning rate and the
+  /// protocol's state — as a checksummed record (core/checkpoint.hpp), without communication.
+  /// Every rank saves after the same step (asynchronous protocols: right after quiesce(), else
+  /// config_error); synchronous runs then continue bit for bit. checkpoint_error if `out` fails.
   void save(std::ostream& out) const {
     if constexpr (valid_policies)
       detail::write_checkpoint(out, detail::checkpoint_of(origin(), step_, span_of(x_), update_, stats_, protocol_));
   }
 
-  /// Reads a checkpoint that save() wrote on this rank, so that the following steps are
-  /// those the saving optimizer would have taken. Call it on every rank, in a freshly built
-  /// optimizer of the same configuration, before its first step. The checkpoint's learning
-  /// rate replaces options.learning_rate (as after set_learning_rate). Throws checkpoint_error
-  /// for what is not a complete, intact checkpoint, config_error naming the difference for
-  /// one of another optimizer type, model size, rank, world size, options, topology or
-  /// compressor configuration; either way the optimizer is left as it was.
+  /// Reads what save() wrote on this rank into a freshly built optimizer of the same
+  /// configuration, on every rank before the first step; its learning rate replaces the options'.
+  /// checkpoint_error for a damaged checkpoint, config_error naming the difference for another
+  /// configuration (type, size, rank, world, options, topology, compressor); either way the
+  /// optimizer is left as it was.
   void load(std::istream& in) {
     if constexpr (valid_policies) detail::load_checkpoint(in, origin(), step_, span_of(x_), update_, stats_, protocol_);
     options_.learning_rate = update_.learning_rate();
