@@ -111,8 +111,7 @@ convergence converge(const problem& p, bool aware, int steps, bool paced) {
     opt.finish();
     std::lock_guard lock(m);
     out.staleness += mean_staleness(opt.stats()) / n;
-    if (t.rank() == 0)
-      out.error = (opt.parameters().template cast<double>() - p.optimum).norm() / p.optimum.norm();
+    if (t.rank() == 0) out.error = (opt.parameters().template cast<double>() - p.optimum).norm() / p.optimum.norm();
   });
   return out;
 }

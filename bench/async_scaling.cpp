@@ -143,9 +143,9 @@ struct run_result {
   usage used;
   double loss_ratio = 0;
   std::size_t lost_peers = 0;
-  double loop_cpu = 0;  // thread CPU inside the step loops, summed over the workers
+  double loop_cpu = 0;                     // thread CPU inside the step loops, summed over the workers
   double finish_cpu = 0, finish_wall = 0;  // thread CPU and wall inside finish(), summed over the waiting workers
-  usage waiting;  // straggler runs: from the moment the last waiting worker entered finish()
+  usage waiting;                           // straggler runs: from the moment the last waiting worker entered finish()
 };
 
 /// The reference: the same gradient and SGD update, one thread, no optimizer.
@@ -296,8 +296,9 @@ settings parse(int argc, char** argv) {
           "                     [--straggler-steps min(steps, 100)] [--straggler-sleep-ms 10]\n");
       std::exit(0);
     }
-    static const char* const known[] = {"--workers", "--steps", "--dim", "--rows", "--repeat",
-                                        "--straggler-workers", "--straggler-steps", "--straggler-sleep-ms"};
+    static const char* const known[] = {
+        "--workers",           "--steps", "--dim", "--rows", "--repeat", "--straggler-workers", "--straggler-steps",
+        "--straggler-sleep-ms"};
     if (std::none_of(std::begin(known), std::end(known), [&](const char* k) { return flag == k; }))
       throw std::runtime_error("unknown option " + flag + " (see --help)");
     if (i + 1 >= argc) throw std::runtime_error(flag + ": missing value (see --help)");
@@ -367,7 +368,7 @@ int main(int argc, char** argv) try {
     return nullptr;
   };
   // out = CPU per step of r over that of `base`, if there is one.
-  const auto ratio = [&](char (&out)[16], const run_result& r, const run_result* base) {
+  const auto ratio = [&](char(&out)[16], const run_result& r, const run_result* base) {
     if (base) std::snprintf(out, sizeof out, "%.2f", cpu_per_step(r) / cpu_per_step(*base));
   };
   std::printf("\n%-23s %3s %6s %6s %6s %6s %4s %7s %7s %8s %6s %6s %6s %7s %7s %8s\n", "config", "n", "steps", "wall s",
@@ -386,8 +387,8 @@ int main(int argc, char** argv) try {
     std::printf("%-23s %3d %6llu %6.3f %6.3f %6.3f %3.0f%% %7.0f %7.0f %8.2f %6s %6s %6s %7.2f %7.3f %8.2e%s\n",
                 r.config.c_str(), r.n, static_cast<unsigned long long>(r.steps), r.used.wall, r.used.cpu, r.used.sys,
                 100.0 * r.used.cpu / (r.used.wall * cores), steps_per_s, steps_per_s / std::min<double>(r.n, cores),
-                1e6 * cpu_per_step(r), vs_one, vs_ref, vs_threads, 1e6 * r.loop_cpu / steps, r.finish_cpu,
-                r.loss_ratio, r.lost_peers ? "  LOST PEERS" : "");
+                1e6 * cpu_per_step(r), vs_one, vs_ref, vs_threads, 1e6 * r.loop_cpu / steps, r.finish_cpu, r.loss_ratio,
+                r.lost_peers ? "  LOST PEERS" : "");
   }
 
   // Workers that wait: one straggler, the others wait for it in finish().

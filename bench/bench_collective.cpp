@@ -96,9 +96,9 @@ int main(int argc, char** argv) {
         ->UseRealTime();
     for (int workers : {2, 4}) {
       const std::string name = "ring_allreduce/workers:" + std::to_string(workers) + "/" + std::to_string(floats);
-      benchmark::RegisterBenchmark(name.c_str(),
-                                   [workers, floats](benchmark::State& st) { ring_allreduce_sum(st, workers, floats); })
-          ->UseRealTime();
+      benchmark::RegisterBenchmark(name.c_str(), [workers, floats](benchmark::State& st) {
+        ring_allreduce_sum(st, workers, floats);
+      })->UseRealTime();
     }
   }
   benchmark::RunSpecifiedBenchmarks();

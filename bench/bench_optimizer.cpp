@@ -99,14 +99,13 @@ int main(int argc, char** argv) {
     distopt_bench::register_references(floats);
     for (int workers : {1, 2}) {
       const std::string suffix = "/workers:" + std::to_string(workers) + "/" + std::to_string(floats);
-      benchmark::RegisterBenchmark(("minibatch_sgd_step" + suffix).c_str(),
-                                   [workers, floats](benchmark::State& st) { optimizer_step(st, workers, floats); })
-          ->UseRealTime();
+      benchmark::RegisterBenchmark(("minibatch_sgd_step" + suffix).c_str(), [workers, floats](benchmark::State& st) {
+        optimizer_step(st, workers, floats);
+      })->UseRealTime();
       for (const bool checked : {false, true})
-        benchmark::RegisterBenchmark(((checked ? "hand_loop_checked" : "hand_loop") + suffix).c_str(),
-                                     [workers, floats, checked](benchmark::State& st) {
-                                       hand_loop(st, workers, floats, checked);
-                                     })
+        benchmark::RegisterBenchmark(
+            ((checked ? "hand_loop_checked" : "hand_loop") + suffix).c_str(),
+            [workers, floats, checked](benchmark::State& st) { hand_loop(st, workers, floats, checked); })
             ->UseRealTime();
     }
   }

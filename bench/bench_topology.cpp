@@ -77,7 +77,8 @@ auto choco_round = [](distopt::transport_ref t, std::size_t floats) {
     std::unique_ptr<distopt::protocols::model_exchange<distopt::compress::top_k, distopt::topology::ring>> ex;
     distopt::rng g{1, 0, 0, distopt::purpose::compression};
   };
-  auto s = std::make_shared<state>(state{t, std::vector<float>(floats, 1.0f), std::vector<float>(floats, 1e-3f), {}, {}, {}});
+  auto s = std::make_shared<state>(
+      state{t, std::vector<float>(floats, 1.0f), std::vector<float>(floats, 1e-3f), {}, {}, {}});
   s->ex = std::make_unique<distopt::protocols::model_exchange<distopt::compress::top_k, distopt::topology::ring>>(
       t, distopt::topology::ring{}, s->x, 0.04f, 1, s->c);
   return [s] { s->ex->round(s->t, s->x, s->step, s->c, s->g); };
@@ -106,7 +107,8 @@ int main(int argc, char** argv) {
       benchmark::RegisterBenchmark(("gossip_exact/ring" + suffix).c_str(), [workers, floats](benchmark::State& st) {
         measured(st, workers, floats, exact_round);
       })->UseRealTime();
-      benchmark::RegisterBenchmark(("gossip_choco_top1/ring" + suffix).c_str(), [workers, floats](benchmark::State& st) {
+      benchmark::RegisterBenchmark(("gossip_choco_top1/ring" + suffix).c_str(), [workers,
+                                                                                 floats](benchmark::State& st) {
         measured(st, workers, floats, choco_round);
       })->UseRealTime();
       benchmark::RegisterBenchmark(("ring_allreduce" + suffix).c_str(), [workers, floats](benchmark::State& st) {

@@ -25,19 +25,26 @@ inline void register_references(std::size_t floats) {
     }
     st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * floats * sizeof(float)));
   });
-  benchmark::RegisterBenchmark(("reference/read_sum/" + std::to_string(floats)).c_str(), [floats](benchmark::State& st) {
-    std::vector<float> a(floats, 1.0f);
-    for (auto _ : st) {
-      float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;  // independent chains
-      for (std::size_t i = 0; i + 8 <= floats; i += 8) {
-        s0 += a[i]; s1 += a[i + 1]; s2 += a[i + 2]; s3 += a[i + 3];
-        s4 += a[i + 4]; s5 += a[i + 5]; s6 += a[i + 6]; s7 += a[i + 7];
-      }
-      float s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
-      benchmark::DoNotOptimize(s);
-    }
-    st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * floats * sizeof(float)));
-  });
+  benchmark::RegisterBenchmark(
+      ("reference/read_sum/" + std::to_string(floats)).c_str(), [floats](benchmark::State& st) {
+        std::vector<float> a(floats, 1.0f);
+        for (auto _ : st) {
+          float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;  // independent chains
+          for (std::size_t i = 0; i + 8 <= floats; i += 8) {
+            s0 += a[i];
+            s1 += a[i + 1];
+            s2 += a[i + 2];
+            s3 += a[i + 3];
+            s4 += a[i + 4];
+            s5 += a[i + 5];
+            s6 += a[i + 6];
+            s7 += a[i + 7];
+          }
+          float s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
+          benchmark::DoNotOptimize(s);
+        }
+        st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * floats * sizeof(float)));
+      });
 }
 
 /// Standard normal entries, made once per size (Google Benchmark runs each body several times).

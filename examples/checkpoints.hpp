@@ -107,8 +107,7 @@ class checkpoints {
   static std::uint64_t latest_complete(const std::filesystem::path& dir, int world) {
     const auto steps = saved_steps(dir);
     for (auto it = steps.rbegin(); it != steps.rend(); ++it)
-      if (static_cast<int>(it->second.size()) == world && *it->second.begin() == 0 &&
-          *it->second.rbegin() == world - 1)
+      if (static_cast<int>(it->second.size()) == world && *it->second.begin() == 0 && *it->second.rbegin() == world - 1)
         return it->first;
     return 0;
   }

@@ -48,7 +48,7 @@ struct settings {
   std::uint64_t seed = 1;
   std::size_t train_samples = 0;  // 0: all
   std::string csv = "fashion_mnist.csv";
-  examples::network_choice network;  // the modelled network of the "simulated" column
+  examples::network_choice network;    // the modelled network of the "simulated" column
   std::uint64_t checkpoint_every = 0;  // steps; 0: no checkpoints
   std::string resume;                  // directory to resume from and save into ("": start afresh)
 };
@@ -70,8 +70,8 @@ void write_records(std::ostream& out, const std::vector<epoch_record>& records) 
   const std::uint64_t n = records.size();
   out.write(reinterpret_cast<const char*>(&n), sizeof n);
   for (const epoch_record& e : records)
-    for (const double v : {double(e.epoch), e.test_accuracy, e.test_loss, e.seconds, e.simulated_seconds,
-                           double(e.bytes_sent)})
+    for (const double v :
+         {double(e.epoch), e.test_accuracy, e.test_loss, e.seconds, e.simulated_seconds, double(e.bytes_sent)})
       out.write(reinterpret_cast<const char*>(&v), sizeof v);
 }
 void read_records(std::istream& in, std::vector<epoch_record>& records) {
@@ -128,8 +128,9 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
     if (t.rank() != 0) return;
     result.messages = opt.stats().messages_sent;
     const auto x = opt.parameters();
-    std::printf("  %-10s final parameters: CRC32C %08x\n", name.c_str(),
-                distopt::detail::crc32c(std::as_bytes(std::span<const float>(x.data(), static_cast<std::size_t>(x.size())))));
+    std::printf(
+        "  %-10s final parameters: CRC32C %08x\n", name.c_str(),
+        distopt::detail::crc32c(std::as_bytes(std::span<const float>(x.data(), static_cast<std::size_t>(x.size())))));
   });
   return result;
 }
@@ -153,37 +154,48 @@ std::map<std::string, config> configurations() {
   using sync = staleness::synchronous;
   using every = local_steps::every_step;
   return {
-      {"sgd", {"exact synchronous SGD, ring allreduce every step",
-               runner<compress::identity, topology::allreduce, sync, every>()}},
-      {"local4", {"local SGD: 4 local steps, then model deltas averaged",
-                  runner<compress::identity, topology::allreduce, sync, local_steps::fixed<4>>()}},
-      {"qsgd8", {"QSGD, 8 bits per entry (127 levels, bucket 512), allgathered",
-                 runner<compress::qsgd<8>, topology::allreduce, sync, every>()}},
-      {"qsgd4", {"QSGD, 4 bits per entry (7 levels, bucket 512), allgathered",
-                 runner<compress::qsgd<4>, topology::allreduce, sync, every>()}},
-      {"terngrad", {"TernGrad: 2-bit ternary gradients per bucket of 512",
-                    runner<compress::terngrad, topology::allreduce, sync, every>()}},
-      {"bytegrad", {"Bagua ByteGrad: min_max<8> quantiser per bucket of 512",
-                    runner<compress::min_max<8>, topology::allreduce, sync, every>()}},
-      {"ef-sign", {"EF-signSGD: scaled sign (1 bit per entry) with error feedback",
-                   runner<compress::error_feedback<compress::scaled_sign>, topology::allreduce, sync, every>()}},
-      {"ef-topk", {"top-1% sparsification with error feedback",
-                   runner<compress::error_feedback<compress::top_k>, topology::allreduce, sync, every>()}},
-      {"topk", {"top-1% sparsification without error feedback",
-                runner<compress::top_k, topology::allreduce, sync, every>()}},
-      {"ef21", {"EF21 with top-1%: compressed gradient differences, tracked aggregate",
-                runner<compress::ef21<compress::top_k>, topology::allreduce, sync, every>()}},
-      {"powersgd", {"PowerSGD rank 2 per weight matrix (biases exact), warm start, error feedback",
-                    [](const experiment& ex, const std::string& name) {
-                      using C = compress::power_sgd<2>;
-                      return train<distopt::optimizer<C, topology::allreduce, sync, every>>(
-                          ex, name, C{.shapes = ex.net.layout()});
-                    }}},
-      {"dpsgd", {"D-PSGD: exact gossip with the two ring neighbours (x <- Wx - eta g)",
-                 runner<compress::identity, topology::ring, sync, every>()}},
-      {"choco", {"CHOCO-SGD on a ring: top-1% of model differences, consensus step 0.04",
-                 runner<compress::top_k, topology::gossip<topology::ring, distopt::mixing::choco>, sync, every>(
-                     compress::top_k{0.01}, {{}, {.consensus_step = 0.04f}})}},
+      {"sgd",
+       {"exact synchronous SGD, ring allreduce every step",
+        runner<compress::identity, topology::allreduce, sync, every>()}},
+      {"local4",
+       {"local SGD: 4 local steps, then model deltas averaged",
+        runner<compress::identity, topology::allreduce, sync, local_steps::fixed<4>>()}},
+      {"qsgd8",
+       {"QSGD, 8 bits per entry (127 levels, bucket 512), allgathered",
+        runner<compress::qsgd<8>, topology::allreduce, sync, every>()}},
+      {"qsgd4",
+       {"QSGD, 4 bits per entry (7 levels, bucket 512), allgathered",
+        runner<compress::qsgd<4>, topology::allreduce, sync, every>()}},
+      {"terngrad",
+       {"TernGrad: 2-bit ternary gradients per bucket of 512",
+        runner<compress::terngrad, topology::allreduce, sync, every>()}},
+      {"bytegrad",
+       {"Bagua ByteGrad: min_max<8> quantiser per bucket of 512",
+        runner<compress::min_max<8>, topology::allreduce, sync, every>()}},
+      {"ef-sign",
+       {"EF-signSGD: scaled sign (1 bit per entry) with error feedback",
+        runner<compress::error_feedback<compress::scaled_sign>, topology::allreduce, sync, every>()}},
+      {"ef-topk",
+       {"top-1% sparsification with error feedback",
+        runner<compress::error_feedback<compress::top_k>, topology::allreduce, sync, every>()}},
+      {"topk",
+       {"top-1% sparsification without error feedback", runner<compress::top_k, topology::allreduce, sync, every>()}},
+      {"ef21",
+       {"EF21 with top-1%: compressed gradient differences, tracked aggregate",
+        runner<compress::ef21<compress::top_k>, topology::allreduce, sync, every>()}},
+      {"powersgd",
+       {"PowerSGD rank 2 per weight matrix (biases exact), warm start, error feedback",
+        [](const experiment& ex, const std::string& name) {
+          using C = compress::power_sgd<2>;
+          return train<distopt::optimizer<C, topology::allreduce, sync, every>>(ex, name, C{.shapes = ex.net.layout()});
+        }}},
+      {"dpsgd",
+       {"D-PSGD: exact gossip with the two ring neighbours (x <- Wx - eta g)",
+        runner<compress::identity, topology::ring, sync, every>()}},
+      {"choco",
+       {"CHOCO-SGD on a ring: top-1% of model differences, consensus step 0.04",
+        runner<compress::top_k, topology::gossip<topology::ring, distopt::mixing::choco>, sync, every>(
+            compress::top_k{0.01}, {{}, {.consensus_step = 0.04f}})}},
   };
 }
 
@@ -236,8 +248,8 @@ int main(int argc, char** argv) try {
   const bool primary = launch.primary();  // prints and writes; under MPI, rank 0 only
   if (primary)
     std::printf("Fashion-MNIST: %zu training and %zu test images; model %s with %ld parameters; %d workers (%s)\n",
-                train.labels.size(), test.labels.size(), s.model.c_str(), static_cast<long>(net.dimension()),
-                s.workers, transport.c_str());
+                train.labels.size(), test.labels.size(), s.model.c_str(), static_cast<long>(net.dimension()), s.workers,
+                transport.c_str());
 
   const experiment ex{train, test, net, s, launch, checkpoints};
   const std::vector<run_result> results = examples::run_configurations(chosen, configs, ex, primary);

@@ -65,11 +65,11 @@ class launcher {
     }
 #endif
     if (transport_ != "threads")
-      throw distopt::config_error(
-          "unknown --transport '" + transport_ + "'; this build has: " + joined_transports() +
-          (transport_ == "mpi" ? " (rebuild with libopenmpi-dev installed for mpi)"
-           : transport_ == "tcp" ? " (rebuild with libboost-dev and libssl-dev installed for tcp)"
-                                 : ""));
+      throw distopt::config_error("unknown --transport '" + transport_ + "'; this build has: " + joined_transports() +
+                                  (transport_ == "mpi" ? " (rebuild with libopenmpi-dev installed for mpi)"
+                                   : transport_ == "tcp"
+                                       ? " (rebuild with libboost-dev and libssl-dev installed for tcp)"
+                                       : ""));
   }
 
   const std::string& transport() const noexcept { return transport_; }

@@ -109,16 +109,18 @@ int main(int argc, char** argv) {
       for (const std::string strategy : strategies) {
         std::vector<double> slowest(3, 0.0);
         std::mutex mu;
-        distopt::run_threads(n, [&](distopt::transport_ref t) {
-          distopt::simulated_transport dc(t, model(networks[0]));
-          distopt::simulated_transport gig(dc, model(networks[1]));
-          distopt::simulated_transport wan(gig, model(networks[2]));
-          std::vector<float> x(floats, 1.0f + float(t.rank()));
-          round_of(strategy, wan, x);
-          std::lock_guard lock(mu);
-          const double times[] = {dc.now(), gig.now(), wan.now()};
-          for (int k = 0; k < 3; ++k) slowest[k] = std::max(slowest[k], times[k]);
-        }, {.timeout = std::chrono::minutes(10)});  // 64 threads moving 16 MiB each on 2 cores
+        distopt::run_threads(n,
+                             [&](distopt::transport_ref t) {
+                               distopt::simulated_transport dc(t, model(networks[0]));
+                               distopt::simulated_transport gig(dc, model(networks[1]));
+                               distopt::simulated_transport wan(gig, model(networks[2]));
+                               std::vector<float> x(floats, 1.0f + float(t.rank()));
+                               round_of(strategy, wan, x);
+                               std::lock_guard lock(mu);
+                               const double times[] = {dc.now(), gig.now(), wan.now()};
+                               for (int k = 0; k < 3; ++k) slowest[k] = std::max(slowest[k], times[k]);
+                             },
+                             {.timeout = std::chrono::minutes(10)});  // 64 threads moving 16 MiB each on 2 cores
         for (int k = 0; k < 3; ++k) {
           results[networks[k]][n][strategy] = slowest[k];
           const double f = formula(strategy, n, bytes, model(networks[k]));

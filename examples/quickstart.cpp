@@ -37,7 +37,8 @@ int main(int argc, char** argv) try {
   // launch.run: distopt::run_threads(workers, ...) by default; once per rank under --transport mpi
   launch.run(workers, [&](distopt::transport_ref t) {
     distopt::data::minibatch_sampler batches(
-        distopt::data::iid_shard(problem.samples(), t.rank(), t.size(), /*seed=*/7), /*batch=*/32, /*seed=*/7, t.rank());
+        distopt::data::iid_shard(problem.samples(), t.rank(), t.size(), /*seed=*/7), /*batch=*/32, /*seed=*/7,
+        t.rank());
     sgd opt(t, Eigen::VectorXf::Zero(problem.dimension()), {.learning_rate = 0.05f, .momentum = 0.9f, .seed = 7});
     const std::size_t steps_per_epoch = problem.samples() / (32 * static_cast<std::size_t>(t.size()));
     Eigen::VectorXf g;

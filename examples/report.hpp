@@ -72,8 +72,8 @@ struct network_choice {
   std::string describe() const {
     const distopt::network_model m = model();
     char text[128];
-    std::snprintf(text, sizeof text, "simulated network: %s (%.0f us, %.3g Gbit/s)", label().c_str(),
-                  1e6 * m.latency_s, 8e-9 * m.bandwidth_bytes_per_s);
+    std::snprintf(text, sizeof text, "simulated network: %s (%.0f us, %.3g Gbit/s)", label().c_str(), 1e6 * m.latency_s,
+                  8e-9 * m.bandwidth_bytes_per_s);
     return text;
   }
 };
@@ -84,8 +84,7 @@ std::vector<std::string> choose_configurations(const std::string& list, const Ma
   std::vector<std::string> chosen;
   std::stringstream names(list);
   for (std::string name; std::getline(names, name, ',');) {
-    if (!known.count(name))
-      throw distopt::config_error("unknown configuration '" + name + "'; see --list-configs");
+    if (!known.count(name)) throw distopt::config_error("unknown configuration '" + name + "'; see --list-configs");
     chosen.push_back(name);
   }
   return chosen;
@@ -121,10 +120,11 @@ std::vector<run_result> run_configurations(const std::vector<std::string>& chose
 }
 
 inline void print_progress(const std::string& name, const epoch_record& e, int epochs, const std::string& network) {
-  std::printf("  %-10s epoch %2d/%d  test loss %.4f  test acc %6.2f%%  sent %8.2f MB/worker  %6.1f s  "
-              "(%.1f s on %s)\n",
-              name.c_str(), e.epoch, epochs, e.test_loss, 100.0 * e.test_accuracy,
-              static_cast<double>(e.bytes_sent) / 1e6, e.seconds, e.simulated_seconds, network.c_str());
+  std::printf(
+      "  %-10s epoch %2d/%d  test loss %.4f  test acc %6.2f%%  sent %8.2f MB/worker  %6.1f s  "
+      "(%.1f s on %s)\n",
+      name.c_str(), e.epoch, epochs, e.test_loss, 100.0 * e.test_accuracy, static_cast<double>(e.bytes_sent) / 1e6,
+      e.seconds, e.simulated_seconds, network.c_str());
   std::fflush(stdout);
 }
 
@@ -192,11 +192,12 @@ inline void print_table(const std::vector<run_result>& results, const std::strin
                 100.0 * last.test_accuracy, sent / 1e6, sent > 0 ? reference / sent : 0.0, last.seconds,
                 last.simulated_seconds, to_target, static_cast<unsigned long long>(r.messages));
   }
-  std::printf("\n'vs first': how many times fewer bytes than the first configuration. 'simulated': the run's\n"
-              "time on the modelled network (measured compute + modelled messages). 'to target': simulated time\n"
-              "at the end of the first epoch whose accuracy reached %.2f%% (the first configuration's final\n"
-              "accuracy - 0.5 pp).\n",
-              100.0 * target);
+  std::printf(
+      "\n'vs first': how many times fewer bytes than the first configuration. 'simulated': the run's\n"
+      "time on the modelled network (measured compute + modelled messages). 'to target': simulated time\n"
+      "at the end of the first epoch whose accuracy reached %.2f%% (the first configuration's final\n"
+      "accuracy - 0.5 pp).\n",
+      100.0 * target);
 }
 
 /// One line per configuration: RESULT <name> accuracy <final test accuracy %> bytes <sent per worker>.

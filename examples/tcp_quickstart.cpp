@@ -27,8 +27,8 @@ int main(int argc, char** argv) try {
   // The handshake refuses peers that run another optimizer, model size or options.
   auto t = distopt::tcp_transport::from_environment(
       distopt::describe_run<sgd>(static_cast<std::uint64_t>(problem.dimension()), opts));
-  distopt::data::minibatch_sampler batches(
-      distopt::data::iid_shard(problem.samples(), t.rank(), t.size(), /*seed=*/7), /*batch=*/32, /*seed=*/7, t.rank());
+  distopt::data::minibatch_sampler batches(distopt::data::iid_shard(problem.samples(), t.rank(), t.size(), /*seed=*/7),
+                                           /*batch=*/32, /*seed=*/7, t.rank());
   sgd opt(t, Eigen::VectorXf::Zero(problem.dimension()), opts);
   const std::size_t steps_per_epoch = problem.samples() / (32 * static_cast<std::size_t>(t.size()));
   Eigen::VectorXf g;

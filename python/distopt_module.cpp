@@ -49,8 +49,10 @@ class view {
     py::object o = py::reinterpret_borrow<py::object>(obj);
     if (!PyObject_CheckBuffer(o.ptr())) {
       if (!py::hasattr(o, "detach") || !py::hasattr(o, "numpy"))
-        throw py::type_error(std::string(what) + ": expected a torch tensor or an object with the buffer protocol "
-                             "(numpy array, bytearray), got " + std::string(py::str(o.get_type())));
+        throw py::type_error(std::string(what) +
+                             ": expected a torch tensor or an object with the buffer protocol "
+                             "(numpy array, bytearray), got " +
+                             std::string(py::str(o.get_type())));
       o = o.attr("detach")().attr("numpy")();  // a torch CPU tensor: numpy array on the same memory
     }
     info_ = py::buffer(o).request(/*writable=*/!std::is_const_v<T>);
@@ -172,8 +174,8 @@ class codec_of final : public codec {
       throw distopt::config_error("error_feedback: " + name_ +
                                   " keeps its own state already; wrap a stateless codec (top_k, scaled_sign, qsgd)");
     else
-      return std::make_shared<codec_of<distopt::compress::error_feedback<C>>>(
-          distopt::compress::error_feedback<C>(c_), "error_feedback(" + name_ + ")");
+      return std::make_shared<codec_of<distopt::compress::error_feedback<C>>>(distopt::compress::error_feedback<C>(c_),
+                                                                              "error_feedback(" + name_ + ")");
   }
 
   void reset() override { state_.reset(); }
@@ -194,10 +196,14 @@ std::shared_ptr<codec> make_qsgd(unsigned bits, std::size_t bucket) {
   const std::string name = "qsgd(bits=" + std::to_string(bits) + ", bucket=" + std::to_string(bucket) + ")";
   if (bucket == 0) throw distopt::config_error("qsgd: bucket must be >= 1, got 0");
   switch (bits) {
-    case 2: return make(distopt::compress::qsgd<2>{.bucket = bucket}, name);
-    case 4: return make(distopt::compress::qsgd<4>{.bucket = bucket}, name);
-    case 8: return make(distopt::compress::qsgd<8>{.bucket = bucket}, name);
-    default: throw distopt::config_error("qsgd: bits must be 2, 4 or 8, got " + std::to_string(bits));
+    case 2:
+      return make(distopt::compress::qsgd<2>{.bucket = bucket}, name);
+    case 4:
+      return make(distopt::compress::qsgd<4>{.bucket = bucket}, name);
+    case 8:
+      return make(distopt::compress::qsgd<8>{.bucket = bucket}, name);
+    default:
+      throw distopt::config_error("qsgd: bits must be 2, 4 or 8, got " + std::to_string(bits));
   }
 }
 
@@ -211,10 +217,14 @@ std::shared_ptr<codec> make_power_sgd(unsigned rank, const std::vector<std::pair
     return make(distopt::compress::power_sgd<R>{.shapes = l, .error_feedback = error_feedback, .seed = seed}, name);
   };
   switch (rank) {
-    case 1: return build.operator()<1>();
-    case 2: return build.operator()<2>();
-    case 4: return build.operator()<4>();
-    default: throw distopt::config_error("power_sgd: rank must be 1, 2 or 4, got " + std::to_string(rank));
+    case 1:
+      return build.operator()<1>();
+    case 2:
+      return build.operator()<2>();
+    case 4:
+      return build.operator()<4>();
+    default:
+      throw distopt::config_error("power_sgd: rank must be 1, 2 or 4, got " + std::to_string(rank));
   }
 }
 
@@ -258,9 +268,13 @@ PYBIND11_MODULE(_distopt, m) {
       .def("reset", &codec::reset, "Forgets the state (residual, warm start); the next encode starts afresh")
       .def("__repr__", [](const codec& c) { return "distopt." + c.name(); });
 
-  m.def("identity", [] { return make(distopt::compress::identity{}, "identity()"); }, "Raw float32");
   m.def(
-      "top_k", [](double ratio) { return make(distopt::compress::top_k(ratio), "top_k(ratio=" + std::string(py::repr(py::float_(ratio))) + ")"); },
+      "identity", [] { return make(distopt::compress::identity{}, "identity()"); }, "Raw float32");
+  m.def(
+      "top_k",
+      [](double ratio) {
+        return make(distopt::compress::top_k(ratio), "top_k(ratio=" + std::string(py::repr(py::float_(ratio))) + ")");
+      },
       py::arg("ratio") = 0.01, "The ceil(ratio n) entries of largest magnitude (compress/top_k.hpp)");
   m.def(
       "scaled_sign",
@@ -270,8 +284,9 @@ PYBIND11_MODULE(_distopt, m) {
       py::arg("bucket") = 512, "Signs times the mean magnitude per bucket (compress/scaled_sign.hpp)");
   m.def("qsgd", &make_qsgd, py::arg("bits") = 8, py::arg("bucket") = 512,
         "QSGD: unbiased stochastic quantisation, bits in {2, 4, 8} (compress/qsgd.hpp)");
-  m.def("power_sgd", &make_power_sgd, py::arg("rank") = 2, py::arg("shapes") = std::vector<std::pair<std::size_t, std::size_t>>{},
-        py::arg("error_feedback") = true, py::arg("seed") = 0,
+  m.def("power_sgd", &make_power_sgd, py::arg("rank") = 2,
+        py::arg("shapes") = std::vector<std::pair<std::size_t, std::size_t>>{}, py::arg("error_feedback") = true,
+        py::arg("seed") = 0,
         "PowerSGD, rank in {1, 2, 4}; shapes: (rows, cols) column-major tensors covering the vector "
         "(compress/power_sgd.hpp)");
   m.def(

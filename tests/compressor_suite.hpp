@@ -37,10 +37,14 @@ inline constexpr shape all_shapes[] = {shape::gaussian, shape::heavy_tailed, sha
 
 inline const char* name(shape s) {
   switch (s) {
-    case shape::gaussian: return "gaussian";
-    case shape::heavy_tailed: return "heavy-tailed";
-    case shape::sparse: return "sparse";
-    case shape::constant: return "constant";
+    case shape::gaussian:
+      return "gaussian";
+    case shape::heavy_tailed:
+      return "heavy-tailed";
+    case shape::sparse:
+      return "sparse";
+    case shape::constant:
+      return "constant";
   }
   return "?";
 }
@@ -50,10 +54,18 @@ inline std::vector<float> make_input(std::size_t n, shape s, std::uint64_t seed)
   std::vector<float> x(n);
   for (auto& v : x) {
     switch (s) {
-      case shape::gaussian: v = g.normal(); break;
-      case shape::heavy_tailed: v = g.normal() / std::max(0.05f, std::abs(g.normal())); break;  // Cauchy-like
-      case shape::sparse: v = g.uniform() < 0.05f ? 10.0f * g.normal() : 0.0f; break;
-      case shape::constant: v = -0.75f; break;
+      case shape::gaussian:
+        v = g.normal();
+        break;
+      case shape::heavy_tailed:
+        v = g.normal() / std::max(0.05f, std::abs(g.normal()));
+        break;  // Cauchy-like
+      case shape::sparse:
+        v = g.uniform() < 0.05f ? 10.0f * g.normal() : 0.0f;
+        break;
+      case shape::constant:
+        v = -0.75f;
+        break;
     }
   }
   return x;
@@ -79,7 +91,8 @@ distopt::byte_buffer encode_one(C& c, std::span<const float> x, std::uint64_t se
 TEST_CASE_TEMPLATE_DEFINE("compressor: round trip of every size, encoded size as documented", C, round_trip) {
   using spec = suite::spec<C>;
   for (C c : spec::configs()) {
-    for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{4096}, std::size_t{(1u << 20) + 3}}) {
+    for (std::size_t n :
+         {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{4096}, std::size_t{(1u << 20) + 3}}) {
       CAPTURE(n);
       const auto x = suite::make_input(n, suite::shape::gaussian, 1);
       const auto wire = suite::encode_one(c, x, 5, 0, 0);

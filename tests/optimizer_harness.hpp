@@ -102,7 +102,8 @@ run_result run_workers(int n, Make&& make, Body&& body) {
 // The same, each rank constructing Opt(t, x0, o).
 template <class Opt, class Body>
 run_result run_workers(int n, const Eigen::VectorXf& x0, const distopt::options& o, Body&& body) {
-  return run_workers(n, [&](distopt::transport_ref t) { return Opt(t, x0, o); }, std::forward<Body>(body));
+  return run_workers(
+      n, [&](distopt::transport_ref t) { return Opt(t, x0, o); }, std::forward<Body>(body));
 }
 
 inline void check_all_ranks_identical(const run_result& r) {

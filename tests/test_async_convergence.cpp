@@ -77,8 +77,8 @@ struct heterogeneous_problem {
   std::vector<Eigen::VectorXd> local;    // x_k*
   Eigen::VectorXd optimum;               // x*
   double h_max = 0, mu = 0;
-  double beta = 0;  // |(sum_k H_k)^-1 sum_k H_k h_k|
-  double control = 0;         // min_k |x_k* - x*|
+  double beta = 0;     // |(sum_k H_k)^-1 sum_k H_k h_k|
+  double control = 0;  // min_k |x_k* - x*|
 
   explicit heterogeneous_problem(std::uint64_t seed) {
     distopt::rng g(seed, 0, 0, distopt::purpose::user);
@@ -129,9 +129,9 @@ struct heterogeneous_problem {
 struct run_result {
   std::vector<Eigen::VectorXf> x;
   std::vector<std::vector<std::uint64_t>> late;  // per worker and step: the largest staleness recorded in it
-  double gradient = 0;   // G
-  double staleness = 0;  // s: the mean staleness, at least nominal_staleness
-  double tail = 0;       // T
+  double gradient = 0;                           // G
+  double staleness = 0;                          // s: the mean staleness, at least nominal_staleness
+  double tail = 0;                               // T
 
   // sum_k (or max_k) over the workers of the largest excess of a step's staleness over `above`,
   // decayed by `decay` per step since (by the end of the run).
@@ -255,7 +255,8 @@ TEST_CASE("SSP and AsySGD on shards with different optima reach the O(eta tau) n
   SUBCASE("ssp_sgd<2>") { check(run<alg::ssp_sgd<2>>(p, eta)); }
   SUBCASE("async_ps_sgd") { check(run<alg::async_ps_sgd<>>(p, eta)); }
   SUBCASE("async_ps_sgd, two shards") {
-    check(run<alg::async_ps_sgd<>>(p, eta, distopt::compress::identity{}, distopt::topology::parameter_server{.shards = 2}));
+    check(run<alg::async_ps_sgd<>>(p, eta, distopt::compress::identity{},
+                                   distopt::topology::parameter_server{.shards = 2}));
   }
   SUBCASE("async_ps_sgd, resumed from a checkpoint (quiesce) 4/5 of the way, into optimizers built from x0 = 100") {
     check(run_with_cut<alg::async_ps_sgd<>>(p, eta, steps - steps / 5));
@@ -269,7 +270,8 @@ TEST_CASE("AD-PSGD and SwarmSGD on shards with different optima: every model rea
   const double decay = 1 - eta * p.mu;
   auto check = [&](const run_result& r, int local_steps) {
     const double nominal = p.gossip_bound(eta, p.h_max, nominal_staleness, 0, local_steps);
-    const double late = std::max(r.staleness, r.late_at_end(0, decay, [](double a, double b) { return std::max(a, b); }));
+    const double late =
+        std::max(r.staleness, r.late_at_end(0, decay, [](double a, double b) { return std::max(a, b); }));
     const double bound = p.gossip_bound(eta, r.gradient, late, r.tail, local_steps);
     INFO("no-communication control: ", p.control, ", bound at the nominal staleness: ", nominal);
     INFO("distance ", worst_distance(r.x, p.optimum), ", bound ", bound, " (G ", r.gradient, ", s ", r.staleness,

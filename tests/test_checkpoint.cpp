@@ -205,11 +205,10 @@ TEST_CASE("gossip resumes bit for bit: CHOCO, DCD, ECD, DeepSqueeze public copie
   SUBCASE("DCD-PSGD") { check_resume(4, 5, 6, built_with<distopt::algorithms::dcd_psgd<>>(gossip)); }
   SUBCASE("ECD-PSGD") { check_resume(4, 5, 6, built_with<distopt::algorithms::ecd_psgd<>>(gossip)); }
   SUBCASE("DeepSqueeze") {
-    check_resume(
-        4, 5, 6,
-        built_with<distopt::algorithms::deep_squeeze<>>(
-            gossip, compress::error_feedback{compress::top_k{0.2}},
-            topology::gossip<topology::ring, distopt::mixing::deep_squeeze>{{}, {.consensus_step = 0.3f}}));
+    check_resume(4, 5, 6,
+                 built_with<distopt::algorithms::deep_squeeze<>>(
+                     gossip, compress::error_feedback{compress::top_k{0.2}},
+                     topology::gossip<topology::ring, distopt::mixing::deep_squeeze>{{}, {.consensus_step = 0.3f}}));
   }
   SUBCASE("D-PSGD on the time-varying one-peer exponential graph") {
     check_resume(4, 5, 6, built_with<distopt::algorithms::d_psgd<topology::one_peer_exponential>>(gossip));
@@ -477,8 +476,8 @@ TEST_CASE("a checkpoint of another configuration is refused with a config_error 
     using choco = distopt::algorithms::choco_sgd<>;
     const compress::top_k c{0.2};
     const topology::gossip<topology::ring, distopt::mixing::choco> other{{}, {.consensus_step = 0.5f}};
-    const auto m =
-        refusal<choco, choco>(3, 3, maker<choco>(o, k_dim, c, k_choco_ring), maker<choco>(o, k_dim, c, other), same_rank);
+    const auto m = refusal<choco, choco>(3, 3, maker<choco>(o, k_dim, c, k_choco_ring),
+                                         maker<choco>(o, k_dim, c, other), same_rank);
     CHECK(names(m, "consensus_step is 0.300000 in the checkpoint, 0.500000 here"));
   }
   SUBCASE("PowerSGD's tensor shapes") {

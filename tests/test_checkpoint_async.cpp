@@ -105,7 +105,7 @@ counting_result count_pushes(int shards, int before, int after, std::chrono::mil
         if (is_server(r, shards)) std::this_thread::sleep_for(late);  // the others push after the cut meanwhile
         std::string bytes = saved(opt);
         train(opt, r, after, /*paced=*/false);  // training goes on after the cut, at once: a shard
-        opt.finish();                             // that recorded the cut late would hold these pushes
+        opt.finish();                           // that recorded the cut late would hold these pushes
         std::lock_guard lock(m);
         checkpoints[i] = std::move(bytes);
         out.first_final[i] = opt.parameters();
@@ -118,7 +118,7 @@ counting_result count_pushes(int shards, int before, int after, std::chrono::mil
         const int r = t.rank();
         const auto i = static_cast<std::size_t>(r);
         Opt opt(t, Eigen::VectorXf::Constant(n, -7.0f), o, {}, topo);  // another x0: the checkpoint must replace it
-        if (is_server(r, shards)) std::this_thread::sleep_for(late);  // the others load and push first
+        if (is_server(r, shards)) std::this_thread::sleep_for(late);   // the others load and push first
         std::string bytes;
         {
           std::lock_guard lock(m);
@@ -169,7 +169,9 @@ void check_counting(int shards) {
 
 }  // namespace
 
-TEST_CASE("stale server: no push is lost or applied twice across a checkpoint (ssp_sgd<2>, async_ps_sgd with 1 and 2 shards)") {
+TEST_CASE(
+    "stale server: no push is lost or applied twice across a checkpoint (ssp_sgd<2>, async_ps_sgd with 1 and 2 "
+    "shards)") {
   SUBCASE("ssp_sgd<2>") { check_counting<alg::ssp_sgd<2>>(1); }
   SUBCASE("async_ps_sgd") { check_counting<alg::async_ps_sgd<>>(1); }
   SUBCASE("async_ps_sgd, two shards") { check_counting<alg::async_ps_sgd<>>(2); }
@@ -236,15 +238,13 @@ namespace {
 
 constexpr int gdim = 6;
 
-Eigen::VectorXf pull_of(int k) {
-  return (static_cast<float>(k) - 1.5f) * Eigen::VectorXf::LinSpaced(gdim, 1.0f, 2.0f);
-}
+Eigen::VectorXf pull_of(int k) { return (static_cast<float>(k) - 1.5f) * Eigen::VectorXf::LinSpaced(gdim, 1.0f, 2.0f); }
 
 struct gossip_cut {
   std::vector<Eigen::VectorXf> first_cut, resumed_cut, loaded;
   std::vector<std::string> checkpoints, saved_after_load;
   std::uint64_t operations = 0;  // steps + 2 interactions, both runs
-  double largest = 0;             // largest |entry| observed
+  double largest = 0;            // largest |entry| observed
 };
 
 template <class Opt>
@@ -335,7 +335,8 @@ void check_gossip_sum() {
   const double first = (sum_of(c.first_cut) - initial).cwiseAbs().maxCoeff();
   const double resumed = (sum_of(c.resumed_cut) - initial).cwiseAbs().maxCoeff();
   double spread = 0;  // the models must stay apart, or a half-applied interaction would not show
-  for (const auto& x : c.first_cut) spread = std::max(spread, static_cast<double>((x - c.first_cut[0]).cwiseAbs().maxCoeff()));
+  for (const auto& x : c.first_cut)
+    spread = std::max(spread, static_cast<double>((x - c.first_cut[0]).cwiseAbs().maxCoeff()));
   INFO("sum off by ", first, " at the first cut, ", resumed, " at the second; bound ", bound, " (", c.operations,
        " operations, |entries| <= ", c.largest, "); models up to ", spread, " apart");
   CHECK(spread > 100 * bound);
@@ -343,7 +344,7 @@ void check_gossip_sum() {
   CHECK(resumed <= bound);
   for (std::size_t r = 0; r < n; ++r) {
     CAPTURE(r);
-    CHECK(same_bits(c.loaded[r], c.first_cut[r]));  // load gives back the models saved at the cut
+    CHECK(same_bits(c.loaded[r], c.first_cut[r]));     // load gives back the models saved at the cut
     CHECK(c.saved_after_load[r] == c.checkpoints[r]);  // and the whole state, byte for byte
   }
 }
@@ -355,7 +356,8 @@ TEST_CASE("pairwise gossip: the models saved at a cut keep the sum of the models
   SUBCASE("swarm_sgd<2>") { check_gossip_sum<alg::swarm_sgd<2>>(); }
 }
 
-TEST_CASE("save() of an asynchronous optimizer outside a cut is a config_error saying to call quiesce() on every rank") {
+TEST_CASE(
+    "save() of an asynchronous optimizer outside a cut is a config_error saying to call quiesce() on every rank") {
   auto check = [](auto tag) {
     using opt_t = typename decltype(tag)::type;
     std::atomic<int> refused{0}, after_cut{0};

@@ -203,8 +203,11 @@ TEST_CASE("ring_allreduce: ranks passing different lengths get transport_error, 
     std::size_t segment_floats;
   };
   const mismatch cases[] = {
-      {{100, 101}, 1 << 16},      {{10, 10, 11}, 1 << 16}, {{0, 5, 5, 5}, 1 << 16},
-      {{12, 12, 13}, 3},          {{64, 64, 64, 64, 64, 64, 64, 63}, 1 << 16},
+      {{100, 101}, 1 << 16},
+      {{10, 10, 11}, 1 << 16},
+      {{0, 5, 5, 5}, 1 << 16},
+      {{12, 12, 13}, 3},
+      {{64, 64, 64, 64, 64, 64, 64, 63}, 1 << 16},
       {{1000, 1000, 1000, 0}, 7},
   };
   for (const mismatch& m : cases) {
@@ -275,10 +278,14 @@ TEST_CASE("allgather: variable-length parts, some empty, n = 1..8") {
   auto size_of = [](int round, int k) -> std::size_t {
     const auto uk = static_cast<std::size_t>(k);
     switch (round) {
-      case 0: return uk * 3 + 1;
-      case 1: return k % 2 == 1 ? 0 : uk * 3 + 1;
-      case 2: return 0;
-      default: return 4096 + uk;
+      case 0:
+        return uk * 3 + 1;
+      case 1:
+        return k % 2 == 1 ? 0 : uk * 3 + 1;
+      case 2:
+        return 0;
+      default:
+        return 4096 + uk;
     }
   };
   for (int n = 1; n <= 8; ++n) {
@@ -286,7 +293,8 @@ TEST_CASE("allgather: variable-length parts, some empty, n = 1..8") {
     run(n, [n, &size_of](distopt::transport_ref t) {
       const int r = t.rank();
       // Stale parts, too many of them: all must be replaced and the vector resized to n.
-      std::vector<distopt::byte_buffer> parts(static_cast<std::size_t>(n) + 2, distopt::byte_buffer(9, std::byte{0xEE}));
+      std::vector<distopt::byte_buffer> parts(static_cast<std::size_t>(n) + 2,
+                                              distopt::byte_buffer(9, std::byte{0xEE}));
       for (int round = 0; round < 4; ++round) {
         const auto round_salt = static_cast<std::uint64_t>(round);
         const auto mine = pattern(r, size_of(round, r), round_salt);

@@ -99,9 +99,10 @@ void check_kernels_agree(const C& c, std::size_t n) {
 
 TEST_CASE("quantizers: the portable and the SIMD kernels give identical bytes and values") {
   const auto isa = dc::detail::quantize::best_kernel_isa();
-  MESSAGE("SIMD kernels compared with the portable ones: ", isa == dc::detail::quantize::kernel_isa::avx512 ? "avx2, avx512"
-                                                            : isa == dc::detail::quantize::kernel_isa::avx2  ? "avx2"
-                                                                                                   : "none (no AVX2)");
+  MESSAGE("SIMD kernels compared with the portable ones: ",
+          isa == dc::detail::quantize::kernel_isa::avx512 ? "avx2, avx512"
+          : isa == dc::detail::quantize::kernel_isa::avx2 ? "avx2"
+                                                          : "none (no AVX2)");
   for (std::size_t n : {std::size_t{1}, std::size_t{31}, std::size_t{1000}, std::size_t{70001}}) {
     check_kernels_agree(dc::fp16{}, n);
     check_kernels_agree(dc::bf16{}, n);
@@ -213,18 +214,18 @@ std::vector<float> scaled_by(std::vector<float> x, float unit) {
 TEST_CASE("qsgd: each coordinate takes the two neighbouring levels with the QSGD probabilities") {
   // s = 7 levels (Bits = 4); one bucket; norm computed independently in double.
   for (const float unit : {1.0f, tiny_unit}) {
-  CAPTURE(unit);
-  const std::vector<float> x = scaled_by({0.3f, -0.5f, 0.1f, 0.8f, 0.0f, -0.05f}, unit);
-  double norm2 = 0;
-  for (float v : x) norm2 += double(v) * v;
-  const double norm = std::sqrt(norm2), s = 7;
-  constexpr int draws = 20000;
-  const auto h = histogram(dc::qsgd<4>{.bucket = 8}, x, draws);
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    CAPTURE(i);
-    const double t = s * std::abs(double(x[i])) / norm, l = std::floor(t), sign = x[i] < 0 ? -1 : 1;
-    check_two_point(h[i], sign * norm * l / s, sign * norm * (l + 1) / s, t - l, draws);
-  }
+    CAPTURE(unit);
+    const std::vector<float> x = scaled_by({0.3f, -0.5f, 0.1f, 0.8f, 0.0f, -0.05f}, unit);
+    double norm2 = 0;
+    for (float v : x) norm2 += double(v) * v;
+    const double norm = std::sqrt(norm2), s = 7;
+    constexpr int draws = 20000;
+    const auto h = histogram(dc::qsgd<4>{.bucket = 8}, x, draws);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      CAPTURE(i);
+      const double t = s * std::abs(double(x[i])) / norm, l = std::floor(t), sign = x[i] < 0 ? -1 : 1;
+      check_two_point(h[i], sign * norm * l / s, sign * norm * (l + 1) / s, t - l, draws);
+    }
   }
 }
 
@@ -428,7 +429,7 @@ TEST_CASE("quantizers: hand-made malformed encodings name the compressor and the
 
 TEST_CASE("quantizers: omega as documented in the headers") {
   CHECK(dc::qsgd<8>{}.omega(1u << 20) == doctest::Approx(512.0 / (127.0 * 127.0)));  // min(d/s^2, sqrt(d)/s)
-  CHECK(dc::qsgd<2>{.bucket = 4}.omega(100) == doctest::Approx(2.0));  // min(4/1, 2/1)
+  CHECK(dc::qsgd<2>{.bucket = 4}.omega(100) == doctest::Approx(2.0));                // min(4/1, 2/1)
   CHECK(dc::terngrad{}.omega(100) == doctest::Approx(std::sqrt(100.0) - 1));
   CHECK(dc::natural{}.omega(7) == 0.125);
   CHECK(dc::min_max<8>{}.omega(1u << 20) == doctest::Approx(512.0 / (2 * 255.0 * 255.0)));

@@ -19,20 +19,23 @@
 #include <distopt/compress/threshold.hpp>
 #include <distopt/compress/top_k.hpp>
 
-#define DISTOPT_SPARSIFIER_COMPRESSORS distopt::compress::sign, distopt::compress::scaled_sign, distopt::compress::top_k, \
-  distopt::compress::random_k, distopt::compress::random_k_biased, distopt::compress::random_k_shared, \
-  distopt::compress::random_keep, distopt::compress::one_bit, distopt::compress::threshold, \
-  distopt::compress::rounding
+#define DISTOPT_SPARSIFIER_COMPRESSORS                                                                            \
+  distopt::compress::sign, distopt::compress::scaled_sign, distopt::compress::top_k, distopt::compress::random_k, \
+      distopt::compress::random_k_biased, distopt::compress::random_k_shared, distopt::compress::random_keep,     \
+      distopt::compress::one_bit, distopt::compress::threshold, distopt::compress::rounding
 
 // Each type meets the concept; random_k_shared through its per-worker state; traits as documented.
 static_assert(distopt::compressor<distopt::compress::sign> && distopt::compressor<distopt::compress::scaled_sign> &&
               distopt::compressor<distopt::compress::one_bit> && distopt::compressor<distopt::compress::top_k> &&
-              distopt::compressor<distopt::compress::random_k> && distopt::compressor<distopt::compress::random_k_biased> &&
-              distopt::compressor<distopt::compress::random_keep> && distopt::compressor<distopt::compress::threshold> &&
-              distopt::compressor<distopt::compress::rounding> && distopt::compressor<distopt::compress::random_k_shared>);
+              distopt::compressor<distopt::compress::random_k> &&
+              distopt::compressor<distopt::compress::random_k_biased> &&
+              distopt::compressor<distopt::compress::random_keep> &&
+              distopt::compressor<distopt::compress::threshold> && distopt::compressor<distopt::compress::rounding> &&
+              distopt::compressor<distopt::compress::random_k_shared>);
 static_assert(distopt::stateful_encoder<distopt::compress::random_k_shared>);
 static_assert(distopt::is_summable_v<distopt::compress::random_k_shared>);
-static_assert(!distopt::is_summable_v<distopt::compress::random_k> && !distopt::is_summable_v<distopt::compress::top_k>);
+static_assert(!distopt::is_summable_v<distopt::compress::random_k> &&
+              !distopt::is_summable_v<distopt::compress::top_k>);
 static_assert(distopt::compress::random_k::unbiased && distopt::compress::random_keep::unbiased &&
               !distopt::compress::random_k_biased::unbiased && !distopt::compress::top_k::unbiased);
 static_assert(!distopt::compressor<int>);
@@ -169,10 +172,11 @@ namespace {
 std::vector<std::uint32_t> reference_top_k(const std::vector<float>& x, std::size_t k) {
   std::vector<std::uint32_t> idx(x.size());
   std::iota(idx.begin(), idx.end(), 0u);
-  std::partial_sort(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(k), idx.end(), [&](std::uint32_t a, std::uint32_t b) {
-    const float fa = std::abs(x[a]), fb = std::abs(x[b]);
-    return fa > fb || (fa == fb && a < b);
-  });
+  std::partial_sort(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(k), idx.end(),
+                    [&](std::uint32_t a, std::uint32_t b) {
+                      const float fa = std::abs(x[a]), fb = std::abs(x[b]);
+                      return fa > fb || (fa == fb && a < b);
+                    });
   idx.resize(k);
   std::sort(idx.begin(), idx.end());
   return idx;
@@ -189,11 +193,21 @@ TEST_CASE("top_k: equals a partial_sort reference, ties to the lower index") {
       for (std::size_t i = 0; i < n; ++i) {
         const float u = g.normal();
         switch (kind) {
-          case 0: x[i] = u; break;                                          // continuous
-          case 1: x[i] = std::round(4.0f * u) / 4.0f; break;                // few levels: many ties
-          case 2: x[i] = g.uniform() < 0.9f ? 0.0f : u; break;              // mostly zeros (and -0.0)
-          case 3: x[i] = (i % 64 == 0) ? 100.0f : (i % 2 ? 1.0f : -1.0f); break;  // periodic: fools a strided sample
-          case 4: x[i] = float(i % 7) - 3.0f; break;                        // exact ties everywhere
+          case 0:
+            x[i] = u;
+            break;  // continuous
+          case 1:
+            x[i] = std::round(4.0f * u) / 4.0f;
+            break;  // few levels: many ties
+          case 2:
+            x[i] = g.uniform() < 0.9f ? 0.0f : u;
+            break;  // mostly zeros (and -0.0)
+          case 3:
+            x[i] = (i % 64 == 0) ? 100.0f : (i % 2 ? 1.0f : -1.0f);
+            break;  // periodic: fools a strided sample
+          case 4:
+            x[i] = float(i % 7) - 3.0f;
+            break;  // exact ties everywhere
         }
         if (kind == 2 && x[i] == 0.0f && (i % 3 == 0)) x[i] = -0.0f;
       }
@@ -263,9 +277,9 @@ TEST_CASE("top_k: the sampled path is exact and taken on smooth inputs; collect 
 namespace {
 
 struct moments {
-  std::vector<double> mean;     ///< mean reconstruction
-  std::vector<double> kept;     ///< fraction of draws in which entry i was sent (non-zero)
-  double err2 = 0.0;            ///< mean ||C(x) - x||^2
+  std::vector<double> mean;  ///< mean reconstruction
+  std::vector<double> kept;  ///< fraction of draws in which entry i was sent (non-zero)
+  double err2 = 0.0;         ///< mean ||C(x) - x||^2
 };
 
 /// Encodes x with `draws` different steps of rank 0 and averages.
@@ -309,7 +323,8 @@ TEST_CASE("random_k: exactly k entries, keep frequencies k/d, unbiased, mean err
   // Each draw sends exactly k: the mean number sent is exactly 5.
   CHECK(std::accumulate(m.kept.begin(), m.kept.end(), 0.0) == doctest::Approx(5.0).epsilon(1e-12));
   // E C(x)_i = x_i: the mean of D draws has sd |x_i| sqrt((d/k - 1)/D); 5 sd.
-  for (std::size_t i = 0; i < n; ++i) CHECK(std::abs(m.mean[i] - x[i]) <= 5.0 * std::abs(x[i]) * std::sqrt(9.0 / draws));
+  for (std::size_t i = 0; i < n; ++i)
+    CHECK(std::abs(m.mean[i] - x[i]) <= 5.0 * std::abs(x[i]) * std::sqrt(9.0 / draws));
   // E||C(x)-x||^2 = (d/k - 1)||x||^2 = 9||x||^2 exactly; the mean of 20000 draws within 3%.
   CHECK(m.err2 == doctest::Approx(9.0 * suite::squared_norm(x)).epsilon(0.03));
   CHECK(c.omega(n) == doctest::Approx(9.0));

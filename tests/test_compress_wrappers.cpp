@@ -81,7 +81,8 @@ double ls_final_loss(C c, int steps, float lr) {
   std::mutex m;
   run4([&](distopt::transport_ref t) {
     const auto shard = ls_shard(t.rank());
-    distopt::optimizer<C, distopt::topology::allreduce, distopt::staleness::synchronous, distopt::local_steps::every_step>
+    distopt::optimizer<C, distopt::topology::allreduce, distopt::staleness::synchronous,
+                       distopt::local_steps::every_step>
         opt(t, Eigen::VectorXf::Zero(ls_dim), {.learning_rate = lr, .seed = 1}, c);
     Eigen::VectorXf g;
     for (int s = 0; s < steps; ++s) {
@@ -110,7 +111,8 @@ TEST_CASE("scaled: the bytes are the inner compressor's, the decode is divided b
   const double omega = std::min(300.0 / 49.0, std::sqrt(300.0) / 7.0);
   const auto plain = decode_all(inner, wire, x.size());
   const auto shrunk = decode_all(c, wire, x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) CHECK(double(shrunk[i]) == doctest::Approx(plain[i] / (1.0 + omega)).epsilon(1e-6));
+  for (std::size_t i = 0; i < x.size(); ++i)
+    CHECK(double(shrunk[i]) == doctest::Approx(plain[i] / (1.0 + omega)).epsilon(1e-6));
   CHECK(c.delta(x) == doctest::Approx(1.0 / (1.0 + omega)));
   // identity: omega = 0, so scaled<identity> is exact.
   const dc::scaled<dc::identity> exact;
@@ -165,7 +167,8 @@ TEST_CASE("ef21<identity> equals plain averaging exactly, round after round") {
     for (int r = 0; r < rounds; ++r) {
       std::vector<float> v(n);
       for (std::size_t i = 0; i < n; ++i) v[i] = input(t.rank(), r, i);
-      distopt::rng g(1, static_cast<std::uint32_t>(t.rank()), static_cast<std::uint32_t>(r), distopt::purpose::compression);
+      distopt::rng g(1, static_cast<std::uint32_t>(t.rank()), static_cast<std::uint32_t>(r),
+                     distopt::purpose::compression);
       avg.average(t, v, c, g);
       int bad = 0;
       for (std::size_t i = 0; i < n; ++i) {
@@ -221,7 +224,8 @@ TEST_CASE("ef21: every rank's result is the mean of the workers' g_i, identical 
     std::vector<float> v(n);
     for (int round = 0; round < 9; ++round) {
       for (auto& e : v) e = static_cast<float>(static_cast<int>(data.below(41)) - 20);
-      distopt::rng g(1, static_cast<std::uint32_t>(t.rank()), static_cast<std::uint32_t>(round), distopt::purpose::compression);
+      distopt::rng g(1, static_cast<std::uint32_t>(t.rank()), static_cast<std::uint32_t>(round),
+                     distopt::purpose::compression);
       avg.average(t, v, c, g);
     }
     std::lock_guard lock(m);
@@ -262,7 +266,8 @@ TEST_CASE("algorithms::ef21_sgd is the optimizer over ef21<top_k> with allreduce
   std::mutex m;
   run4([&](distopt::transport_ref t) {
     const auto shard = ls_shard(t.rank());
-    distopt::algorithms::ef21_sgd<> opt(t, Eigen::VectorXf::Zero(ls_dim), {.learning_rate = 0.01f}, dc::ef21{dc::top_k{0.05}});
+    distopt::algorithms::ef21_sgd<> opt(t, Eigen::VectorXf::Zero(ls_dim), {.learning_rate = 0.01f},
+                                        dc::ef21{dc::top_k{0.05}});
     Eigen::VectorXf g;
     for (int s = 0; s < 50; ++s) {
       shard.gradient(opt.parameters(), g);
@@ -306,7 +311,8 @@ TEST_CASE("lattice: dithered rounding takes the two neighbouring lattice points 
     CHECK(other[i] == 0);
     CHECK(std::abs(double(up[i]) / draws - p) <= 5 * se + 1e-9);
     CHECK(std::abs(sum[i] / draws - x[i]) <= 5 * s * se + 1e-9);
-    // (C - x)^2 takes two values; its variance is below s^4/16, so its mean's standard error below s^2 / (4 sqrt(draws)).
+    // (C - x)^2 takes two values; its variance is below s^4/16, so its mean's standard error below s^2 / (4
+    // sqrt(draws)).
     CHECK(std::abs(err2[i] / draws - s * s * p * (1 - p)) <= 5 * s * s / (4 * std::sqrt(double(draws))) + 1e-12);
     CHECK(err2[i] / draws <= s * s / 4 * (1 + 5 / std::sqrt(double(draws))));
   }

@@ -207,7 +207,7 @@ TEST_CASE("load_fashion_mnist: finds the upstream file names, .gz or not") {
 TEST_CASE("read_idx: a file truncated at every byte length is refused, naming the file and offset") {
   temp_dir dir;
   const bytes image = idx_file({2, 2, 3}, test_values(12, 3));  // 16-byte header + 12 bytes
-  const bytes label = idx_file({4}, {1, 2, 3, 4});             // 8-byte header + 4 bytes
+  const bytes label = idx_file({4}, {1, 2, 3, 4});              // 8-byte header + 4 bytes
   for (const bytes* whole : {&image, &label}) {
     for (compression c : {compression::plain, compression::gzip}) {
       for (std::size_t len = 0; len < whole->size(); ++len) {
@@ -357,7 +357,8 @@ TEST_CASE("read_idx_dataset: label count != image count, and a 1-D image file, a
                  "expected 4 labels"));
   write_plain(dir / "flat", idx_file({4}, bytes(4, 1)));
   write_plain(dir / "lab", idx_file({4}, bytes(4, 1)));
-  const std::string msg = config_error_message([&] { (void)distopt::data::read_idx_dataset(dir / "flat", dir / "lab"); });
+  const std::string msg =
+      config_error_message([&] { (void)distopt::data::read_idx_dataset(dir / "flat", dir / "lab"); });
   CHECK(contains(msg, (dir / "flat").string()));
   CHECK(contains(msg, ">= 2 dimensions"));
 }
@@ -394,7 +395,7 @@ TEST_CASE("read_libsvm: files written by the test round-trip exactly") {
   Eigen::VectorXf y(m);
   for (Eigen::Index i = 0; i < m; ++i) {
     y(i) = static_cast<float>(static_cast<int>(g.below(5)) - 2);  // -2..2
-    if (i == 3) continue;                                          // a sample with no features
+    if (i == 3) continue;                                         // a sample with no features
     for (Eigen::Index j = 0; j < d; ++j)
       if (g.uniform() < 0.4f) a(i, j) = g.normal() * std::pow(10.0f, static_cast<float>(g.below(9)) - 4.0f);
   }
@@ -405,8 +406,9 @@ TEST_CASE("read_libsvm: files written by the test round-trip exactly") {
   for (Eigen::Index i = 0; i < m; ++i) {
     text += (y(i) > 0 ? "+" : "") + float_text(y(i));
     for (Eigen::Index j = 0; j < d; ++j)
-      if (a(i, j) != 0.0f) text += (j % 3 == 0 ? "\t" : (j % 3 == 1 ? "  " : " ")) + std::to_string(j + 1) + ":" +
-                                   (a(i, j) > 0 && i % 2 == 0 ? "+" : "") + float_text(a(i, j));
+      if (a(i, j) != 0.0f)
+        text += (j % 3 == 0 ? "\t" : (j % 3 == 1 ? "  " : " ")) + std::to_string(j + 1) + ":" +
+                (a(i, j) > 0 && i % 2 == 0 ? "+" : "") + float_text(a(i, j));
     if (i % 5 == 0) text += "   # comment after the data";
     if (i % 4 == 1) text += " \t";
     text += i % 7 == 2 ? "\r\n" : "\n";
@@ -496,8 +498,7 @@ TEST_CASE("read_libsvm: a missing file names the path and where a real file ship
 TEST_CASE("read_libsvm: the real heart_scale file (Debian package liblinear-tools), when installed") {
   const fs::path heart = "/usr/share/doc/liblinear-tools/examples/heart_scale";
   if (!fs::exists(heart)) {
-    MESSAGE("skipped: " << heart.string()
-                        << " is absent; apt-get install liblinear-tools ships this real LIBSVM file");
+    MESSAGE("skipped: " << heart.string() << " is absent; apt-get install liblinear-tools ships this real LIBSVM file");
     return;
   }
   const auto d = distopt::data::read_libsvm(heart);
@@ -775,10 +776,9 @@ TEST_CASE("partitions: bad arguments are config_error with the function's name")
   CHECK(contains(config_error_message([&] { (void)distopt::data::dirichlet_shard(y, 0, 2, 0.0, 0); }),
                  "alpha must be finite and > 0"));
   CHECK(contains(config_error_message([&] { (void)distopt::data::dirichlet_shard(y, 0, 2, -1.0, 0); }), "alpha"));
-  CHECK(contains(config_error_message([&] { (void)distopt::data::dirichlet_shard(y, 0, 2, std::nan(""), 0); }),
-                 "alpha"));
-  CHECK(contains(
-      config_error_message([&] { (void)distopt::data::dirichlet_shard(y, 0, 2, HUGE_VAL, 0); }), "alpha"));
+  CHECK(
+      contains(config_error_message([&] { (void)distopt::data::dirichlet_shard(y, 0, 2, std::nan(""), 0); }), "alpha"));
+  CHECK(contains(config_error_message([&] { (void)distopt::data::dirichlet_shard(y, 0, 2, HUGE_VAL, 0); }), "alpha"));
   CHECK(contains(config_error_message([&] { (void)distopt::data::dirichlet_shard(y, 2, 2, 1.0, 0); }),
                  "dirichlet_shard"));
   CHECK(contains(config_error_message([&] { (void)distopt::data::dirichlet_partition(y, 0, 1.0, 0); }),

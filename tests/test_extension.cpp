@@ -71,17 +71,16 @@ template <class Opt, class... Policies>
 std::vector<Eigen::VectorXf> train(const std::vector<shard>& s, int steps, Policies... policies) {
   std::vector<Eigen::VectorXf> out(workers);
   std::mutex m;
-  distopt::run_threads(
-      workers,
-      [&](distopt::transport_ref t) {
-        Opt opt(t, Eigen::VectorXf::Zero(dim), {.learning_rate = eta}, policies...);
-        const shard& mine = s[static_cast<std::size_t>(t.rank())];
-        for (int k = 0; k < steps; ++k) opt.step(mine.gradient(opt.parameters()));
-        opt.finish();
-        std::lock_guard lock(m);
-        out[static_cast<std::size_t>(t.rank())] = opt.parameters();
-      },
-      {.timeout = std::chrono::seconds(20)});
+  distopt::run_threads(workers,
+                       [&](distopt::transport_ref t) {
+                         Opt opt(t, Eigen::VectorXf::Zero(dim), {.learning_rate = eta}, policies...);
+                         const shard& mine = s[static_cast<std::size_t>(t.rank())];
+                         for (int k = 0; k < steps; ++k) opt.step(mine.gradient(opt.parameters()));
+                         opt.finish();
+                         std::lock_guard lock(m);
+                         out[static_cast<std::size_t>(t.rank())] = opt.parameters();
+                       },
+                       {.timeout = std::chrono::seconds(20)});
   return out;
 }
 
@@ -157,9 +156,9 @@ struct topology_with {
 template <class C, class T>
 using opt_of = distopt::optimizer<C, T, distopt::staleness::synchronous, distopt::local_steps::every_step>;
 
-static_assert(distopt::protocol<model_average<distopt::compress::identity, distopt::staleness::synchronous>,
-                                distopt::compress::identity, topology_with<model_average>,
-                                distopt::staleness::synchronous>);
+static_assert(
+    distopt::protocol<model_average<distopt::compress::identity, distopt::staleness::synchronous>,
+                      distopt::compress::identity, topology_with<model_average>, distopt::staleness::synchronous>);
 static_assert(!distopt::protocol<int, distopt::compress::identity, topology_with<model_average>,
                                  distopt::staleness::synchronous>);
 
@@ -192,10 +191,13 @@ TEST_CASE("extension: a gossip topology of one's own runs D-PSGD exactly as a se
     std::vector<Eigen::VectorXd> next(workers);
     for (int i = 0; i < workers; ++i) {
       next[static_cast<std::size_t>(i)] = g.weight(i, i) * ref[static_cast<std::size_t>(i)];
-      for (int j : g.neighbours(i)) next[static_cast<std::size_t>(i)] += g.weight(i, j) * ref[static_cast<std::size_t>(j)];
+      for (int j : g.neighbours(i))
+        next[static_cast<std::size_t>(i)] += g.weight(i, j) * ref[static_cast<std::size_t>(j)];
       const shard& p = s[static_cast<std::size_t>(i)];
       const Eigen::VectorXd xi = ref[static_cast<std::size_t>(i)];
-      next[static_cast<std::size_t>(i)] -= double(eta) * (p.a.cast<double>().transpose() * (p.a.cast<double>() * xi - p.b.cast<double>())) / double(rows);
+      next[static_cast<std::size_t>(i)] -=
+          double(eta) * (p.a.cast<double>().transpose() * (p.a.cast<double>() * xi - p.b.cast<double>())) /
+          double(rows);
     }
     ref = next;
   }

@@ -98,8 +98,8 @@ TEST_CASE("gossip: random_pairwise rounds are consistent pairwise averages along
   auto check = [](auto topology, int n, int steps) {
     CAPTURE(n);
     const auto base = topology.base.make_graph(n);
-    const auto tr = gossip_test::run<gossip_sgd<decltype(topology)>>(n, steps, start, {.seed = 4}, zero_gradient, {},
-                                                                      topology);
+    const auto tr =
+        gossip_test::run<gossip_sgd<decltype(topology)>>(n, steps, start, {.seed = 4}, zero_gradient, {}, topology);
     const Eigen::RowVectorXd mean0 = stack(tr.at[0]).colwise().mean();
     int averaged = 0;
     for (int s = 0; s < steps; ++s) {
@@ -152,8 +152,8 @@ TEST_CASE("gossip: CHOCO with top-1% and with qsgd keeps the average and reaches
     using C = decltype(compressor);
     constexpr Eigen::Index d = 200;  // top-1% keeps 2 entries
     auto x0 = [](int r) { return gossip_test::seeded_normal(d, 3, static_cast<std::uint32_t>(r)); };
-    const auto tr = gossip_test::run<gossip_sgd<topo::gossip<topo::ring>, C>>(n, rounds, x0, {}, zero_gradient,
-                                                                                compressor, {{}, {.consensus_step = gamma}});
+    const auto tr = gossip_test::run<gossip_sgd<topo::gossip<topo::ring>, C>>(
+        n, rounds, x0, {}, zero_gradient, compressor, {{}, {.consensus_step = gamma}});
     const Eigen::MatrixXd first = stack(tr.at[0]), last = stack(tr.at[static_cast<std::size_t>(rounds)]);
     CHECK((last.colwise().mean() - first.colwise().mean()).cwiseAbs().maxCoeff() < 1e-4);
     CHECK(consensus_distance(last) <= 1e-3 * consensus_distance(first));

@@ -89,7 +89,8 @@ TEST_CASE("CHOCO-SGD with top-k reaches its closed-form fixed point (9 workers, 
   const Eigen::MatrixXd m = Eigen::MatrixXd::Identity(n, n) - gamma * (Eigen::MatrixXd::Identity(n, n) - w);
   const auto expected = problem.fixed_point(m, eta, false);
   const auto tr = gossip_test::run<gossip_sgd<topo::gossip<topo::ring>, distopt::compress::top_k>>(
-      n, steps, start, {.learning_rate = eta}, gradient, distopt::compress::top_k{0.4}, {{}, {.consensus_step = gamma}});
+      n, steps, start, {.learning_rate = eta}, gradient, distopt::compress::top_k{0.4},
+      {{}, {.consensus_step = gamma}});
   CHECK((stack(tr.at[steps]) - expected).cwiseAbs().maxCoeff() < 1e-4);
 }
 

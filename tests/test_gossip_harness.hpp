@@ -74,9 +74,7 @@ inline Eigen::MatrixXd stack(const std::vector<Eigen::VectorXf>& xs) {
 }
 
 /// ||X - 1 xbar^T||_F: the distance to consensus.
-inline double consensus_distance(const Eigen::MatrixXd& x) {
-  return (x.rowwise() - x.colwise().mean()).norm();
-}
+inline double consensus_distance(const Eigen::MatrixXd& x) { return (x.rowwise() - x.colwise().mean()).norm(); }
 
 /// Least squares split across n workers: f_i(x) = 1/(2 m) ||A_i x - b_i||^2, gradient H_i x - c_i.
 struct shards {
@@ -132,7 +130,8 @@ struct shards {
     return out;
   }
   /// One serial step of D-PSGD on the stacked models, in double: X <- M X - eta G(X) or M (X - eta G(X)).
-  Eigen::MatrixXd serial_step(const Eigen::MatrixXd& m, const Eigen::MatrixXd& x, double eta, bool mix_after_step) const {
+  Eigen::MatrixXd serial_step(const Eigen::MatrixXd& m, const Eigen::MatrixXd& x, double eta,
+                              bool mix_after_step) const {
     Eigen::MatrixXd g(x.rows(), x.cols());
     for (Index i = 0; i < x.rows(); ++i)
       g.row(i) = (h[static_cast<std::size_t>(i)] * x.row(i).transpose() - c[static_cast<std::size_t>(i)]).transpose();

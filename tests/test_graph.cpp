@@ -87,9 +87,11 @@ TEST_CASE("detail::symmetric_eigenvalues matches Eigen's SelfAdjointEigenSolver"
       for (int i = 0; i < n; ++i)
         for (int j = 0; j < n; ++j) flat[static_cast<std::size_t>(i * n + j)] = a(i, j);
       const auto mine = distopt::detail::symmetric_eigenvalues(flat, static_cast<std::size_t>(n));
-      const Eigen::VectorXd ref = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(a, Eigen::EigenvaluesOnly).eigenvalues();
+      const Eigen::VectorXd ref =
+          Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(a, Eigen::EigenvaluesOnly).eigenvalues();
       REQUIRE(mine.size() == static_cast<std::size_t>(n));
-      for (int k = 0; k < n; ++k) CHECK(mine[static_cast<std::size_t>(k)] == doctest::Approx(ref(k)).epsilon(1e-11).scale(1.0));
+      for (int k = 0; k < n; ++k)
+        CHECK(mine[static_cast<std::size_t>(k)] == doctest::Approx(ref(k)).epsilon(1e-11).scale(1.0));
     }
   }
 }
@@ -132,7 +134,8 @@ TEST_CASE("graph: torus W = (A + I)/5 with eigenvalues (1 + 2cos(2 pi a/r) + 2co
     CHECK(g.weight(0, 1) == doctest::Approx(0.2));
     std::vector<double> expected;
     for (int a = 0; a < r; ++a)
-      for (int b = 0; b < c; ++b) expected.push_back((1 + 2 * std::cos(2 * pi * a / r) + 2 * std::cos(2 * pi * b / c)) / 5);
+      for (int b = 0; b < c; ++b)
+        expected.push_back((1 + 2 * std::cos(2 * pi * a / r) + 2 * std::cos(2 * pi * b / c)) / 5);
     CHECK((g.eigenvalues() - sorted_decreasing(expected)).cwiseAbs().maxCoeff() < 1e-12);
   }
   // topology::torus picks the most square grid: 9 -> 3 x 3, 8 -> 2 x 4, 7 -> 1 x 7 (a ring).
@@ -171,7 +174,7 @@ TEST_CASE("graph: exponential and random regular graphs") {
     const auto g = graph::random_regular(n, r, 5);
     check_mixing_matrix(g);
     for (int i = 0; i < n; ++i) CHECK(g.degree(i) == r);
-    CHECK(g.spectral_gap() > 0.0);  // connected
+    CHECK(g.spectral_gap() > 0.0);                                               // connected
     CHECK(g.mixing_matrix() == graph::random_regular(n, r, 5).mixing_matrix());  // a function of the seed
   }
   CHECK_THROWS_AS(graph::random_regular(5, 3, 1), distopt::config_error);  // r * n odd

@@ -46,8 +46,8 @@ struct reference_net {
 
   struct result {
     double loss = 0.0;
-    double min_abs_hidden = INFINITY;    // smallest |Z| over hidden units and samples (distance to a ReLU kink)
-    std::vector<bool> pattern;           // [Z > 0] of every hidden unit and sample, in order
+    double min_abs_hidden = INFINITY;  // smallest |Z| over hidden units and samples (distance to a ReLU kink)
+    std::vector<bool> pattern;         // [Z > 0] of every hidden unit and sample, in order
   };
 
   result evaluate(const Eigen::VectorXd& x, const std::vector<std::size_t>& batch) const {
@@ -316,8 +316,8 @@ TEST_CASE("Fashion-MNIST: 1 epoch of softmax regression on 4 workers reaches >= 
   const bool present = fs::exists(dir / "train-images-idx3-ubyte.gz") || fs::exists(dir / "train-images-idx3-ubyte");
   if (!present) {
     MESSAGE("skipped: Fashion-MNIST not found in " << dir.string()
-                                                    << "; apt-get install dataset-fashion-mnist (or set "
-                                                       "DISTOPT_FASHION_MNIST to a directory with the IDX files)");
+                                                   << "; apt-get install dataset-fashion-mnist (or set "
+                                                      "DISTOPT_FASHION_MNIST to a directory with the IDX files)");
     return;
   }
 #ifdef NDEBUG
@@ -347,8 +347,8 @@ TEST_CASE("Fashion-MNIST: 1 epoch of softmax regression on 4 workers reaches >= 
   constexpr std::uint64_t seed = 2024;
   // Every worker takes the same number of steps: the full batches of the smallest shard.
   const std::size_t steps = static_cast<std::size_t>(train_rows) / workers / batch;
-  const distopt::options opts{.learning_rate = 0.05f, .momentum = 0.9f, .seed = seed,
-                              .timeout = std::chrono::seconds(120)};
+  const distopt::options opts{
+      .learning_rate = 0.05f, .momentum = 0.9f, .seed = seed, .timeout = std::chrono::seconds(120)};
   const Eigen::VectorXf x0 = Eigen::VectorXf::Zero(net.dimension());
   std::vector<Eigen::VectorXf> final_x(workers);
   std::mutex m;

@@ -27,8 +27,8 @@
 namespace {
 
 using namespace harness;
-using Eigen::Index;
 using distopt::transport_ref;
+using Eigen::Index;
 
 std::vector<distopt::problems::logistic_regression> logistic_shards(const distopt::problems::labelled_data& d, int n,
                                                                     float lambda, std::uint64_t seed) {
@@ -112,18 +112,21 @@ void check_one_worker_matches_hand_loop(const Problem& p, const sgd_rule& r) {
 
   Eigen::VectorXf scratch;
   const Eigen::VectorXf expected = hand_written_sgd(p, x0, r, sampler(), steps, scratch);
-  const run_result got = run_workers<distopt::algorithms::minibatch_sgd>(
-      1, x0,
-      {.learning_rate = r.lr, .momentum = r.mu, .nesterov = r.nesterov, .weight_decay = r.wd, .seed = seed,
-       .timeout = k_timeout},
-      [&](int, auto& opt) {
-        auto s = sampler();
-        Eigen::VectorXf g(opt.parameters().size());
-        for (int k = 0; k < steps; ++k) {
-          p.gradient(opt.parameters(), s.next(), g);
-          opt.step(g);
-        }
-      });
+  const run_result got = run_workers<distopt::algorithms::minibatch_sgd>(1, x0,
+                                                                         {.learning_rate = r.lr,
+                                                                          .momentum = r.mu,
+                                                                          .nesterov = r.nesterov,
+                                                                          .weight_decay = r.wd,
+                                                                          .seed = seed,
+                                                                          .timeout = k_timeout},
+                                                                         [&](int, auto& opt) {
+                                                                           auto s = sampler();
+                                                                           Eigen::VectorXf g(opt.parameters().size());
+                                                                           for (int k = 0; k < steps; ++k) {
+                                                                             p.gradient(opt.parameters(), s.next(), g);
+                                                                             opt.step(g);
+                                                                           }
+                                                                         });
   CAPTURE(r.name);
   REQUIRE(expected.allFinite());
   CHECK(!same_bits(expected, x0));  // the loop did move
@@ -196,8 +199,7 @@ using sampler_list = std::vector<distopt::data::minibatch_sampler>;
 
 sampler_list make_samplers(std::size_t samples, int n, std::uint64_t seed) {
   sampler_list out;
-  for (int r = 0; r < n; ++r)
-    out.emplace_back(distopt::data::iid_shard(samples, r, n, seed), 4, seed, r);
+  for (int r = 0; r < n; ++r) out.emplace_back(distopt::data::iid_shard(samples, r, n, seed), 4, seed, r);
   return out;
 }
 
@@ -265,8 +267,12 @@ TEST_CASE("optimizer: n workers equal a hand-written loop averaging in the docum
     for (const auto& r : rules) {
       CAPTURE(n);
       CAPTURE(r.name);
-      const distopt::options o{.learning_rate = r.lr, .momentum = r.mu, .nesterov = r.nesterov,
-                               .weight_decay = r.wd, .seed = seed, .timeout = k_timeout};
+      const distopt::options o{.learning_rate = r.lr,
+                               .momentum = r.mu,
+                               .nesterov = r.nesterov,
+                               .weight_decay = r.wd,
+                               .seed = seed,
+                               .timeout = k_timeout};
       auto body = [&](int rank, auto& opt) {
         auto mine = problems[static_cast<std::size_t>(rank)];  // this thread's own copy
         distopt::data::minibatch_sampler s(distopt::data::iid_shard(160, rank, n, seed), 4, seed, rank);
@@ -413,7 +419,9 @@ void check_local_sgd(int n, const distopt::problems::labelled_data& d, const Eig
 
 }  // namespace
 
-TEST_CASE("optimizer: local SGD, H in {1, 2, 4, 8}, with full-batch gradients reaches the least-squares optimum (noise-free data)") {
+TEST_CASE(
+    "optimizer: local SGD, H in {1, 2, 4, 8}, with full-batch gradients reaches the least-squares optimum (noise-free "
+    "data)") {
   const auto d = distopt::problems::synthetic_regression(240, 8, 0.0f, 12);
   const Eigen::VectorXd x_star = least_squares_solution(d);
   for (int n : {2, 4}) {
@@ -481,9 +489,12 @@ void check_reproducible(const distopt::options& o) {
 
 TEST_CASE("optimizer: same seed, same bits; every rank ends with identical parameters") {
   SUBCASE("mini-batch SGD, Nesterov + weight decay") {
-    check_reproducible<distopt::algorithms::minibatch_sgd>(
-        {.learning_rate = 0.2f, .momentum = 0.9f, .nesterov = true, .weight_decay = 1e-3f, .seed = 4,
-         .timeout = k_timeout});
+    check_reproducible<distopt::algorithms::minibatch_sgd>({.learning_rate = 0.2f,
+                                                            .momentum = 0.9f,
+                                                            .nesterov = true,
+                                                            .weight_decay = 1e-3f,
+                                                            .seed = 4,
+                                                            .timeout = k_timeout});
   }
   SUBCASE("local SGD, H = 4, momentum (a 60-step run ends on a round boundary)") {
     check_reproducible<distopt::algorithms::local_sgd<4>>(
@@ -607,7 +618,8 @@ bool contains(const std::string& s, const std::string& part) { return s.find(par
 
 void check_config_error(const distopt::options& o, const Eigen::VectorXf& x0, const std::string& names) {
   const thrown t = catch_as<distopt::config_error>([&] {
-    distopt::run_threads(1, [&](transport_ref tr) { distopt::algorithms::minibatch_sgd opt(tr, x0, o); }, k_threads);
+    distopt::run_threads(
+        1, [&](transport_ref tr) { distopt::algorithms::minibatch_sgd opt(tr, x0, o); }, k_threads);
   });
   CAPTURE(t.what);
   CHECK(t.as_expected);
@@ -625,8 +637,7 @@ TEST_CASE("optimizer: bad options and shapes throw config_error naming the param
   check_config_error({.timeout = k_timeout}, Eigen::VectorXf(0), "x0");
   for (float lr : {0.0f, -0.1f, nan, inf})
     check_config_error({.learning_rate = lr, .timeout = k_timeout}, x0, "learning_rate");
-  for (float mu : {-0.1f, 1.0f, 1.5f, nan})
-    check_config_error({.momentum = mu, .timeout = k_timeout}, x0, "momentum");
+  for (float mu : {-0.1f, 1.0f, 1.5f, nan}) check_config_error({.momentum = mu, .timeout = k_timeout}, x0, "momentum");
   check_config_error({.momentum = 0.0f, .nesterov = true, .timeout = k_timeout}, x0, "nesterov");
   for (float wd : {-1e-4f, nan, inf})
     check_config_error({.weight_decay = wd, .timeout = k_timeout}, x0, "weight_decay");
@@ -637,8 +648,8 @@ TEST_CASE("optimizer: bad options and shapes throw config_error naming the param
       1,
       [&](transport_ref t) {
         distopt::algorithms::minibatch_sgd opt(
-            t, x0, {.learning_rate = 1e-30f, .momentum = 0.999f, .nesterov = true, .weight_decay = 0.0f,
-                    .timeout = ms(1)});
+            t, x0,
+            {.learning_rate = 1e-30f, .momentum = 0.999f, .nesterov = true, .weight_decay = 0.0f, .timeout = ms(1)});
       },
       k_threads));
 
@@ -660,8 +671,10 @@ TEST_CASE("optimizer: bad options and shapes throw config_error naming the param
 TEST_CASE("optimizer: the policies' own knobs are checked too, naming the knob and the policy") {
   const Eigen::VectorXf x0 = Eigen::VectorXf::Ones(3);
   const auto refusal = [&](auto make) {
-    const thrown t = catch_as<distopt::config_error>(
-        [&] { distopt::run_threads(3, [&](transport_ref tr) { (void)make(tr); }, k_threads); });
+    const thrown t = catch_as<distopt::config_error>([&] {
+      distopt::run_threads(
+          3, [&](transport_ref tr) { (void)make(tr); }, k_threads);
+    });
     CAPTURE(t.what);
     CHECK(t.as_expected);
     return t.what;
@@ -669,7 +682,8 @@ TEST_CASE("optimizer: the policies' own knobs are checked too, naming the knob a
   using choco = distopt::algorithms::choco_sgd<>;
   for (float gamma : {0.0f, -0.5f, 1.5f, std::numeric_limits<float>::quiet_NaN()}) {
     CAPTURE(gamma);
-    const distopt::topology::gossip<distopt::topology::ring, distopt::mixing::choco> ring{{}, {.consensus_step = gamma}};
+    const distopt::topology::gossip<distopt::topology::ring, distopt::mixing::choco> ring{{},
+                                                                                          {.consensus_step = gamma}};
     CHECK(contains(refusal([&](transport_ref t) { return choco(t, x0, {.timeout = k_timeout}, {}, ring); }),
                    "consensus_step must be in (0, 1]"));
   }

@@ -26,8 +26,8 @@
 namespace {
 
 using namespace harness;
-using Eigen::Index;
 using distopt::transport_ref;
+using Eigen::Index;
 
 // f(x) = ||A x - b||^2 / (2 m) in double.
 double global_loss(const distopt::problems::labelled_data& d, const Eigen::VectorXd& x) {
@@ -163,8 +163,7 @@ TEST_CASE("double_squeeze: worker and server error feedback match a serial refer
 // any other worker: one message of `up` out, one of `down` in.
 
 namespace {
-void check_bytes(const run_result& r, int n, int server, std::uint64_t rounds, std::uint64_t up,
-                 std::uint64_t down) {
+void check_bytes(const run_result& r, int n, int server, std::uint64_t rounds, std::uint64_t up, std::uint64_t down) {
   const auto peers = static_cast<std::uint64_t>(n - 1);
   for (int k = 0; k < n; ++k) {
     CAPTURE(k);
@@ -205,8 +204,8 @@ TEST_CASE("parameter_server: bytes and messages per round match the formula") {
       check_all_ranks_identical(r);
     }
     SUBCASE("double_squeeze<top_k 10%>: up = down = 8 + ceil(k ceil(log2 d) / 8) + 4 k") {
-      const std::uint64_t k = 5;       // ceil(0.1 * 50)
-      const std::uint64_t bits = 6;    // ceil(log2 50)
+      const std::uint64_t k = 5;     // ceil(0.1 * 50)
+      const std::uint64_t bits = 6;  // ceil(log2 50)
       const std::uint64_t bytes = 8 + (k * bits + 7) / 8 + 4 * k;
       const run_result r = run_workers(
           n,
@@ -299,9 +298,11 @@ TEST_CASE("double_squeeze<top_k> reaches the least-squares optimum; top_k withou
   const double plain_excess = global_loss(d, plain.x[0].cast<double>()) - f_star;
   const double ds_err = relative_error(ds.x[0], x_star);
   const double plain_err = relative_error(plain.x[0], x_star);
-  std::printf("least squares d=%d n=%d, %d steps, eta_t = 0.1 / (1 + t / 100): f* = %.9g; double_squeeze<top_k 10%%>: f - f* = %.3e, rel err %.3e; "
-              "top_k without EF: f - f* = %.3e, rel err %.3e\n",
-              static_cast<int>(dim), n, steps, f_star, ds_excess, ds_err, plain_excess, plain_err);
+  std::printf(
+      "least squares d=%d n=%d, %d steps, eta_t = 0.1 / (1 + t / 100): f* = %.9g; double_squeeze<top_k 10%%>: f - f* = "
+      "%.3e, rel err %.3e; "
+      "top_k without EF: f - f* = %.3e, rel err %.3e\n",
+      static_cast<int>(dim), n, steps, f_star, ds_excess, ds_err, plain_excess, plain_err);
   CHECK(ds_err <= 1e-3);
   CHECK(plain_err >= 1e-2);
   CHECK(plain_excess >= 100.0 * std::max(ds_excess, 1e-12));

@@ -94,8 +94,8 @@ TEST_CASE("power_sgd: warm-started repetitions reach the truncated-SVD error (Ec
   // A 60 x 40 matrix: rank-4 signal with singular values 20, 12, 8, 5 plus N(0, 0.1^2) noise.
   const Eigen::MatrixXd u = orthonormal(gaussian(60, 4, rng(1, 0, 0, purpose::user)));
   const Eigen::MatrixXd v = orthonormal(gaussian(40, 4, rng(2, 0, 0, purpose::user)));
-  const Eigen::MatrixXd m =
-      u * Eigen::Vector4d(20, 12, 8, 5).asDiagonal() * v.transpose() + 0.1 * gaussian(60, 40, rng(3, 0, 0, purpose::user));
+  const Eigen::MatrixXd m = u * Eigen::Vector4d(20, 12, 8, 5).asDiagonal() * v.transpose() +
+                            0.1 * gaussian(60, 40, rng(3, 0, 0, purpose::user));
   const auto x = flat(m);
   const Eigen::MatrixXd mf = as_matrix(x, 0, 60, 40);
   auto check = [&](auto c) {
@@ -126,7 +126,8 @@ TEST_CASE("power_sgd: warm-started repetitions reach the truncated-SVD error (Ec
 
 TEST_CASE("power_sgd: rank >= the true rank reconstructs exactly; raw tensors pass bit for bit") {
   // Layout: a 50 x 30 matrix of rank 2, a 7 x 1 bias and a 3 x 3 matrix (2 (3 + 3) >= 9: raw).
-  const Eigen::MatrixXd low = gaussian(50, 2, rng(4, 0, 0, purpose::user)) * gaussian(30, 2, rng(5, 0, 0, purpose::user)).transpose();
+  const Eigen::MatrixXd low =
+      gaussian(50, 2, rng(4, 0, 0, purpose::user)) * gaussian(30, 2, rng(5, 0, 0, purpose::user)).transpose();
   std::vector<float> x = flat(low);
   const auto bias = flat(gaussian(7, 1, rng(6, 0, 0, purpose::user)));
   const auto small = flat(gaussian(3, 3, rng(7, 0, 0, purpose::user)));
@@ -229,7 +230,7 @@ TEST_CASE("power_sgd: error feedback telescopes: sent + final memory = sum of in
   const Eigen::VectorXd residual = sent + as_matrix(s.memory, 0, n, 1) - inputs;
   // Each round's e = M - P Q^T is exact up to float rounding of the entries (~1e-6 relative).
   CHECK(residual.cwiseAbs().maxCoeff() <= 1e-5 * scale);
-  CHECK(as_matrix(s.memory, 600, 5, 1).isZero(0.0));  // the raw bias is sent exactly: no memory
+  CHECK(as_matrix(s.memory, 600, 5, 1).isZero(0.0));   // the raw bias is sent exactly: no memory
   CHECK(as_matrix(s.memory, 0, 600, 1).norm() > 0.1);  // the matrix's memory holds what was dropped
 }
 
@@ -297,9 +298,9 @@ TEST_CASE("power_sgd: malformed encodings throw transport_error; bad configurati
     std::memcpy(w.data() + offset, &value, 4);
     return w;
   };
-  CHECK_THROWS_AS(c.decode(with_field(0, 125), out), transport_error);   // n
-  CHECK_THROWS_AS(c.decode(with_field(4, 1), out), transport_error);     // rank
-  CHECK_THROWS_AS(c.decode(with_field(8, 2), out), transport_error);     // tensor count
+  CHECK_THROWS_AS(c.decode(with_field(0, 125), out), transport_error);  // n
+  CHECK_THROWS_AS(c.decode(with_field(4, 1), out), transport_error);    // rank
+  CHECK_THROWS_AS(c.decode(with_field(8, 2), out), transport_error);    // tensor count
   CHECK_THROWS_AS(c.decode(with_field(8, 4), out), transport_error);
   CHECK_THROWS_AS(c.decode(with_field(8, 0xFFFFFFFF), out), transport_error);
   // Shapes other than this layout's: zero rows, 10 x 10, 12 x 2^32-1, and 10 x 12 (the same

@@ -228,10 +228,8 @@ TEST_CASE("logistic_regression: refuses bad labels, lambda and shapes") {
   CHECK_THROWS_AS(distopt::problems::logistic_regression(Eigen::MatrixXf(0, 2), Eigen::VectorXf(0), 0.1f),
                   config_error);
   CHECK_THROWS_AS(distopt::problems::logistic_regression(a, y, -0.1f), config_error);
-  CHECK_THROWS_AS(distopt::problems::logistic_regression(a, y, std::numeric_limits<float>::quiet_NaN()),
-                  config_error);
-  CHECK_THROWS_AS(distopt::problems::logistic_regression(a, y, std::numeric_limits<float>::infinity()),
-                  config_error);
+  CHECK_THROWS_AS(distopt::problems::logistic_regression(a, y, std::numeric_limits<float>::quiet_NaN()), config_error);
+  CHECK_THROWS_AS(distopt::problems::logistic_regression(a, y, std::numeric_limits<float>::infinity()), config_error);
   for (float bad : {0.0f, 2.0f, 0.5f}) {
     Eigen::VectorXf z = y;
     z(1) = bad;
@@ -308,20 +306,19 @@ TEST_CASE("synthetic generators: the documented distributions") {
     CHECK(frac > 0.45);
     CHECK(frac < 0.55);
     Eigen::VectorXd pos = Eigen::VectorXd::Zero(dim), neg = Eigen::VectorXd::Zero(dim);
-    for (Index i = 0; i < m; ++i)
-      (d.targets(i) > 0 ? pos : neg) += d.features.row(i).transpose().cast<double>();
+    for (Index i = 0; i < m; ++i) (d.targets(i) > 0 ? pos : neg) += d.features.row(i).transpose().cast<double>();
     pos /= static_cast<double>(positives);
     neg /= static_cast<double>(m - positives);
     // pos - neg estimates mu; its sampling error per coordinate is ~ sqrt(4/m) = 0.03.
-    CHECK((pos + neg).norm() <= 0.25);   // the midpoint is the origin
-    CHECK((pos - neg).norm() >= 0.25);   // the classes are separated (||mu|| ~ 1 in expectation)
+    CHECK((pos + neg).norm() <= 0.25);  // the midpoint is the origin
+    CHECK((pos - neg).norm() >= 0.25);  // the classes are separated (||mu|| ~ 1 in expectation)
   }
 }
 
 // ---- partitioning ------------------------------------------------------------------
 
 TEST_CASE("iid_shard: the shards partition 0..m-1 with sizes differing by at most one") {
-  const std::vector<std::pair<std::size_t, int>> cases = {{0, 1},  {1, 1},   {1, 3},   {5, 8},   {10, 3},
+  const std::vector<std::pair<std::size_t, int>> cases = {{0, 1},  {1, 1},   {1, 3},   {5, 8},    {10, 3},
                                                           {24, 4}, {100, 7}, {240, 8}, {1001, 6}, {97, 97}};
   for (auto [m, workers] : cases) {
     CAPTURE(m);

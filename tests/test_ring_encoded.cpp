@@ -112,23 +112,22 @@ template <class C>
 void check_ring(C c, int n, std::size_t len, const std::vector<float>& expected) {
   CAPTURE(n);
   CAPTURE(len);
-  distopt::run_threads(
-      n,
-      [&](distopt::transport_ref t) {
-        distopt::statistics stats;
-        distopt::metered_transport meter(t, stats, 20s);
-        C mine = c;
-        auto state = distopt::make_compressor_state(mine, len);
-        distopt::rng g(1, static_cast<std::uint32_t>(t.rank()), 0, distopt::purpose::compression);
-        distopt::collective::encoded_ring_workspace ws;
-        auto x = input(t.rank(), len);
-        distopt::collective::ring_allreduce_encoded(meter, std::span<float>(x), mine, state, g, ws);
-        CHECK(bitwise_equal(x, expected));
-        if (len % static_cast<std::size_t>(n) == 0 && n > 1)
-          CHECK(stats.bytes_sent ==
-                2 * static_cast<std::uint64_t>(n - 1) * c.max_encoded_bytes(len / static_cast<std::size_t>(n)));
-      },
-      {.timeout = 20s});
+  distopt::run_threads(n,
+                       [&](distopt::transport_ref t) {
+                         distopt::statistics stats;
+                         distopt::metered_transport meter(t, stats, 20s);
+                         C mine = c;
+                         auto state = distopt::make_compressor_state(mine, len);
+                         distopt::rng g(1, static_cast<std::uint32_t>(t.rank()), 0, distopt::purpose::compression);
+                         distopt::collective::encoded_ring_workspace ws;
+                         auto x = input(t.rank(), len);
+                         distopt::collective::ring_allreduce_encoded(meter, std::span<float>(x), mine, state, g, ws);
+                         CHECK(bitwise_equal(x, expected));
+                         if (len % static_cast<std::size_t>(n) == 0 && n > 1)
+                           CHECK(stats.bytes_sent == 2 * static_cast<std::uint64_t>(n - 1) *
+                                                         c.max_encoded_bytes(len / static_cast<std::size_t>(n)));
+                       },
+                       {.timeout = 20s});
 }
 
 }  // namespace
@@ -149,35 +148,34 @@ TEST_CASE("ring_allreduce_encoded: random_k_shared sums the kept values of every
 }
 
 TEST_CASE("ring_allreduce_encoded: ranks with different lengths get transport_error, not a wrong sum") {
-  CHECK_THROWS_AS(distopt::run_threads(
-                      3,
-                      [](distopt::transport_ref t) {
-                        compress::fp16 c;
-                        distopt::detail::no_state none;
-                        distopt::rng g(1, 0, 0, distopt::purpose::compression);
-                        distopt::collective::encoded_ring_workspace ws;
-                        std::vector<float> x(t.rank() == 1 ? 301 : 300, 1.0f);
-                        distopt::collective::ring_allreduce_encoded(t, std::span<float>(x), c, none, g, ws);
-                      },
-                      {.timeout = 5s}),
+  CHECK_THROWS_AS(distopt::run_threads(3,
+                                       [](distopt::transport_ref t) {
+                                         compress::fp16 c;
+                                         distopt::detail::no_state none;
+                                         distopt::rng g(1, 0, 0, distopt::purpose::compression);
+                                         distopt::collective::encoded_ring_workspace ws;
+                                         std::vector<float> x(t.rank() == 1 ? 301 : 300, 1.0f);
+                                         distopt::collective::ring_allreduce_encoded(t, std::span<float>(x), c, none, g,
+                                                                                     ws);
+                                       },
+                                       {.timeout = 5s}),
                   distopt::transport_error);
 }
 
 TEST_CASE("averager: a summable compressor sends 2(n-1)/n of its encoding per round, not (n-1) encodings") {
   const std::size_t len = 4096;
   const int n = 4;
-  distopt::run_threads(
-      n,
-      [&](distopt::transport_ref t) {
-        distopt::statistics stats;
-        distopt::metered_transport meter(t, stats, 20s);
-        compress::fp16 c;
-        distopt::collective::averager<compress::fp16> avg;
-        distopt::rng g(1, static_cast<std::uint32_t>(t.rank()), 0, distopt::purpose::compression);
-        auto x = input(t.rank(), len);
-        avg.average(meter, std::span<float>(x), c, g);
-        CHECK(bitwise_equal(x, reference_16bit<compress::fp16>(n, len)));
-        CHECK(stats.bytes_sent == 2 * (n - 1) * (2 * len / n));  // fp16: 2 bytes per float
-      },
-      {.timeout = 20s});
+  distopt::run_threads(n,
+                       [&](distopt::transport_ref t) {
+                         distopt::statistics stats;
+                         distopt::metered_transport meter(t, stats, 20s);
+                         compress::fp16 c;
+                         distopt::collective::averager<compress::fp16> avg;
+                         distopt::rng g(1, static_cast<std::uint32_t>(t.rank()), 0, distopt::purpose::compression);
+                         auto x = input(t.rank(), len);
+                         avg.average(meter, std::span<float>(x), c, g);
+                         CHECK(bitwise_equal(x, reference_16bit<compress::fp16>(n, len)));
+                         CHECK(stats.bytes_sent == 2 * (n - 1) * (2 * len / n));  // fp16: 2 bytes per float
+                       },
+                       {.timeout = 20s});
 }

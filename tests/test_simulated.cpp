@@ -42,14 +42,13 @@ distopt::network_model deterministic(double alpha, double bandwidth) {
 template <class F>
 std::vector<double> clocks(int n, const distopt::network_model& m, F body) {
   std::vector<double> out(static_cast<std::size_t>(n));
-  distopt::run_threads(
-      n,
-      [&](distopt::transport_ref t) {
-        distopt::simulated_transport sim(t, m);
-        body(sim);
-        out[static_cast<std::size_t>(t.rank())] = sim.now();
-      },
-      {.timeout = 20s});
+  distopt::run_threads(n,
+                       [&](distopt::transport_ref t) {
+                         distopt::simulated_transport sim(t, m);
+                         body(sim);
+                         out[static_cast<std::size_t>(t.rank())] = sim.now();
+                       },
+                       {.timeout = 20s});
   return out;
 }
 
@@ -140,18 +139,17 @@ TEST_CASE("simulated: compute factors slow a worker down; the same seed gives th
 }
 
 TEST_CASE("simulated: a peer that does not wrap its transport is a transport_error, and bad models are refused") {
-  CHECK_THROWS_AS(distopt::run_threads(
-                      2,
-                      [](distopt::transport_ref t) {
-                        distopt::byte_buffer in;
-                        if (t.rank() == 0) {
-                          distopt::simulated_transport sim(t, distopt::network_model{});
-                          sim.recv(1, distopt::tag{0}, in);
-                        } else {
-                          t.send(0, distopt::tag{0}, std::span<const std::byte>{});
-                        }
-                      },
-                      {.timeout = 5s}),
+  CHECK_THROWS_AS(distopt::run_threads(2,
+                                       [](distopt::transport_ref t) {
+                                         distopt::byte_buffer in;
+                                         if (t.rank() == 0) {
+                                           distopt::simulated_transport sim(t, distopt::network_model{});
+                                           sim.recv(1, distopt::tag{0}, in);
+                                         } else {
+                                           t.send(0, distopt::tag{0}, std::span<const std::byte>{});
+                                         }
+                                       },
+                                       {.timeout = 5s}),
                   distopt::transport_error);
   CHECK_THROWS_AS(distopt::network_model::preset("10g"), distopt::config_error);
   distopt::network_model bad;
@@ -218,7 +216,7 @@ std::vector<double> sends(int n, const distopt::network_model& model, int from, 
 }  // namespace
 
 TEST_CASE("simulated: a message over a slow link takes a + M / b; the default links keep alpha + M beta") {
-  const double a = 2e-3, b = 1e6;              // link 0 -> 1
+  const double a = 2e-3, b = 1e6;                  // link 0 -> 1
   const double alpha = 50e-6, beta = 1.0 / 125e6;  // every other link
   const std::size_t m = 10000;
   const double slow = a + double(m) / b, fast = alpha + double(m) * beta;
@@ -321,11 +319,10 @@ TEST_CASE("simulated: bad links are config_errors that name the entry") {
   const auto outside = with({{.from = 0, .to = 3, .latency_s = 1e-3, .bandwidth_bytes_per_s = 1e6}});
   CHECK_NOTHROW(outside.validate());
   CHECK_NOTHROW(outside.validate(4));
-  CHECK_THROWS_WITH_AS(distopt::run_threads(
-                           3, [&](distopt::transport_ref t) { distopt::simulated_transport sim(t, outside); },
+  CHECK_THROWS_WITH_AS(
+      distopt::run_threads(3, [&](distopt::transport_ref t) { distopt::simulated_transport sim(t, outside); },
                            {.timeout = 5s}),
-                       doctest::Contains("links[0] (0 -> 3) names rank 3, but the world has 3 ranks (0..2)"),
-                       config_error);
+      doctest::Contains("links[0] (0 -> 3) names rank 3, but the world has 3 ranks (0..2)"), config_error);
 }
 
 TEST_CASE("throttled: a receive over a 30 ms link takes at least 30 ms of real time") {

@@ -43,7 +43,8 @@ constexpr float counting_eta = 0.5f;
 // Rounds of each worker held by a model of the counting problem.
 std::vector<long> rounds_held(Eigen::Ref<const Eigen::VectorXf> x, int n) {
   std::vector<long> held(static_cast<std::size_t>(n));
-  for (int k = 0; k < n; ++k) held[static_cast<std::size_t>(k)] = std::lround(x(k) * static_cast<float>(n) / counting_eta);
+  for (int k = 0; k < n; ++k)
+    held[static_cast<std::size_t>(k)] = std::lround(x(k) * static_cast<float>(n) / counting_eta);
   return held;
 }
 
@@ -70,8 +71,8 @@ std::vector<long> largest_lags(int n, int steps, std::chrono::microseconds max_s
         for (int c = 1; c <= steps; ++c) {
           const auto held = rounds_held(opt.parameters(), n);
           worst = std::max(worst, (c - 1) - *std::min_element(held.begin(), held.end()));
-          std::this_thread::sleep_for(std::chrono::microseconds(
-              static_cast<long>(delays.uniform() * static_cast<float>(max_sleep.count()))));
+          std::this_thread::sleep_for(
+              std::chrono::microseconds(static_cast<long>(delays.uniform() * static_cast<float>(max_sleep.count()))));
           opt.step(g);
         }
         opt.finish();
@@ -96,8 +97,8 @@ TEST_CASE("bounded<Tau>: no worker computes on a model more than Tau rounds behi
       CHECK(stats[k].max_staleness <= 2);
       CHECK(stats[k].rounds == 40);
     }
-    const auto lag1 = largest_lags<distopt::algorithms::ssp_sgd<1, distopt::compress::identity>>(3, 30, 3000us, seed,
-                                                                                                 stats);
+    const auto lag1 =
+        largest_lags<distopt::algorithms::ssp_sgd<1, distopt::compress::identity>>(3, 30, 3000us, seed, stats);
     for (std::size_t k = 0; k < lag1.size(); ++k) CHECK(lag1[k] <= 1);
   }
 }
@@ -259,7 +260,8 @@ TEST_CASE("AD-PSGD and SwarmSGD with zero gradients keep the average of the mode
   // rounding (16 entries of size ~1, ~100 interactions each: 1e-4 is ~100x the rounding).
   const int n = 6;
   std::vector<Eigen::VectorXf> start(n);
-  for (int k = 0; k < n; ++k) start[static_cast<std::size_t>(k)] = harness::seeded_normal(16, 99, static_cast<std::uint32_t>(k));
+  for (int k = 0; k < n; ++k)
+    start[static_cast<std::size_t>(k)] = harness::seeded_normal(16, 99, static_cast<std::uint32_t>(k));
   const Eigen::VectorXd mu0 = mean_of(start);
   double spread0 = 0;
   for (const auto& x : start) spread0 += (x.cast<double>() - mu0).squaredNorm();
@@ -273,8 +275,9 @@ TEST_CASE("AD-PSGD and SwarmSGD with zero gradients keep the average of the mode
       using swarm_lattice = distopt::algorithms::swarm_sgd<2, distopt::compress::lattice<8>>;
       const auto xs = variant == 0   ? gossip_only<distopt::algorithms::ad_psgd<>>(n, 100, seed)
                       : variant == 1 ? gossip_only<distopt::algorithms::swarm_sgd<3>>(n, 100, seed)
-                      : variant == 2 ? gossip_only<swarm_lattice>(n, 100, seed, distopt::compress::lattice<8>{.side = 0.05f})
-                                     : gossip_only<swarm_lattice>(n, 100, seed, distopt::compress::lattice<8>{.side = 0.002f});
+                      : variant == 2
+                          ? gossip_only<swarm_lattice>(n, 100, seed, distopt::compress::lattice<8>{.side = 0.05f})
+                          : gossip_only<swarm_lattice>(n, 100, seed, distopt::compress::lattice<8>{.side = 0.002f});
       const Eigen::VectorXd mu = mean_of(xs);
       CHECK((mu - mu0).norm() <= 1e-4 * mu0.norm());
       double spread = 0;
@@ -284,7 +287,8 @@ TEST_CASE("AD-PSGD and SwarmSGD with zero gradients keep the average of the mode
   }
 }
 
-TEST_CASE("SwarmSGD reaches the least-squares optimum, exactly with identity, to the lattice's resolution with lattice<8>") {
+TEST_CASE(
+    "SwarmSGD reaches the least-squares optimum, exactly with identity, to the lattice's resolution with lattice<8>") {
   // Noise-free least squares (every shard's minimiser is x*), full-batch shard gradients,
   // H = 2 local steps, complete graph, 4 workers. Interactions move models by opposite
   // amounts, so the mean model obeys full gradient descent on the average of the workers'
@@ -560,7 +564,7 @@ TEST_CASE("async parameter server: one push moves the server model by exactly u/
         4,
         [&](distopt::transport_ref t) {
           distopt::algorithms::async_ps_sgd<> opt(t, x0, {.learning_rate = 0.5f, .timeout = k_timeout}, {},
-                                                 {.shards = shards});
+                                                  {.shards = shards});
           const auto r = static_cast<std::size_t>(t.rank());
           if (t.rank() == 1) {
             opt.step(g);
@@ -613,7 +617,9 @@ TEST_CASE("bounded<Tau>: with staleness_aware_lr the step after a round of stale
   for (std::size_t s = 1; s <= 4; ++s) CHECK(stats1.staleness_histogram[s] == 1);
 }
 
-TEST_CASE("asynchronous parameter server: a push's staleness is the others' pushes it missed over n - 1, scaling the next step") {
+TEST_CASE(
+    "asynchronous parameter server: a push's staleness is the others' pushes it missed over n - 1, scaling the next "
+    "step") {
   // n = 2: rank 1 computes its first push on the initial model (version 0) after rank 0 pushed 3
   // times (applied at once, on the server's own rank), so the server measures staleness 3 and
   // tells rank 1. Rank 1's later pushes miss nothing (rank 0 waits). With staleness_aware_lr
@@ -624,8 +630,9 @@ TEST_CASE("asynchronous parameter server: a push's staleness is the others' push
   distopt::run_threads(
       2,
       [&](distopt::transport_ref t) {
-        distopt::algorithms::async_ps_sgd<> opt(t, Eigen::VectorXf::Zero(3), {.learning_rate = 0.5f, .timeout = k_timeout},
-                                                {}, {}, {.staleness_aware_lr = true});
+        distopt::algorithms::async_ps_sgd<> opt(t, Eigen::VectorXf::Zero(3),
+                                                {.learning_rate = 0.5f, .timeout = k_timeout}, {}, {},
+                                                {.staleness_aware_lr = true});
         if (t.rank() == 0) {
           for (int c = 0; c < 3; ++c) opt.step(vec({-1.0f, 0.0f, 0.0f}));
           rank0_pushed.set();
@@ -703,7 +710,8 @@ TEST_CASE("async parameter server: a server rank that does not step still answer
   distopt::run_threads(
       3,
       [&](distopt::transport_ref t) {
-        distopt::algorithms::async_ps_sgd<> opt(t, Eigen::VectorXf::Zero(3), {.learning_rate = 0.5f, .timeout = k_timeout});
+        distopt::algorithms::async_ps_sgd<> opt(t, Eigen::VectorXf::Zero(3),
+                                                {.learning_rate = 0.5f, .timeout = k_timeout});
         if (t.rank() == 1) opt.step(vec({0.0f, -1.0f, 0.0f}));
         if (t.rank() == 2) {
           step_until(opt, [](const Eigen::VectorXf& x) { return x(1) != 0.0f; });
@@ -759,7 +767,8 @@ TEST_CASE("SwarmSGD non-blocking averaging: the exposed copies are averaged and 
   // Then rank 1 steps again (h1) and asks rank 0, sending (a + b)/2, not its current model:
   //   rank 0: (a + b)/2 - eta (g0 + h0)/2,    rank 1: (a + b)/2 - eta (g1 + h1) - eta (g0 + h0)/2.
   const Eigen::VectorXf a = vec({0.5f, -1.0f}), b = vec({1.5f, 1.0f}), mid = vec({1.0f, 0.0f});
-  const Eigen::VectorXf g0 = vec({1.0f, 2.0f}), h0 = vec({-3.0f, 2.0f}), g1 = vec({2.0f, -1.0f}), h1 = vec({1.0f, 1.0f});
+  const Eigen::VectorXf g0 = vec({1.0f, 2.0f}), h0 = vec({-3.0f, 2.0f}), g1 = vec({2.0f, -1.0f}),
+                        h1 = vec({1.0f, 1.0f});
   constexpr float eta = 0.25f;
   signal first_step, requested, answered, recorded, requested2, answered2;
   std::vector<Eigen::VectorXf> x1(2), x2(2);
@@ -839,7 +848,8 @@ std::vector<std::byte> ps_message(std::uint32_t kind, std::array<std::uint64_t, 
 
 }  // namespace
 
-TEST_CASE("asynchronous parameter server: a malformed or early final pull is a transport_error naming the server rank") {
+TEST_CASE(
+    "asynchronous parameter server: a malformed or early final pull is a transport_error naming the server rank") {
   struct bad_pull {
     std::vector<std::byte> bytes;
     const char* expected;
@@ -858,7 +868,9 @@ TEST_CASE("asynchronous parameter server: a malformed or early final pull is a t
   }
 }
 
-TEST_CASE("asynchronous parameter server: an undecodable push, or one on a model never sent, is a transport_error naming the sender") {
+TEST_CASE(
+    "asynchronous parameter server: an undecodable push, or one on a model never sent, is a transport_error naming the "
+    "sender") {
   // Rank 1's first push: a 3-byte encoding where identity needs 8; then a well-formed one that
   // claims a model version the server never had.
   const std::string undecodable = error_after_bad_message<distopt::algorithms::async_ps_sgd<>>(
@@ -889,7 +901,9 @@ struct late_pulls {
 
 }  // namespace
 
-TEST_CASE("staleness::asynchronous::max_unanswered_steps: a worker whose message goes unanswered stops after that many steps") {
+TEST_CASE(
+    "staleness::asynchronous::max_unanswered_steps: a worker whose message goes unanswered stops after that many "
+    "steps") {
   // The oversubscription bound, scripted: the answer is withheld, not slow, so the result does
   // not depend on timing. Bound 3: the worker's 4th round finds its first push 3 steps old and
   // waits; the control (unbounded) takes all its steps without an answer.
@@ -957,7 +971,8 @@ TEST_CASE("staleness::asynchronous::max_unanswered_steps: a worker whose message
               std::this_thread::sleep_for(300ms);
             } else {
               const auto deadline = std::chrono::steady_clock::now() + 10s;
-              while (!steps_done.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+              while (!steps_done.load() && std::chrono::steady_clock::now() < deadline)
+                std::this_thread::sleep_for(1ms);
             }
             partner_awake = true;
             opt.poll();  // answers rank 0's request

@@ -171,10 +171,12 @@ TEST_CASE("tcp wire: a header round-trips; bad magic, version, kind, length and 
     c[at] ^= std::byte{0x10};
     return c;
   };
-  CHECK_THROWS_WITH_AS(w::decode_header(corrupt(0), 1 << 20, "rank 1"), doctest::Contains("magic"), distopt::transport_error);
+  CHECK_THROWS_WITH_AS(w::decode_header(corrupt(0), 1 << 20, "rank 1"), doctest::Contains("magic"),
+                       distopt::transport_error);
   CHECK_THROWS_WITH_AS(w::decode_header(corrupt(4), 1 << 20, "rank 1"), doctest::Contains("version"),
                        distopt::transport_error);
-  CHECK_THROWS_WITH_AS(w::decode_header(corrupt(5), 1 << 20, "rank 1"), doctest::Contains("kind"), distopt::transport_error);
+  CHECK_THROWS_WITH_AS(w::decode_header(corrupt(5), 1 << 20, "rank 1"), doctest::Contains("kind"),
+                       distopt::transport_error);
   // A flipped tag bit or payload bit: the header parses, the checksum does not match.
   const auto tag_flipped = corrupt(8);
   CHECK(w::decode_header(tag_flipped, 1 << 20, "rank 1").tag == (77u ^ 0x10u));
@@ -182,10 +184,9 @@ TEST_CASE("tcp wire: a header round-trips; bad magic, version, kind, length and 
                        distopt::transport_error);
   auto bad_payload = payload;
   bad_payload[500] ^= std::byte{1};
-  CHECK_THROWS_WITH_AS(w::verify_checksum(h, bad_payload, "rank 1"), doctest::Contains("rank 1"), distopt::transport_error);
+  CHECK_THROWS_WITH_AS(w::verify_checksum(h, bad_payload, "rank 1"), doctest::Contains("rank 1"),
+                       distopt::transport_error);
 }
-
-
 
 TEST_CASE("tcp wire: random and mutated headers and handshake messages are refused cleanly, never misread") {
   // A seeded stand-in for fuzzing (run under ASan/UBSan and TSan): every input either
@@ -523,7 +524,8 @@ struct sgd_job {
       CAPTURE(r);
       REQUIRE(got[r].size() == problem.dimension());
       REQUIRE(expected[r].size() == problem.dimension());
-      CHECK(std::memcmp(got[r].data(), expected[r].data(), sizeof(float) * static_cast<std::size_t>(problem.dimension())) == 0);
+      CHECK(std::memcmp(got[r].data(), expected[r].data(),
+                        sizeof(float) * static_cast<std::size_t>(problem.dimension())) == 0);
     }
     CHECK(expected[0].cwiseAbs().maxCoeff() > 0.0f);  // it moved: not trivially equal zeros
   }
@@ -538,15 +540,23 @@ std::string source_of(stranger k) { return "127.0.0." + std::to_string(2 + stati
 
 /// What a listening rank's note about each kind must say.
 std::string expected_reason(stranger k, std::chrono::milliseconds handshake_timeout) {
-  const std::string within = "did not complete the handshake within " + std::to_string(handshake_timeout.count()) + " ms";
+  const std::string within =
+      "did not complete the handshake within " + std::to_string(handshake_timeout.count()) + " ms";
   switch (k) {
-    case stranger::http: return "sent a length field of 542393671 bytes where at most 48 can follow";  // "GET "
-    case stranger::random_bytes: return "sent a length field of";
-    case stranger::max_length: return "sent a length field of 4294967295 bytes";
-    case stranger::close_at_once: return "closed the connection during the handshake, after 0 bytes";
-    case stranger::silent: return "sent nothing and " + within;
-    case stranger::slow_hello: return within;  // "sent N bytes and ...", or nothing yet on a loaded machine
-    case stranger::wrong_token: return "hold different tokens";
+    case stranger::http:
+      return "sent a length field of 542393671 bytes where at most 48 can follow";  // "GET "
+    case stranger::random_bytes:
+      return "sent a length field of";
+    case stranger::max_length:
+      return "sent a length field of 4294967295 bytes";
+    case stranger::close_at_once:
+      return "closed the connection during the handshake, after 0 bytes";
+    case stranger::silent:
+      return "sent nothing and " + within;
+    case stranger::slow_hello:
+      return within;  // "sent N bytes and ...", or nothing yet on a loaded machine
+    case stranger::wrong_token:
+      return "hold different tokens";
   }
   return "?";
 }
@@ -608,8 +618,11 @@ std::string play(stranger k, std::uint16_t port, int claims, std::uint64_t seed,
       send_bytes(&length, sizeof length);
       break;
     }
-    case stranger::close_at_once: ::close(fd); return {};
-    case stranger::silent: break;
+    case stranger::close_at_once:
+      ::close(fd);
+      return {};
+    case stranger::silent:
+      break;
     case stranger::slow_hello: {  // the start of a valid hello, one byte every 50 ms, never finished
       namespace w = distopt::detail::tcp;
       const std::uint32_t length = w::hello_bytes, magic = w::hello_magic;
@@ -632,7 +645,8 @@ std::string play(stranger k, std::uint16_t port, int claims, std::uint64_t seed,
                      [](int) { return std::string(); });
         problem = "the handshake with a wrong token succeeded";
       } catch (const distopt::transport_error& e) {
-        if (!conformance::contains(e.what(), "hold different tokens")) problem = std::string("refused, but: ") + e.what();
+        if (!conformance::contains(e.what(), "hold different tokens"))
+          problem = std::string("refused, but: ") + e.what();
       }
       return problem;  // the channel's socket owns fd
     }
@@ -664,7 +678,8 @@ void on_listening_also(distopt::tcp_options& o, std::function<void(std::uint16_t
 
 }  // namespace
 
-TEST_CASE("tcp rendezvous: 100 strangers at every listening port leave a 3-rank job's parameters unchanged, bit for bit") {
+TEST_CASE(
+    "tcp rendezvous: 100 strangers at every listening port leave a 3-rank job's parameters unchanged, bit for bit") {
   // Ranks 0 and 1 listen; rank 2 starts only once all 100 strangers (50 at each port, every kind)
   // are done, so each of them arrives during the rendezvous and is dealt with before it ends.
   const sgd_job job;
@@ -785,8 +800,9 @@ TEST_CASE("tcp rendezvous: a stranger holding a connection open throughout does 
   CHECK(params[0].cwiseAbs().maxCoeff() > 0.0f);
 }
 
-TEST_CASE("tcp rendezvous: with no real peer, a silent connection is refused at its handshake deadline and the "
-          "rendezvous fails at its own, naming it") {
+TEST_CASE(
+    "tcp rendezvous: with no real peer, a silent connection is refused at its handshake deadline and the "
+    "rendezvous fails at its own, naming it") {
   std::promise<std::uint16_t> port_promise;
   auto port = port_promise.get_future();
   std::string error;
@@ -802,10 +818,11 @@ TEST_CASE("tcp rendezvous: with no real peer, a silent connection is refused at 
                                 .connect_timeout = 2s,
                                 .handshake_timeout = 200ms,
                                 .on_listening = [&](std::uint16_t p) { port_promise.set_value(p); },
-                                .on_refused = [&](const std::string& line) {
-                                  notes.push_back(line);
-                                  noted_while_waiting = !failed;
-                                }});
+                                .on_refused =
+                                    [&](const std::string& line) {
+                                      notes.push_back(line);
+                                      noted_while_waiting = !failed;
+                                    }});
     } catch (const distopt::transport_error& e) {
       error = e.what();
     }
@@ -819,7 +836,8 @@ TEST_CASE("tcp rendezvous: with no real peer, a silent connection is refused at 
   ::close(fd);
   INFO("rank 0 saw: ", error);
   CHECK(conformance::contains(error, "rank 0 waited 2000 ms (tcp_options.connect_timeout) for rank(s) 1 of 2"));
-  CHECK(conformance::contains(error, "Connections refused meanwhile: 1 from 127.0.0.1 (first: the process at 127.0.0.1:"));
+  CHECK(conformance::contains(error,
+                              "Connections refused meanwhile: 1 from 127.0.0.1 (first: the process at 127.0.0.1:"));
   CHECK(conformance::contains(error, "sent nothing and did not complete the handshake within 200 ms"));
   REQUIRE(notes.size() == 1);
   CHECK(noted_while_waiting);
@@ -838,9 +856,9 @@ TEST_CASE("tcp transport: a synchronous optimizer gives bit-identical parameters
 
 // What the survivors of kill_rank_1 saw.
 struct after_kill {
-  std::string errors[3];          // each rank's transport_error, if any
+  std::string errors[3];              // each rank's transport_error, if any
   double seconds_after_kill[3] = {};  // when each rank's training ended
-  int status = 0;                 // of the killed process
+  int status = 0;                     // of the killed process
 };
 
 // A 3-rank TCP world: rank 1 is a forked process (forked while this process has one
@@ -860,8 +878,11 @@ after_kill kill_rank_1(Train train, std::chrono::milliseconds delay, std::chrono
     pollfd p{pipe_fds[0], POLLIN, 0};
     if (::poll(&p, 1, 20000) != 1 || ::read(pipe_fds[0], &port, sizeof port) != sizeof port) ::_exit(2);
     try {
-      distopt::tcp_transport t({.rank = 1, .size = 3, .coordinator = "127.0.0.1:" + std::to_string(port),
-                                .token = "k", .timeout = deadline});
+      distopt::tcp_transport t({.rank = 1,
+                                .size = 3,
+                                .coordinator = "127.0.0.1:" + std::to_string(port),
+                                .token = "k",
+                                .timeout = deadline});
       for (;;) train(t, 1);
     } catch (...) {
     }
@@ -905,7 +926,8 @@ after_kill kill_rank_1(Train train, std::chrono::milliseconds delay, std::chrono
   return out;
 }
 
-TEST_CASE("tcp faults: a rank killed with SIGKILL mid-training fails every other rank within a quarter of the deadline") {
+TEST_CASE(
+    "tcp faults: a rank killed with SIGKILL mid-training fails every other rank within a quarter of the deadline") {
   // All run ring allreduces in a loop until rank 1 is killed after a seeded random delay.
   // Deadline 10 s; the survivors must fail well before it, because the lost connection is
   // noticed, not waited out, and name the cause.
@@ -930,7 +952,8 @@ TEST_CASE("tcp faults: a rank killed with SIGKILL mid-training fails every other
       // receives from rank 1).
       const int other = 2 - r;
       CHECK((conformance::contains(seen.errors[r], "lost the connection to rank 1") ||
-             conformance::contains(seen.errors[r], "rank " + std::to_string(other) + " closed its transport while failing")));
+             conformance::contains(seen.errors[r],
+                                   "rank " + std::to_string(other) + " closed its transport while failing")));
     }
   }
 }
@@ -958,8 +981,9 @@ TEST_CASE("tcp faults: AD-PSGD and the async parameter server go on without a ra
   for (const std::uint64_t seed : {1u, 2u}) {
     CAPTURE(seed);
     const auto delay = std::chrono::milliseconds(20 + conformance::splitmix64(seed) % 400);
-    for (const auto& seen : {kill_rank_1(train_with(std::type_identity<distopt::algorithms::ad_psgd<>>{}), delay, 2s),
-                             kill_rank_1(train_with(std::type_identity<distopt::algorithms::async_ps_sgd<>>{}), delay, 2s)}) {
+    for (const auto& seen :
+         {kill_rank_1(train_with(std::type_identity<distopt::algorithms::ad_psgd<>>{}), delay, 2s),
+          kill_rank_1(train_with(std::type_identity<distopt::algorithms::async_ps_sgd<>>{}), delay, 2s)}) {
       CHECK(WIFSIGNALED(seen.status));
       for (const int r : {0, 2}) {
         INFO("rank ", r, " saw: ", seen.errors[r]);

@@ -76,95 +76,91 @@ TEST_CASE("run_threads: a bad world size or timeout is a config_error and runs n
 
 TEST_CASE("thread transport: recv with an explicit timeout uses it instead of the default deadline") {
   // Default deadline 30 s; the test finishing quickly shows the 100 ms one was used.
-  distopt::run_threads(
-      2,
-      [](distopt::transport_ref t) {
-        const int peer = 1 - t.rank();
-        distopt::byte_buffer out;
-        bool expired = false;
-        try {
-          t.recv(peer, conformance::tag_never, out, 100ms);
-        } catch (const distopt::transport_error& e) {
-          expired = true;
-          INFO("what(): ", e.what());
-          CHECK(conformance::contains(e.what(), "100 ms"));
-          CHECK(conformance::contains(e.what(), "rank " + std::to_string(peer)));
-        }
-        CHECK(expired);
-        t.send(peer, conformance::tag_a, {});
-        t.recv(peer, conformance::tag_a, out);
-      },
-      {.timeout = 30s});
+  distopt::run_threads(2,
+                       [](distopt::transport_ref t) {
+                         const int peer = 1 - t.rank();
+                         distopt::byte_buffer out;
+                         bool expired = false;
+                         try {
+                           t.recv(peer, conformance::tag_never, out, 100ms);
+                         } catch (const distopt::transport_error& e) {
+                           expired = true;
+                           INFO("what(): ", e.what());
+                           CHECK(conformance::contains(e.what(), "100 ms"));
+                           CHECK(conformance::contains(e.what(), "rank " + std::to_string(peer)));
+                         }
+                         CHECK(expired);
+                         t.send(peer, conformance::tag_a, {});
+                         t.recv(peer, conformance::tag_a, out);
+                       },
+                       {.timeout = 30s});
 }
 
 TEST_CASE("transport_ref: over a transport without a timeout overload, recv(..., timeout) uses its own deadline") {
   // The wrapped world's deadline is 200 ms; the requested 30 s cannot be honoured
   // by minimal_transport, so the receive must end with the 200 ms one.
-  distopt::run_threads(
-      2,
-      [](distopt::transport_ref inner) {
-        minimal_transport m(inner);
-        const distopt::transport_ref t(m);
-        const int peer = 1 - t.rank();
-        CHECK(t.size() == 2);
-        distopt::byte_buffer out;
-        t.send(peer, conformance::tag_a, conformance::pattern(t.rank(), peer, 4096));
-        t.recv(peer, conformance::tag_a, out, 30s);
-        CHECK(conformance::same_bytes(out, conformance::pattern(peer, t.rank(), 4096)));
-        CHECK_THROWS_AS(t.recv(peer, conformance::tag_never, out, 30s), distopt::transport_error);
-        inner.send(peer, conformance::tag_b, {});  // rendezvous with a deadline of its own
-        inner.recv(peer, conformance::tag_b, out, 10s);
-      },
-      {.timeout = 200ms});
+  distopt::run_threads(2,
+                       [](distopt::transport_ref inner) {
+                         minimal_transport m(inner);
+                         const distopt::transport_ref t(m);
+                         const int peer = 1 - t.rank();
+                         CHECK(t.size() == 2);
+                         distopt::byte_buffer out;
+                         t.send(peer, conformance::tag_a, conformance::pattern(t.rank(), peer, 4096));
+                         t.recv(peer, conformance::tag_a, out, 30s);
+                         CHECK(conformance::same_bytes(out, conformance::pattern(peer, t.rank(), 4096)));
+                         CHECK_THROWS_AS(t.recv(peer, conformance::tag_never, out, 30s), distopt::transport_error);
+                         inner.send(peer, conformance::tag_b, {});  // rendezvous with a deadline of its own
+                         inner.recv(peer, conformance::tag_b, out, 10s);
+                       },
+                       {.timeout = 200ms});
 }
 
 TEST_CASE("thread transport: arrivals() changes when a message arrives, and transport_ref forwards only what exists") {
-  distopt::run_threads(
-      2,
-      [](distopt::transport_ref t) {
-        distopt::byte_buffer out;
-        const int peer = 1 - t.rank();
-        if (t.rank() == 0) {
-          const auto before = t.arrivals();
-          REQUIRE(before.has_value());
-          t.send(peer, conformance::tag_a, {});   // rank 1 sends only after this
-          t.recv(peer, conformance::tag_a, out);  // so this message arrives after `before`
-          CHECK(t.arrivals() != before);
-          const auto settled = t.arrivals();
-          CHECK_FALSE(t.try_recv(peer, conformance::tag_b, out));
-          CHECK(t.arrivals() == settled);  // nothing arrived: polls and receives do not change it
-          minimal_transport m(t);  // a backend without the counter
-          CHECK_FALSE(distopt::transport_ref(m).arrivals().has_value());
-          t.send(peer, conformance::tag_b, {});  // only now may rank 1 exit (an exit changes it too)
-        } else {
-          t.recv(peer, conformance::tag_a, out);
-          t.send(peer, conformance::tag_a, {});
-          t.recv(peer, conformance::tag_b, out);
-        }
-      },
-      {.timeout = 10s});
+  distopt::run_threads(2,
+                       [](distopt::transport_ref t) {
+                         distopt::byte_buffer out;
+                         const int peer = 1 - t.rank();
+                         if (t.rank() == 0) {
+                           const auto before = t.arrivals();
+                           REQUIRE(before.has_value());
+                           t.send(peer, conformance::tag_a, {});   // rank 1 sends only after this
+                           t.recv(peer, conformance::tag_a, out);  // so this message arrives after `before`
+                           CHECK(t.arrivals() != before);
+                           const auto settled = t.arrivals();
+                           CHECK_FALSE(t.try_recv(peer, conformance::tag_b, out));
+                           CHECK(t.arrivals() == settled);  // nothing arrived: polls and receives do not change it
+                           minimal_transport m(t);          // a backend without the counter
+                           CHECK_FALSE(distopt::transport_ref(m).arrivals().has_value());
+                           t.send(peer, conformance::tag_b, {});  // only now may rank 1 exit (an exit changes it too)
+                         } else {
+                           t.recv(peer, conformance::tag_a, out);
+                           t.send(peer, conformance::tag_a, {});
+                           t.recv(peer, conformance::tag_b, out);
+                         }
+                       },
+                       {.timeout = 10s});
 }
 
 TEST_CASE("run_threads: a non-standard exception wakes the others and is rethrown as itself") {
   for (const int n : {1, 2, 4}) {
     CAPTURE(n);
     std::atomic<int> woken{0};
-    CHECK_THROWS_AS(distopt::run_threads(
-                        n,
-                        [&](distopt::transport_ref t) {
-                          distopt::byte_buffer out;
-                          if (t.rank() == n - 1) {
-                            for (int p = 0; p < n - 1; ++p) t.recv(p, conformance::tag_a, out);
-                            throw 42;  // NOLINT(hicpp-exception-baseclass): the point of the test
-                          }
-                          t.send(n - 1, conformance::tag_a, {});
-                          try {
-                            t.recv(n - 1, conformance::tag_never, out);
-                          } catch (const distopt::transport_error&) {
-                            ++woken;
-                          }
-                        },
-                        {.timeout = 30s}),
+    CHECK_THROWS_AS(distopt::run_threads(n,
+                                         [&](distopt::transport_ref t) {
+                                           distopt::byte_buffer out;
+                                           if (t.rank() == n - 1) {
+                                             for (int p = 0; p < n - 1; ++p) t.recv(p, conformance::tag_a, out);
+                                             throw 42;  // NOLINT(hicpp-exception-baseclass): the point of the test
+                                           }
+                                           t.send(n - 1, conformance::tag_a, {});
+                                           try {
+                                             t.recv(n - 1, conformance::tag_never, out);
+                                           } catch (const distopt::transport_error&) {
+                                             ++woken;
+                                           }
+                                         },
+                                         {.timeout = 30s}),
                     int);
     CHECK(woken.load() == n - 1);
   }
@@ -174,44 +170,42 @@ TEST_CASE("thread transport: woken and exited-peer errors say why, so they are n
   // The conformance suite cannot tell "woken at once" from "timed out after 30 s"
   // without timing; the thread transport's messages can.
   SUBCASE("a rank blocked when another throws is woken by the abort") {
-    CHECK_THROWS_AS(distopt::run_threads(
-                        3,
-                        [](distopt::transport_ref t) {
-                          distopt::byte_buffer out;
-                          if (t.rank() == 2) {
-                            t.recv(0, conformance::tag_a, out);
-                            t.recv(1, conformance::tag_a, out);
-                            throw conformance::injected_failure("injected failure on rank 2");
-                          }
-                          t.send(2, conformance::tag_a, {});
-                          try {
-                            t.recv(2, conformance::tag_never, out);
-                            CHECK(false);
-                          } catch (const distopt::transport_error& e) {
-                            INFO("what(): ", e.what());
-                            CHECK(conformance::contains(e.what(), "aborted"));
-                            CHECK(conformance::contains(e.what(), "injected failure on rank 2"));
-                            CHECK_FALSE(conformance::contains(e.what(), "waited"));
-                          }
-                        },
-                        {.timeout = 30s}),
+    CHECK_THROWS_AS(distopt::run_threads(3,
+                                         [](distopt::transport_ref t) {
+                                           distopt::byte_buffer out;
+                                           if (t.rank() == 2) {
+                                             t.recv(0, conformance::tag_a, out);
+                                             t.recv(1, conformance::tag_a, out);
+                                             throw conformance::injected_failure("injected failure on rank 2");
+                                           }
+                                           t.send(2, conformance::tag_a, {});
+                                           try {
+                                             t.recv(2, conformance::tag_never, out);
+                                             CHECK(false);
+                                           } catch (const distopt::transport_error& e) {
+                                             INFO("what(): ", e.what());
+                                             CHECK(conformance::contains(e.what(), "aborted"));
+                                             CHECK(conformance::contains(e.what(), "injected failure on rank 2"));
+                                             CHECK_FALSE(conformance::contains(e.what(), "waited"));
+                                           }
+                                         },
+                                         {.timeout = 30s}),
                     conformance::injected_failure);
   }
   SUBCASE("a rank waiting on a returned peer learns that it returned") {
-    distopt::run_threads(
-        2,
-        [](distopt::transport_ref t) {
-          if (t.rank() == 1) return;
-          distopt::byte_buffer out;
-          try {
-            t.recv(1, conformance::tag_a, out);
-            CHECK(false);
-          } catch (const distopt::transport_error& e) {
-            INFO("what(): ", e.what());
-            CHECK(conformance::contains(e.what(), "already returned"));
-            CHECK_FALSE(conformance::contains(e.what(), "waited"));
-          }
-        },
-        {.timeout = 30s});
+    distopt::run_threads(2,
+                         [](distopt::transport_ref t) {
+                           if (t.rank() == 1) return;
+                           distopt::byte_buffer out;
+                           try {
+                             t.recv(1, conformance::tag_a, out);
+                             CHECK(false);
+                           } catch (const distopt::transport_error& e) {
+                             INFO("what(): ", e.what());
+                             CHECK(conformance::contains(e.what(), "already returned"));
+                             CHECK_FALSE(conformance::contains(e.what(), "waited"));
+                           }
+                         },
+                         {.timeout = 30s});
   }
 }

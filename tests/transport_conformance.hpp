@@ -64,10 +64,10 @@ using namespace std::chrono_literals;
 template <class R>
 concept runner = std::constructible_from<R, std::chrono::milliseconds> &&
     requires(R& r, int world_size, void (*fn)(distopt::transport_ref)) {
-      r.run(world_size, fn);
-      { R::name } -> std::convertible_to<std::string_view>;
-      { R::all_ranks_in_process } -> std::convertible_to<bool>;
-    };
+  r.run(world_size, fn);
+  { R::name } -> std::convertible_to<std::string_view>;
+  { R::all_ranks_in_process } -> std::convertible_to<bool>;
+};
 
 inline constexpr int world_sizes[] = {1, 2, 3, 4, 8};
 inline constexpr std::size_t message_sizes[] = {0, 1, 4096, std::size_t{1} << 20};
@@ -145,9 +145,7 @@ inline std::size_t all_pairs_size(std::size_t size, int sender, int receiver, in
   return n <= 4 ? size : sized_for(size, sender, receiver, n);
 }
 
-inline bool contains(std::string_view text, std::string_view part) {
-  return text.find(part) != std::string_view::npos;
-}
+inline bool contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
 
 /// Runs f, which must throw transport_error whose message names "rank <peer>".
 template <class F>
@@ -432,38 +430,39 @@ TEST_CASE_TEMPLATE_DEFINE("transport: a throwing rank wakes every blocked rank; 
         CAPTURE(thrower);
         const std::string reason = "injected failure on rank " + std::to_string(thrower);
         // A long deadline: every waiter failing within a quarter of it shows it was woken, not timed out.
-        CHECK_THROWS_WITH_AS(R(conformance::long_timeout).run(n,
-                                        [&](distopt::transport_ref t) {
-                                          const int r = t.rank();
-                                          distopt::byte_buffer out;
-                                          if (r == thrower) {
-                                            for (const int p : conformance::peers_of(r, n))
-                                              t.recv(p, conformance::tag_a, out);  // everyone is about to block
-                                            throw conformance::injected_failure(reason);
-                                          }
-                                          t.send(thrower, conformance::tag_a, {});
-                                          // Even ranks wait on the thrower, odd ones on the rank below
-                                          // (which waits on the thrower): direct and indirect dependence.
-                                          const int waits_on = (r % 2 == 0 || r - 1 == thrower) ? thrower : r - 1;
-                                          const auto start = std::chrono::steady_clock::now();
-                                          try {
-                                            t.recv(waits_on, conformance::tag_never, out);
-                                            FAIL_CHECK("rank ", r, " received a message on tag_never");
-                                          } catch (const distopt::transport_error& e) {
-                                            // Woken by the failure, not by the 30 s deadline; naming a cause.
-                                            const std::chrono::duration<double> waited =
-                                                std::chrono::steady_clock::now() - start;
-                                            {  // INFO's scope ends here: doctest's context is not thread-safe during unwinding
-                                              INFO("rank ", r, " waited on rank ", waits_on, " for ", waited.count(),
-                                                   " s: ", std::string(e.what()));
-                                              CHECK(waited < conformance::long_timeout / 4);
-                                              CHECK((conformance::contains(e.what(), "rank " + std::to_string(thrower)) ||
-                                                     conformance::contains(e.what(), "rank " + std::to_string(waits_on))));
-                                            }
-                                            throw;  // propagates; run must still report the first exception
-                                          }
-                                        }),
-                             reason.c_str(), conformance::injected_failure);
+        CHECK_THROWS_WITH_AS(
+            R(conformance::long_timeout)
+                .run(n,
+                     [&](distopt::transport_ref t) {
+                       const int r = t.rank();
+                       distopt::byte_buffer out;
+                       if (r == thrower) {
+                         for (const int p : conformance::peers_of(r, n))
+                           t.recv(p, conformance::tag_a, out);  // everyone is about to block
+                         throw conformance::injected_failure(reason);
+                       }
+                       t.send(thrower, conformance::tag_a, {});
+                       // Even ranks wait on the thrower, odd ones on the rank below
+                       // (which waits on the thrower): direct and indirect dependence.
+                       const int waits_on = (r % 2 == 0 || r - 1 == thrower) ? thrower : r - 1;
+                       const auto start = std::chrono::steady_clock::now();
+                       try {
+                         t.recv(waits_on, conformance::tag_never, out);
+                         FAIL_CHECK("rank ", r, " received a message on tag_never");
+                       } catch (const distopt::transport_error& e) {
+                         // Woken by the failure, not by the 30 s deadline; naming a cause.
+                         const std::chrono::duration<double> waited = std::chrono::steady_clock::now() - start;
+                         {  // INFO's scope ends here: doctest's context is not thread-safe during unwinding
+                           INFO("rank ", r, " waited on rank ", waits_on, " for ", waited.count(),
+                                " s: ", std::string(e.what()));
+                           CHECK(waited < conformance::long_timeout / 4);
+                           CHECK((conformance::contains(e.what(), "rank " + std::to_string(thrower)) ||
+                                  conformance::contains(e.what(), "rank " + std::to_string(waits_on))));
+                         }
+                         throw;  // propagates; run must still report the first exception
+                       }
+                     }),
+            reason.c_str(), conformance::injected_failure);
       }
     }
   }
@@ -505,13 +504,13 @@ TEST_CASE_TEMPLATE_DEFINE("transport: waiting on a rank that has returned fails 
 }
 
 /// Runs the whole suite with runner type R (one macro per backend test file).
-#define DISTOPT_TRANSPORT_CONFORMANCE(R)                        \
-  TEST_CASE_TEMPLATE_INVOKE(transport_identity, R);             \
-  TEST_CASE_TEMPLATE_INVOKE(transport_all_pairs, R);            \
-  TEST_CASE_TEMPLATE_INVOKE(transport_order, R);                \
-  TEST_CASE_TEMPLATE_INVOKE(transport_tags, R);                 \
-  TEST_CASE_TEMPLATE_INVOKE(transport_try_recv, R);             \
-  TEST_CASE_TEMPLATE_INVOKE(transport_send_buffer_reuse, R);    \
-  TEST_CASE_TEMPLATE_INVOKE(transport_deadline, R);             \
-  TEST_CASE_TEMPLATE_INVOKE(transport_failure_propagates, R);   \
+#define DISTOPT_TRANSPORT_CONFORMANCE(R)                      \
+  TEST_CASE_TEMPLATE_INVOKE(transport_identity, R);           \
+  TEST_CASE_TEMPLATE_INVOKE(transport_all_pairs, R);          \
+  TEST_CASE_TEMPLATE_INVOKE(transport_order, R);              \
+  TEST_CASE_TEMPLATE_INVOKE(transport_tags, R);               \
+  TEST_CASE_TEMPLATE_INVOKE(transport_try_recv, R);           \
+  TEST_CASE_TEMPLATE_INVOKE(transport_send_buffer_reuse, R);  \
+  TEST_CASE_TEMPLATE_INVOKE(transport_deadline, R);           \
+  TEST_CASE_TEMPLATE_INVOKE(transport_failure_propagates, R); \
   TEST_CASE_TEMPLATE_INVOKE(transport_peer_returned, R)

@@ -104,19 +104,21 @@ int main(int argc, char** argv) try {
   char version[MPI_MAX_LIBRARY_VERSION_STRING];
   int version_length = 0;
   MPI_Get_library_version(version, &version_length);
-  const std::string library(version, static_cast<std::size_t>(std::find(version, version + version_length, ',') - version));
+  const std::string library(version,
+                            static_cast<std::size_t>(std::find(version, version + version_length, ',') - version));
   if (t.rank() == 0) {
     std::printf("\nallreduce (mean of floats), %d ranks, %s; median time of one call, slowest rank\n", n,
                 library.c_str());
     std::printf("busbw = 2(n-1)/n * bytes / time\n\n");
-    std::printf("%8s | %10s %7s | %10s %6s | %10s %6s | %10s %7s %6s | %5s\n", "size", "raw MPI", "busbw",
-                "sum", "/raw", "mean", "/raw", "ring", "busbw", "/raw", "reps");
+    std::printf("%8s | %10s %7s | %10s %6s | %10s %6s | %10s %7s %6s | %5s\n", "size", "raw MPI", "busbw", "sum",
+                "/raw", "mean", "/raw", "ring", "busbw", "/raw", "reps");
     std::printf("%s\n", std::string(8 + 3 + 18 + 3 + 17 + 3 + 17 + 3 + 25 + 3 + 5, '-').c_str());
   }
   for (std::size_t bytes = s.min_bytes; bytes <= s.max_bytes; bytes *= 4) {
     const std::size_t len = bytes / sizeof(float);
     std::vector<float> source(len), v(len);
-    for (std::size_t i = 0; i < len; ++i) source[i] = static_cast<float>((i * 7 + static_cast<std::size_t>(t.rank())) % 101) * 0.01f;
+    for (std::size_t i = 0; i < len; ++i)
+      source[i] = static_cast<float>((i * 7 + static_cast<std::size_t>(t.rank())) % 101) * 0.01f;
     double warm = 0;
     for (int m = 0; m < methods; ++m) warm += timed(static_cast<method>(m), v, source);  // warm-up, and an estimate
     const int reps = std::clamp(static_cast<int>(s.seconds / std::max(warm, 1e-9)), 5, 1000);  // the same on every rank
@@ -131,9 +133,9 @@ int main(int argc, char** argv) try {
     for (int m = 0; m < methods; ++m) med[m] = median(times[m]);
     auto busbw = [&](double sec) { return 2.0 * (n - 1) / n * static_cast<double>(bytes) / sec / 1e9; };
     std::printf("%8s | %10s %5.2f G | %10s %5.2fx | %10s %5.2fx | %10s %5.2f G %5.2fx | %5d\n",
-                human_bytes(bytes).c_str(), human_time(med[raw]).c_str(), busbw(med[raw]),
-                human_time(med[sum]).c_str(), med[sum] / med[raw], human_time(med[mean]).c_str(),
-                med[mean] / med[raw], human_time(med[ring]).c_str(), busbw(med[ring]), med[ring] / med[raw], reps);
+                human_bytes(bytes).c_str(), human_time(med[raw]).c_str(), busbw(med[raw]), human_time(med[sum]).c_str(),
+                med[sum] / med[raw], human_time(med[mean]).c_str(), med[mean] / med[raw], human_time(med[ring]).c_str(),
+                busbw(med[ring]), med[ring] / med[raw], reps);
     std::fflush(stdout);
   }
   return 0;

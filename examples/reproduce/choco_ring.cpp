@@ -48,13 +48,19 @@ settings parse(int argc, char** argv) {
   settings s;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i], value = argv[i + 1];
-    if (key == "--samples") s.samples = std::stol(value);
-    else if (key == "--dim") s.dim = std::stol(value);
-    else if (key == "--epochs") s.epochs = std::stoi(value);
-    else if (key == "--workers") s.workers = std::stoi(value);
-    else if (key == "--csv") s.csv = value;
-    else throw distopt::config_error("choco_ring: unknown option " + key +
-                                     "; use --samples, --dim, --epochs, --workers, --csv");
+    if (key == "--samples")
+      s.samples = std::stol(value);
+    else if (key == "--dim")
+      s.dim = std::stol(value);
+    else if (key == "--epochs")
+      s.epochs = std::stoi(value);
+    else if (key == "--workers")
+      s.workers = std::stoi(value);
+    else if (key == "--csv")
+      s.csv = value;
+    else
+      throw distopt::config_error("choco_ring: unknown option " + key +
+                                  "; use --samples, --dim, --epochs, --workers, --csv");
   }
   if (s.samples < s.workers || s.dim < 1 || s.epochs < 1 || s.workers < 1)
     throw distopt::config_error("choco_ring: need samples >= workers >= 1, dim >= 1, epochs >= 1");
@@ -94,7 +100,8 @@ result run(const std::string& name, const settings& s, const distopt::problems::
       long step = 0;
       for (int e = 0; e < s.epochs; ++e) {
         for (long k = 0; k < per_worker; ++k, ++step) {
-          distopt::rng pick(7, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(step), distopt::purpose::sampling);
+          distopt::rng pick(7, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(step),
+                            distopt::purpose::sampling);
           batch[0] = pick.below(static_cast<std::uint32_t>(mine.samples()));
           x = opt.parameters();
           mine.gradient(x, batch, g);
@@ -112,8 +119,10 @@ result run(const std::string& name, const settings& s, const distopt::problems::
     Eigen::VectorXd avg = Eigen::VectorXd::Zero(d);
     bool complete = true;
     for (const auto& m : models[static_cast<std::size_t>(e)]) {
-      if (m.size() != d) complete = false;
-      else avg += m.cast<double>();
+      if (m.size() != d)
+        complete = false;
+      else
+        avg += m.cast<double>();
     }
     out.loss.push_back(complete ? full.loss((avg / static_cast<double>(n)).cast<float>()) : std::nan(""));
   }
@@ -138,7 +147,8 @@ int main(int argc, char** argv) try {
   std::vector<std::size_t> rows(static_cast<std::size_t>(s.samples));
   for (std::size_t i = 0; i < rows.size(); ++i) rows[i] = i;
   distopt::rng shuffle(5, 0, 0, distopt::purpose::sampling);
-  for (std::size_t k = rows.size(); k > 1; --k) std::swap(rows[k - 1], rows[shuffle.below(static_cast<std::uint32_t>(k))]);
+  for (std::size_t k = rows.size(); k > 1; --k)
+    std::swap(rows[k - 1], rows[shuffle.below(static_cast<std::uint32_t>(k))]);
   std::vector<distopt::problems::logistic_regression> shards;
   const long per = s.samples / s.workers;
   for (int w = 0; w < s.workers; ++w) {
@@ -156,8 +166,8 @@ int main(int argc, char** argv) try {
   std::printf("initial loss %.6f\n", full.loss(Eigen::VectorXf::Zero(s.dim)));
 
   std::vector<result> results;
-  results.push_back(run<distopt::optimizer<dc::identity, topo::ring, sync, every>>("D-PSGD exact", s, full, shards, 1.0f,
-                                                                                  dc::identity{}));
+  results.push_back(run<distopt::optimizer<dc::identity, topo::ring, sync, every>>("D-PSGD exact", s, full, shards,
+                                                                                   1.0f, dc::identity{}));
   using choco_ring = topo::gossip<topo::ring, mixing::choco>;
   using dcd_ring = topo::gossip<topo::ring, mixing::dcd>;
   results.push_back(run<distopt::optimizer<dc::top_k, choco_ring, sync, every>>("CHOCO top-1%", s, full, shards, 0.04f,
@@ -168,8 +178,8 @@ int main(int argc, char** argv) try {
       "CHOCO qsgd-16", s, full, shards, 0.34f, dc::scaled<dc::qsgd<5>>{}));
   results.push_back(run<distopt::optimizer<dc::random_k, dcd_ring, sync, every>>("DCD rand-1%", s, full, shards, 1.0f,
                                                                                  dc::random_k{0.01}));
-  results.push_back(run<distopt::optimizer<dc::qsgd<5>, dcd_ring, sync, every>>("DCD qsgd-16", s, full, shards, 1.0f,
-                                                                                dc::qsgd<5>{}));
+  results.push_back(
+      run<distopt::optimizer<dc::qsgd<5>, dcd_ring, sync, every>>("DCD qsgd-16", s, full, shards, 1.0f, dc::qsgd<5>{}));
 
   std::printf("\n%-16s", "epoch");
   for (const auto& r : results) std::printf(" %14s", r.name.c_str());
@@ -188,7 +198,8 @@ int main(int argc, char** argv) try {
     std::ofstream csv(s.csv);
     csv << "algorithm,epoch,loss,bytes_sent\n";
     for (const auto& r : results)
-      for (int e = 0; e < s.epochs; ++e) csv << r.name << ',' << e + 1 << ',' << r.loss[static_cast<std::size_t>(e)] << ',' << r.bytes << '\n';
+      for (int e = 0; e < s.epochs; ++e)
+        csv << r.name << ',' << e + 1 << ',' << r.loss[static_cast<std::size_t>(e)] << ',' << r.bytes << '\n';
     std::printf("wrote %s\n", s.csv.c_str());
   }
   return 0;

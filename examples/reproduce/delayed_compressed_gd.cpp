@@ -97,13 +97,20 @@ settings parse(int argc, char** argv) {
     const std::string key = argv[i];
     if (i + 1 >= argc) throw distopt::config_error("delayed_compressed_gd: option " + key + " needs a value");
     const std::string value = argv[i + 1];
-    if (key == "--workers") s.workers = std::stoi(value);
-    else if (key == "--samples") s.samples = std::stol(value);
-    else if (key == "--dim") s.dim = std::stol(value);
-    else if (key == "--iterations") s.iterations = std::stoi(value);
-    else if (key == "--ps-steps") s.ps_steps = std::stoi(value);
-    else if (key == "--spread") s.spread = std::stod(value);
-    else if (key == "--csv") s.csv = value;
+    if (key == "--workers")
+      s.workers = std::stoi(value);
+    else if (key == "--samples")
+      s.samples = std::stol(value);
+    else if (key == "--dim")
+      s.dim = std::stol(value);
+    else if (key == "--iterations")
+      s.iterations = std::stoi(value);
+    else if (key == "--ps-steps")
+      s.ps_steps = std::stoi(value);
+    else if (key == "--spread")
+      s.spread = std::stod(value);
+    else if (key == "--csv")
+      s.csv = value;
     else
       throw distopt::config_error("delayed_compressed_gd: unknown option " + key +
                                   "; use --workers, --samples, --dim, --iterations, --ps-steps, --spread, --csv");
@@ -166,8 +173,9 @@ struct reference {
     mu = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(h, Eigen::EigenvaluesOnly).eigenvalues()(0);
     // L: the global smoothness constant, lambda_max(A^T A)/(4N) + lambda.
     const Eigen::MatrixXd gram = a.transpose() * a / n;
-    smoothness = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(gram, Eigen::EigenvaluesOnly).eigenvalues()(d - 1) / 4.0 +
-                 lambda;
+    smoothness =
+        Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(gram, Eigen::EigenvaluesOnly).eigenvalues()(d - 1) / 4.0 +
+        lambda;
   }
 };
 
@@ -175,8 +183,8 @@ struct context {
   settings s;
   std::vector<distopt::problems::logistic_regression> shards;
   reference ref;
-  int stride = 1;                 // f is evaluated every `stride` iterations (and at checkpoints)
-  std::vector<int> checkpoints;   // iterations reported in the table
+  int stride = 1;                // f is evaluated every `stride` iterations (and at checkpoints)
+  std::vector<int> checkpoints;  // iterations reported in the table
 };
 
 /// One run: the recorded points of (compressor, tau).
@@ -273,9 +281,9 @@ double median(std::vector<double> v) {
 }
 
 struct summary {
-  double rate = no_value;        // slope of ln(f - f*) per iteration, linear phase
+  double rate = no_value;  // slope of ln(f - f*) per iteration, linear phase
   double floor = no_value, floor_dist = no_value;
-  bool reached = false;     // the floor was reached within the run
+  bool reached = false;        // the floor was reached within the run
   int k_target[2] = {-1, -1};  // first recorded iteration with f - f* <= targets[t]
   std::uint64_t bits_target[2] = {0, 0};
 };
@@ -352,7 +360,8 @@ ps_result run_ps(const context& c, int tau, float lr) {
   out.sub = c.ref.loss(finals[0]) - c.ref.fstar;
   out.dist = (finals[0].cast<double>() - c.ref.xstar).norm();
   out.spread = 0;
-  for (const auto& f : finals) out.spread = std::max(out.spread, static_cast<double>((f - finals[0]).cwiseAbs().maxCoeff()));
+  for (const auto& f : finals)
+    out.spread = std::max(out.spread, static_cast<double>((f - finals[0]).cwiseAbs().maxCoeff()));
   for (const auto& st : stats) {
     out.max_staleness = std::max(out.max_staleness, st.max_staleness);
     out.mbytes += static_cast<double>(st.bytes_sent) / 1e6;
@@ -400,16 +409,18 @@ int main(int argc, char** argv) try {
   const double f0 = c.ref.loss(Eigen::VectorXd(Eigen::VectorXd::Zero(s.dim)));
   const double s0 = f0 - c.ref.fstar;
   const double targets[2] = {1e-2 * s0, 1e-5 * s0};
-  std::printf("delayed_compressed_gd: m = %d workers, logistic regression N = %ld samples (%ld per worker), d = %ld, "
-              "lambda = 1/N = %.3e, feature variances 1 .. 1/%g\n",
-              s.workers, used, per, s.dim, c.ref.lambda, s.spread);
+  std::printf(
+      "delayed_compressed_gd: m = %d workers, logistic regression N = %ld samples (%ld per worker), d = %ld, "
+      "lambda = 1/N = %.3e, feature variances 1 .. 1/%g\n",
+      s.workers, used, per, s.dim, c.ref.lambda, s.spread);
   std::printf("L = lambda_max(A^T A)/(4N) + lambda = %.4g, mu = lambda_min(Hessian at x*) = %.4g, L/mu = %.1f\n", big_l,
               c.ref.mu, big_l / c.ref.mu);
   std::printf("f* = %.12f (Newton in double, %d steps, ||grad f(x*)|| = %.1e), f(x0) - f* = %.4g, ||x*|| = %.4g\n",
               c.ref.fstar, c.ref.newton_steps, c.ref.grad_norm, s0, c.ref.xstar.norm());
-  std::printf("iteration: x_{k+1} = x_k - gamma (1/m) sum_i Q_i(grad f_i(x_{k-tau})), gamma = gamma0/(1+tau), "
-              "%d iterations, f evaluated every %d\n\n",
-              s.iterations, c.stride);
+  std::printf(
+      "iteration: x_{k+1} = x_k - gamma (1/m) sum_i Q_i(grad f_i(x_{k-tau})), gamma = gamma0/(1+tau), "
+      "%d iterations, f evaluated every %d\n\n",
+      s.iterations, c.stride);
 
   // Compressors and their step sizes.
   const dc::random_k rand10{0.1};
@@ -426,8 +437,9 @@ int main(int argc, char** argv) try {
   for (int w = 0; w < s.workers; ++w) {
     const Eigen::MatrixXd a = data.features.middleRows(w * per, per).cast<double>();
     const Eigen::MatrixXd gram = a.transpose() * a / static_cast<double>(per);
-    const double li = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(gram, Eigen::EigenvaluesOnly).eigenvalues()(s.dim - 1) / 4.0 +
-                      c.ref.lambda;
+    const double li =
+        Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(gram, Eigen::EigenvaluesOnly).eigenvalues()(s.dim - 1) / 4.0 +
+        c.ref.lambda;
     mean_li2 += li * li / s.workers;
   }
   const double gamma_ef21 = 1.0 / (big_l + std::sqrt(mean_li2) * std::sqrt(beta / theta));
@@ -461,7 +473,8 @@ int main(int argc, char** argv) try {
     traces.push_back(simulate(c, legends[2].name, round_b, legends[2].gamma0, tau));
     traces.push_back(simulate(c, legends[3].name, round_c, legends[3].gamma0, tau));
     traces.push_back(simulate(c, legends[4].name, dc::top_k{0.1}, legends[4].gamma0, tau));
-    traces.push_back(simulate(c, legends[5].name, dc::error_feedback<dc::top_k>{dc::top_k{0.1}}, legends[5].gamma0, tau));
+    traces.push_back(
+        simulate(c, legends[5].name, dc::error_feedback<dc::top_k>{dc::top_k{0.1}}, legends[5].gamma0, tau));
     traces.push_back(simulate(c, legends[6].name, q4, legends[6].gamma0, tau));
     traces.push_back(simulate(c, legends[7].name, tern, legends[7].gamma0, tau));
     traces.push_back(simulate(c, legends[8].name, rand10, legends[8].gamma0, tau));
@@ -481,7 +494,8 @@ int main(int argc, char** argv) try {
     std::printf("%-14s %4d", t.name.c_str(), t.tau);
     for (int k : c.checkpoints) {
       const auto it = std::find(t.k.begin(), t.k.end(), k);
-      std::printf(" %9s", format_value(it == t.k.end() ? no_value : t.sub[static_cast<std::size_t>(it - t.k.begin())]).c_str());
+      std::printf(" %9s",
+                  format_value(it == t.k.end() ? no_value : t.sub[static_cast<std::size_t>(it - t.k.begin())]).c_str());
     }
     std::printf("  %s\n", t.note.c_str());
   }
@@ -505,18 +519,17 @@ int main(int argc, char** argv) try {
   }
 
   // Table 3: rates and floors.
-  std::printf("\nsummary: rate = slope of ln(f - f*) per iteration over the linear phase; r/r0 = (1+tau) rate / rate(tau=0), "
-              "~1 if the rate slows like 1/(1+tau);\nfloor = median of the last 10%% ('<': still decreasing, not a floor); "
-              "targets: f - f* <= 1e-2 (f(x0) - f*) = %.2e and 1e-5 (f(x0) - f*) = %.2e\n",
-              targets[0], targets[1]);
+  std::printf(
+      "\nsummary: rate = slope of ln(f - f*) per iteration over the linear phase; r/r0 = (1+tau) rate / rate(tau=0), "
+      "~1 if the rate slows like 1/(1+tau);\nfloor = median of the last 10%% ('<': still decreasing, not a floor); "
+      "targets: f - f* <= 1e-2 (f(x0) - f*) = %.2e and 1e-5 (f(x0) - f*) = %.2e\n",
+      targets[0], targets[1]);
   std::printf("%-14s %4s %8s %11s %6s %10s %10s %8s %9s %8s %9s\n", "compressor", "tau", "gamma*L", "rate", "r/r0",
               "floor f", "floor |x|", "it->1e-2", "Mbit", "it->1e-5", "Mbit");
   const std::size_t configs = legends.size();
   std::vector<summary> sums;
   for (const auto& t : traces) sums.push_back(analyse(t, targets));
-  auto relative_rate = [&](std::size_t at) {
-    return (1.0 + traces[at].tau) * sums[at].rate / sums[at % configs].rate;
-  };
+  auto relative_rate = [&](std::size_t at) { return (1.0 + traces[at].tau) * sums[at].rate / sums[at % configs].rate; };
   for (std::size_t j = 0; j < traces.size(); ++j) {
     const auto& t = traces[j];
     const auto& u = sums[j];
@@ -545,11 +558,12 @@ int main(int argc, char** argv) try {
     const auto& a = sums[ti * configs + 1];
     const auto& b = sums[ti * configs + 2];
     const auto& cc = sums[ti * configs + 3];
-    std::printf("  rounding, tau = %2d: eps ratios A/B = B/C = %.0f; floor ratios ||x - x*||: A/B = %.2f, B/C = %.2f; "
-                "f - f*: A/B = %.1f, B/C = %.1f%s\n",
-                delays[ti], round_a.epsilon(n) / round_b.epsilon(n), a.floor_dist / b.floor_dist,
-                b.floor_dist / cc.floor_dist, a.floor / b.floor, b.floor / cc.floor,
-                a.reached && b.reached && cc.reached ? "" : " (a floor was not reached)");
+    std::printf(
+        "  rounding, tau = %2d: eps ratios A/B = B/C = %.0f; floor ratios ||x - x*||: A/B = %.2f, B/C = %.2f; "
+        "f - f*: A/B = %.1f, B/C = %.1f%s\n",
+        delays[ti], round_a.epsilon(n) / round_b.epsilon(n), a.floor_dist / b.floor_dist, b.floor_dist / cc.floor_dist,
+        a.floor / b.floor, b.floor / cc.floor,
+        a.reached && b.reached && cc.reached ? "" : " (a floor was not reached)");
   }
   std::printf("  unbiased, tau = 0: iterations to f - f* <= 1e-2 (f(x0) - f*) relative to exact, alpha in brackets:");
   for (std::size_t j = 0; j < configs; ++j) {
@@ -571,17 +585,19 @@ int main(int argc, char** argv) try {
       fixed.push_back(simulate(c, legends[11].name, ef21_top10, legends[11].gamma0 / shrink, tau, true));
     }
   const std::size_t fixed_configs = 4;
-  std::printf("\npart 1b: one fixed step gamma = gamma0/17, then gamma0/5, at every tau; rate/rate0 = rate / "
-              "rate(tau = 0) at that step, the slowdown the delay itself causes (a rate slowing like 1/(1+tau) "
-              "would give the next column)\n");
-  std::printf("%-14s %4s %8s %11s %10s %9s %10s %8s\n", "compressor", "tau", "gamma*L", "rate", "rate/rate0", "1/(1+tau)",
-              "floor f", "it->1e-2");
+  std::printf(
+      "\npart 1b: one fixed step gamma = gamma0/17, then gamma0/5, at every tau; rate/rate0 = rate / "
+      "rate(tau = 0) at that step, the slowdown the delay itself causes (a rate slowing like 1/(1+tau) "
+      "would give the next column)\n");
+  std::printf("%-14s %4s %8s %11s %10s %9s %10s %8s\n", "compressor", "tau", "gamma*L", "rate", "rate/rate0",
+              "1/(1+tau)", "floor f", "it->1e-2");
   std::vector<summary> fixed_sums;
   for (const auto& t : fixed) fixed_sums.push_back(analyse(t, targets));
   for (std::size_t j = 0; j < fixed.size(); ++j) {
     const auto& t = fixed[j];
     const auto& u = fixed_sums[j];
-    const std::size_t first = j / (fixed_configs * std::size(delays)) * fixed_configs * std::size(delays) + j % fixed_configs;
+    const std::size_t first =
+        j / (fixed_configs * std::size(delays)) * fixed_configs * std::size(delays) + j % fixed_configs;
     const double ratio = u.rate / fixed_sums[first].rate;
     std::printf("%-14s %4d %8.4f %11s %10s %9.3f %c%9s %8s  %s\n", t.name.c_str(), t.tau, t.gamma * big_l,
                 format_value(u.rate, "%.3e").c_str(), format_value(ratio, "%.3f").c_str(), 1.0 / (1.0 + t.tau),
@@ -590,9 +606,10 @@ int main(int argc, char** argv) try {
   }
 
   // Part 2: the library's parameter server with bounded staleness.
-  std::printf("\npart 2: distopt::algorithms::ps_sgd / ssp_sgd<Tau> with qsgd<4> over run_threads(%d), full-batch "
-              "gradients, %d steps, lr = gamma0/(1+Tau)\n",
-              s.workers, s.ps_steps);
+  std::printf(
+      "\npart 2: distopt::algorithms::ps_sgd / ssp_sgd<Tau> with qsgd<4> over run_threads(%d), full-batch "
+      "gradients, %d steps, lr = gamma0/(1+Tau)\n",
+      s.workers, s.ps_steps);
   std::printf("%-22s %4s %10s %10s %10s %12s %10s %8s %9s  %s\n", "optimizer", "Tau", "lr*L", "f - f*", "|x - x*|",
               "serial tau", "max stale", "MB sent", "seconds", "staleness histogram (rounds)");
   const float lr0 = static_cast<float>(gamma0 / alpha_q4);
@@ -604,7 +621,8 @@ int main(int argc, char** argv) try {
   for (std::size_t j = 0; j < ps.size(); ++j) {
     const auto& p = ps[j];
     // The serial run of part 1 with the same fixed delay, at the same iteration (if recorded).
-    const std::size_t ti = static_cast<std::size_t>(std::find(std::begin(delays), std::end(delays), p.tau) - std::begin(delays));
+    const std::size_t ti =
+        static_cast<std::size_t>(std::find(std::begin(delays), std::end(delays), p.tau) - std::begin(delays));
     const auto& t = traces[ti * legends.size() + 6];
     const auto it = std::find(t.k.begin(), t.k.end(), s.ps_steps);
     const double serial = it == t.k.end() ? no_value : t.sub[static_cast<std::size_t>(it - t.k.begin())];
@@ -622,7 +640,8 @@ int main(int argc, char** argv) try {
     csv << "compressor,tau,iteration,suboptimality,distance,bits\n";
     for (const auto& t : traces)
       for (std::size_t i = 0; i < t.k.size(); ++i)
-        csv << t.name << ',' << t.tau << ',' << t.k[i] << ',' << t.sub[i] << ',' << t.dist[i] << ',' << t.bits[i] << '\n';
+        csv << t.name << ',' << t.tau << ',' << t.k[i] << ',' << t.sub[i] << ',' << t.dist[i] << ',' << t.bits[i]
+            << '\n';
     std::printf("wrote %s\n", s.csv.c_str());
   }
   std::printf("delayed_compressed_gd: completed in %.1f s\n",

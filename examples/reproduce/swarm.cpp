@@ -96,7 +96,7 @@ struct settings {
   float side = 5e-3f;
   std::vector<int> sweep{8, 16, 32, 64};
   bool yield = true;
-  long pace = 16;  // max steps a worker may lead the slowest one (0: unpaced)
+  long pace = 16;      // max steps a worker may lead the slowest one (0: unpaced)
   bool sorted = true;  // label-sorted (non-iid) shards
   bool quick = false;
   std::string csv;
@@ -131,26 +131,37 @@ settings parse(int argc, char** argv) {
     if (key == "--quick") continue;
     if (i + 1 >= argc) throw distopt::config_error("option " + key + " needs a value");
     const std::string value = argv[++i];
-    if (key == "--workers") s.workers = std::stoi(value);
-    else if (key == "--steps") s.steps = std::stol(value);
-    else if (key == "--dim") s.dim = std::stol(value);
-    else if (key == "--samples") s.samples = std::stol(value);
-    else if (key == "--batch") s.batch = std::stoi(value);
-    else if (key == "--lr") s.lr = std::stof(value);
-    else if (key == "--side") s.side = std::stof(value);
-    else if (key == "--sweep") s.sweep = parse_list(value);
-    else if (key == "--yield") s.yield = std::stoi(value) != 0;
-    else if (key == "--pace") s.pace = std::stol(value);
-    else if (key == "--shards" && (value == "sorted" || value == "iid")) s.sorted = value == "sorted";
-    else if (key == "--csv") s.csv = value;
+    if (key == "--workers")
+      s.workers = std::stoi(value);
+    else if (key == "--steps")
+      s.steps = std::stol(value);
+    else if (key == "--dim")
+      s.dim = std::stol(value);
+    else if (key == "--samples")
+      s.samples = std::stol(value);
+    else if (key == "--batch")
+      s.batch = std::stoi(value);
+    else if (key == "--lr")
+      s.lr = std::stof(value);
+    else if (key == "--side")
+      s.side = std::stof(value);
+    else if (key == "--sweep")
+      s.sweep = parse_list(value);
+    else if (key == "--yield")
+      s.yield = std::stoi(value) != 0;
+    else if (key == "--pace")
+      s.pace = std::stol(value);
+    else if (key == "--shards" && (value == "sorted" || value == "iid"))
+      s.sorted = value == "sorted";
+    else if (key == "--csv")
+      s.csv = value;
     else
       throw distopt::config_error("unknown option " + key +
                                   "; use --workers, --steps, --dim, --samples, --batch, --lr, --side, --sweep, "
                                   "--yield, --pace, --shards sorted|iid, --quick, --csv");
   }
   if (s.workers < 2 || s.steps < 64 || s.dim < 1 || s.batch < 1 || s.pace < 0 || s.sweep.empty())
-    throw distopt::config_error(
-        "need workers >= 2, steps >= 64, dim >= 1, batch >= 1, pace >= 0, a non-empty sweep");
+    throw distopt::config_error("need workers >= 2, steps >= 64, dim >= 1, batch >= 1, pace >= 0, a non-empty sweep");
   for (int n : s.sweep)
     if (n < 2) throw distopt::config_error("every --sweep entry must be >= 2");
   const int largest = std::max(s.workers, *std::max_element(s.sweep.begin(), s.sweep.end()));
@@ -223,7 +234,7 @@ struct context {
   settings s;
   problem* p = nullptr;
   std::vector<long> checkpoints;  // per-worker steps
-  std::deque<result> results;  // a deque: references to earlier results stay valid
+  std::deque<result> results;     // a deque: references to earlier results stay valid
 };
 
 struct spread_stats {
@@ -350,8 +361,8 @@ result& run(context& cx, int n, result meta, C compressor, T topology) {
       stale_count += st.staleness_histogram[k];
     }
   }
-  meta.talk = 100.0 * meta.interactions_total /
-              (static_cast<double>(n) * static_cast<double>(s.steps / std::max(meta.h, 1)));
+  meta.talk =
+      100.0 * meta.interactions_total / (static_cast<double>(n) * static_cast<double>(s.steps / std::max(meta.h, 1)));
   meta.mean_staleness = stale_count ? static_cast<double>(stale_sum) / static_cast<double>(stale_count) : 0.0;
   cx.results.push_back(std::move(meta));
   return cx.results.back();
@@ -363,10 +374,14 @@ enum class graph_kind { complete, hypercube, random4, ring };
 
 const char* name_of(graph_kind g) {
   switch (g) {
-    case graph_kind::complete: return "complete";
-    case graph_kind::hypercube: return "hypercube";
-    case graph_kind::random4: return "random-4reg";
-    case graph_kind::ring: return "ring";
+    case graph_kind::complete:
+      return "complete";
+    case graph_kind::hypercube:
+      return "hypercube";
+    case graph_kind::random4:
+      return "random-4reg";
+    case graph_kind::ring:
+      return "ring";
   }
   return "?";
 }
@@ -382,10 +397,18 @@ bool graph_fits(graph_kind g, int n) {
 template <class F>
 void with_graph(graph_kind g, int n, F&& f) {
   switch (g) {
-    case graph_kind::complete: f(topo::complete{}); return;
-    case graph_kind::hypercube: f(topo::hypercube{}); return;
-    case graph_kind::random4: f(topo::custom{distopt::graph::random_regular(n, 4, /*seed=*/9)}); return;
-    case graph_kind::ring: f(topo::ring{}); return;
+    case graph_kind::complete:
+      f(topo::complete{});
+      return;
+    case graph_kind::hypercube:
+      f(topo::hypercube{});
+      return;
+    case graph_kind::random4:
+      f(topo::custom{distopt::graph::random_regular(n, 4, /*seed=*/9)});
+      return;
+    case graph_kind::ring:
+      f(topo::ring{});
+      return;
   }
 }
 
@@ -393,11 +416,20 @@ void with_graph(graph_kind g, int n, F&& f) {
 template <class F>
 void with_h(int h, F&& f) {
   switch (h) {
-    case 1: f(std::integral_constant<int, 1>{}); return;
-    case 2: f(std::integral_constant<int, 2>{}); return;
-    case 4: f(std::integral_constant<int, 4>{}); return;
-    case 8: f(std::integral_constant<int, 8>{}); return;
-    default: throw distopt::config_error("H must be 1, 2, 4 or 8");
+    case 1:
+      f(std::integral_constant<int, 1>{});
+      return;
+    case 2:
+      f(std::integral_constant<int, 2>{});
+      return;
+    case 4:
+      f(std::integral_constant<int, 4>{});
+      return;
+    case 8:
+      f(std::integral_constant<int, 8>{});
+      return;
+    default:
+      throw distopt::config_error("H must be 1, 2, 4 or 8");
   }
 }
 
@@ -421,10 +453,9 @@ result& run_swarm(context& cx, const std::string& section, int n, graph_kind g, 
       constexpr int H = decltype(hc)::value;
       if (lattice)
         out = &run<alg::swarm_sgd<H, dc::lattice<8>, G>>(cx, n, meta(section, name, g, "lattice8", h),
-                                                          dc::lattice<8>{.side = cx.s.side}, pairs);
+                                                         dc::lattice<8>{.side = cx.s.side}, pairs);
       else
-        out = &run<alg::swarm_sgd<H, dc::identity, G>>(cx, n, meta(section, name, g, "fp32", h), dc::identity{},
-                                                        pairs);
+        out = &run<alg::swarm_sgd<H, dc::identity, G>>(cx, n, meta(section, name, g, "fp32", h), dc::identity{}, pairs);
     });
   });
   return *out;
@@ -541,8 +572,9 @@ int main(int argc, char** argv) try {
   for (std::size_t k = p.order.size(); k > 1; --k)
     std::swap(p.order[k - 1], p.order[shuffle.below(static_cast<std::uint32_t>(k))]);
   if (s.sorted)
-    std::stable_sort(p.order.begin(), p.order.end(),
-                     [&](std::size_t a, std::size_t b) { return data.targets(static_cast<Eigen::Index>(a)) < data.targets(static_cast<Eigen::Index>(b)); });
+    std::stable_sort(p.order.begin(), p.order.end(), [&](std::size_t a, std::size_t b) {
+      return data.targets(static_cast<Eigen::Index>(a)) < data.targets(static_cast<Eigen::Index>(b));
+    });
   const Eigen::VectorXf x_star = optimum(p.full);
   p.f_star = p.full.loss(x_star);
   cx.p = &p;
@@ -559,12 +591,14 @@ int main(int argc, char** argv) try {
               std::thread::hardware_concurrency(), s.yield ? "on" : "off", s.pace);
   std::printf("lattice<8>: side s = %g, exact decoding radius 127 s = %g per coordinate\n", static_cast<double>(s.side),
               radius);
-  std::printf("columns k=...: f(mu_k) - f* at per-worker step k (total steps n k); Mbit, interact(ions), Gamma at k = K;\n"
-              "Gamma_end, mean f_i (mean of f(x_i) - f*) after finish(); drift: max_j |mu_j - (x0 - mean_i sum eta g_i)_j|\n"
-              "after finish() (0 up to rounding: the averaging keeps the sum of the models); talk%%: interactions\n"
-              "(rounds) per communication point (every H-th step); stale: mean/max staleness (local steps)\n");
+  std::printf(
+      "columns k=...: f(mu_k) - f* at per-worker step k (total steps n k); Mbit, interact(ions), Gamma at k = K;\n"
+      "Gamma_end, mean f_i (mean of f(x_i) - f*) after finish(); drift: max_j |mu_j - (x0 - mean_i sum eta g_i)_j|\n"
+      "after finish() (0 up to rounding: the averaging keeps the sum of the models); talk%%: interactions\n"
+      "(rounds) per communication point (every H-th step); stale: mean/max staleness (local steps)\n");
 
-  const std::vector<graph_kind> graphs{graph_kind::complete, graph_kind::hypercube, graph_kind::random4, graph_kind::ring};
+  const std::vector<graph_kind> graphs{graph_kind::complete, graph_kind::hypercube, graph_kind::random4,
+                                       graph_kind::ring};
   const std::vector<int> hs{1, 2, 4, 8};
 
   // [A] graphs x H at n0, D-PSGD per graph, centralised baselines.
@@ -581,9 +615,10 @@ int main(int argc, char** argv) try {
   }
 
   // [B] lattice vs identity, H = 2.
-  std::printf("\n[B] n = %d, H = 2: 8-bit lattice vs fp32 (spread = max over checkpoints of max_i ||x_i - mu||_inf; "
-              "exact decoding needs pairwise distances < %g)\n",
-              n0, radius);
+  std::printf(
+      "\n[B] n = %d, H = 2: 8-bit lattice vs fp32 (spread = max over checkpoints of max_i ||x_i - mu||_inf; "
+      "exact decoding needs pairwise distances < %g)\n",
+      n0, radius);
   header(cx, "algorithm");
   for (graph_kind g : graphs) {
     if (!graph_fits(g, n0)) continue;
@@ -593,16 +628,18 @@ int main(int argc, char** argv) try {
     row(q);
     auto widest = [](const result& r) { return *std::max_element(r.spread.begin(), r.spread.end()); };
     auto per_round = [](const result& r) { return r.bits_total / std::max(r.interactions_total, 1.0); };
-    std::printf("%-24s %-11s     bits per interaction fp32/lattice = %.2f (in total %.2f); spread fp32 %.3g, lattice "
-                "%.3g (2 x spread / radius = %.2f)\n",
-                "", name_of(g), fp ? per_round(*fp) / per_round(q) : std::nan(""),
-                fp ? fp->bits.back() / q.bits.back() : std::nan(""), fp ? widest(*fp) : std::nan(""), widest(q),
-                2 * widest(q) / radius);
+    std::printf(
+        "%-24s %-11s     bits per interaction fp32/lattice = %.2f (in total %.2f); spread fp32 %.3g, lattice "
+        "%.3g (2 x spread / radius = %.2f)\n",
+        "", name_of(g), fp ? per_round(*fp) / per_round(q) : std::nan(""),
+        fp ? fp->bits.back() / q.bits.back() : std::nan(""), fp ? widest(*fp) : std::nan(""), widest(q),
+        2 * widest(q) / radius);
   }
 
   // [C] n sweep on the complete graph.
-  std::printf("\n[C] n sweep, complete graph, K = %ld per worker: SwarmSGD H = 2 (fp32, lattice), AD-PSGD, mini-batch SGD\n",
-              s.steps);
+  std::printf(
+      "\n[C] n sweep, complete graph, K = %ld per worker: SwarmSGD H = 2 (fp32, lattice), AD-PSGD, mini-batch SGD\n",
+      s.steps);
   header(cx, "algorithm");
   for (int n : s.sweep) {
     auto again = [&](const char* algorithm, int h, const char* comp) -> const result* {
@@ -621,9 +658,10 @@ int main(int argc, char** argv) try {
   // [D] cost to a target.
   const result* base = find(cx, "A", "minibatch SGD", "allreduce", n0, 1);
   const double target = 2.0 * base->subopt.back();
-  std::printf("\n[D] n = %d: cost to reach f(mu) - f* <= %.3g (2 x final of mini-batch SGD), interpolated between "
-              "checkpoints\n",
-              n0, target);
+  std::printf(
+      "\n[D] n = %d: cost to reach f(mu) - f* <= %.3g (2 x final of mini-batch SGD), interpolated between "
+      "checkpoints\n",
+      n0, target);
   std::printf("%-24s %-11s %12s %12s %12s %12s\n", "algorithm", "graph", "steps/worker", "total steps", "Mbit",
               "interactions");
   for (const auto& r : cx.results) {
@@ -641,9 +679,10 @@ int main(int argc, char** argv) try {
   const double fractions[] = {1.0 / 64, 1.0 / 16, 1.0 / 4, 1.0};
   for (const bool by_bits : {false, true}) {
     const double whole = by_bits ? ad->bits.back() : ad->interactions.back();
-    std::printf("\n[E%d] n = %d: f(mu) - f* after B %s (all workers; B = 1/64 .. 1 of AD-PSGD's on the complete graph; "
-                "the last checkpoint within B)\n%-24s %-11s",
-                by_bits ? 2 : 1, n0, by_bits ? "Mbit sent" : "interactions (allreduce: rounds)", "algorithm", "graph");
+    std::printf(
+        "\n[E%d] n = %d: f(mu) - f* after B %s (all workers; B = 1/64 .. 1 of AD-PSGD's on the complete graph; "
+        "the last checkpoint within B)\n%-24s %-11s",
+        by_bits ? 2 : 1, n0, by_bits ? "Mbit sent" : "interactions (allreduce: rounds)", "algorithm", "graph");
     for (double f : fractions) std::printf(" %11.4g", f * whole / (by_bits ? 1e6 : 1.0));
     std::printf("\n");
     for (const auto& r : cx.results) {

@@ -102,8 +102,8 @@ evaluation evaluate(lenet_impl& net, const images& test) {
   for (std::int64_t at = 0; at < n; at += chunk) {
     const std::int64_t m = std::min(chunk, n - at);
     const torch::Tensor logits = net.forward(test.x.narrow(0, at, m)), y = test.y.narrow(0, at, m);
-    loss += torch::nn::functional::cross_entropy(logits, y,
-                                                 torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+    loss += torch::nn::functional::cross_entropy(
+                logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                 .item<double>();
     correct += logits.argmax(1).eq(y).sum().item<std::int64_t>();
   }
@@ -131,12 +131,14 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
     for (int epoch = 1; epoch <= s.epochs; ++epoch) {
       for (std::size_t b = 0; b < steps_per_epoch; ++b) {
         if (s.cosine) {
-          const double done = (static_cast<double>(steps_per_epoch) * (epoch - 1) + static_cast<double>(b)) / total_steps;
+          const double done =
+              (static_cast<double>(steps_per_epoch) * (epoch - 1) + static_cast<double>(b)) / total_steps;
           opt.optimizer().set_learning_rate(static_cast<float>(s.learning_rate * 0.5 * (1 + std::cos(pi * done))));
         }
         const auto batch = batches.next();
         index.assign(batch.begin(), batch.end());
-        const torch::Tensor i = torch::from_blob(index.data(), {static_cast<std::int64_t>(index.size())}, torch::kInt64);
+        const torch::Tensor i =
+            torch::from_blob(index.data(), {static_cast<std::int64_t>(index.size())}, torch::kInt64);
         opt.zero_grad();
         torch::nn::functional::cross_entropy(net->forward(ex.train.x.index_select(0, i)), ex.train.y.index_select(0, i))
             .backward();
@@ -225,10 +227,11 @@ int main(int argc, char** argv) try {
   std::int64_t parameters = 0;
   for (const auto& p : prototype->parameters()) parameters += p.numel();
   if (primary)
-    std::printf("Fashion-MNIST: %lld training and %lld test images; LeNet-5 CNN (libtorch) with %lld parameters; "
-                "%d workers (%s)\n",
-                static_cast<long long>(train.y.size(0)), static_cast<long long>(test.y.size(0)),
-                static_cast<long long>(parameters), s.workers, transport.c_str());
+    std::printf(
+        "Fashion-MNIST: %lld training and %lld test images; LeNet-5 CNN (libtorch) with %lld parameters; "
+        "%d workers (%s)\n",
+        static_cast<long long>(train.y.size(0)), static_cast<long long>(test.y.size(0)),
+        static_cast<long long>(parameters), s.workers, transport.c_str());
 
   const experiment ex{train, test, prototype, s, launch};
   const std::vector<run_result> results = examples::run_configurations(chosen, configs, ex, primary);

@@ -33,7 +33,8 @@ template <unsigned Bits = 8>
 using qsgd_sgd = optimizer<compress::qsgd<Bits>, topology::allreduce, staleness::synchronous, local_steps::every_step>;
 
 /// TernGrad (Wen et al., NeurIPS 2017, arXiv 1705.07878): ternary gradients.
-using terngrad_sgd = optimizer<compress::terngrad, topology::allreduce, staleness::synchronous, local_steps::every_step>;
+using terngrad_sgd =
+    optimizer<compress::terngrad, topology::allreduce, staleness::synchronous, local_steps::every_step>;
 
 /// EF-signSGD (Karimireddy et al., ICML 2019, arXiv 1901.09847): scaled sign with error feedback.
 using ef_signsgd = optimizer<compress::error_feedback<compress::scaled_sign>, topology::allreduce,
@@ -62,15 +63,14 @@ using powersgd =
 /// (ring, torus, exponential, ...). For the order x <- W (x - eta g) use
 /// topology::gossip<G, mixing::exact_step_then_mix>.
 template <class G = topology::ring>
-using d_psgd = optimizer<compress::identity, topology::gossip<G, mixing::exact>, staleness::synchronous,
-                         local_steps::every_step>;
+using d_psgd =
+    optimizer<compress::identity, topology::gossip<G, mixing::exact>, staleness::synchronous, local_steps::every_step>;
 
 /// CHOCO-SGD (Koloskova, Stich, Jaggi, ICML 2019, arXiv 1902.00340): models compressed as differences to
 /// public copies, consensus step gamma = the scheme's consensus_step (default 1; set it with the topology,
 /// `{{}, {.consensus_step = 0.04f}}`). C: contractive (top_k, scaled qsgd, ...).
 template <class C = compress::top_k, class G = topology::ring>
-using choco_sgd =
-    optimizer<C, topology::gossip<G, mixing::choco>, staleness::synchronous, local_steps::every_step>;
+using choco_sgd = optimizer<C, topology::gossip<G, mixing::choco>, staleness::synchronous, local_steps::every_step>;
 
 /// DCD-PSGD (Tang et al., NeurIPS 2018, arXiv 1803.06443): exact replicas moved by Q(W x - eta g - x).
 /// Needs a high-fidelity C; unstable under aggressive compression (ALGORITHMS.md §2.6).
@@ -116,8 +116,8 @@ using async_ps_sgd = optimizer<C, topology::parameter_server, staleness::asynchr
 /// AD-PSGD (Lian et al., ICML 2018, arXiv 1710.06952): after every step, non-blocking pairwise averaging
 /// with a random neighbour in the graph G (protocols/async_gossip.hpp).
 template <class G = topology::complete>
-using ad_psgd = optimizer<compress::identity, topology::random_pairwise<G>, staleness::asynchronous,
-                          local_steps::every_step>;
+using ad_psgd =
+    optimizer<compress::identity, topology::random_pairwise<G>, staleness::asynchronous, local_steps::every_step>;
 
 /// SwarmSGD (Nadiradze et al., NeurIPS 2021, arXiv 1910.12308): H local steps, then non-blocking pairwise
 /// averaging with a random neighbour in the r-regular graph G, models optionally quantized with

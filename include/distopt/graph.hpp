@@ -191,8 +191,8 @@ class graph {
       double row = 0.0;
       for (int j = 0; j < n; ++j) {
         if (!std::isfinite(w(i, j)) || w(i, j) < 0.0)
-          throw config_error("graph::from_weights: W(" + std::to_string(i) + ", " + std::to_string(j) + ") = " +
-                             std::to_string(w(i, j)) + "; mixing weights must be finite and >= 0");
+          throw config_error("graph::from_weights: W(" + std::to_string(i) + ", " + std::to_string(j) +
+                             ") = " + std::to_string(w(i, j)) + "; mixing weights must be finite and >= 0");
         if (std::abs(w(i, j) - w(j, i)) > tol)
           throw config_error("graph::from_weights: W is not symmetric (W(" + std::to_string(i) + ", " +
                              std::to_string(j) + ") != W(" + std::to_string(j) + ", " + std::to_string(i) +

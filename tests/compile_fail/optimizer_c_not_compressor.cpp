@@ -17,9 +17,7 @@ struct raw_floats {
   void encode(std::span<const float> in, distopt::byte_buffer& w, distopt::rng&) const {
     distopt::append(w, std::as_bytes(in));
   }
-  void decode(std::span<const std::byte> b, std::span<float> out) const {
-    std::memcpy(out.data(), b.data(), b.size());
-  }
+  void decode(std::span<const std::byte> b, std::span<float> out) const { std::memcpy(out.data(), b.data(), b.size()); }
 #ifndef DISTOPT_COMPILE_FAIL
   std::size_t max_encoded_bytes(std::size_t n) const { return 4 * n; }
 #endif

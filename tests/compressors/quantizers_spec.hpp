@@ -40,7 +40,8 @@ struct spec<distopt::compress::fp16> {
     double err2 = 0.0, norm2 = 0.0;
     for (float v : x) {
       const double a = std::abs(double(v));
-      const double e = a > 65504.0 ? a - 65504.0 : std::min(a, std::max(a * std::ldexp(1.0, -11), std::ldexp(1.0, -25)));
+      const double e =
+          a > 65504.0 ? a - 65504.0 : std::min(a, std::max(a * std::ldexp(1.0, -11), std::ldexp(1.0, -25)));
       err2 += e * e;
       norm2 += a * a;
     }
@@ -125,7 +126,7 @@ struct spec<distopt::compress::min_max<B>> {
 
 }  // namespace suite
 
-#define DISTOPT_QUANTIZERS                                                                                     \
-  distopt::compress::fp16, distopt::compress::bf16, distopt::compress::qsgd<8>, distopt::compress::qsgd<4>,     \
-      distopt::compress::qsgd<2>, distopt::compress::terngrad, distopt::compress::natural,                     \
+#define DISTOPT_QUANTIZERS                                                                                  \
+  distopt::compress::fp16, distopt::compress::bf16, distopt::compress::qsgd<8>, distopt::compress::qsgd<4>, \
+      distopt::compress::qsgd<2>, distopt::compress::terngrad, distopt::compress::natural,                  \
       distopt::compress::min_max<8>, distopt::compress::min_max<3>

@@ -51,7 +51,9 @@ struct spec<distopt::compress::scaled<distopt::compress::qsgd<B>>> {
   static constexpr bool randomized = true;
   static std::vector<C> configs() { return {C{}, C{inner{.bucket = 37}}}; }
   static std::optional<std::size_t> bytes(const C& c, std::size_t n) { return spec<inner>::bytes(c.inner, n); }
-  static double delta(const C& c, std::span<const float> x) { return 1.0 / (1.0 + spec<inner>::omega(c.inner, x.size())); }
+  static double delta(const C& c, std::span<const float> x) {
+    return 1.0 / (1.0 + spec<inner>::omega(c.inner, x.size()));
+  }
 };
 
 // scaled<random_k>: omega = n/k - 1, so C'(x) keeps k random entries unscaled and
@@ -117,7 +119,7 @@ struct spec<distopt::compress::lattice<B>> {
 
 }  // namespace suite
 
-#define DISTOPT_WRAPPERS_BOUNDED                                                                       \
+#define DISTOPT_WRAPPERS_BOUNDED                                                                                 \
   distopt::compress::scaled<distopt::compress::qsgd<4>>, distopt::compress::scaled<distopt::compress::random_k>, \
       suite::ef21_first_round<distopt::compress::top_k>
 #define DISTOPT_LATTICES distopt::compress::lattice<8>, distopt::compress::lattice<4>, distopt::compress::lattice<3>

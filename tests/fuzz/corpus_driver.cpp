@@ -107,8 +107,9 @@ struct huge_value {
   std::uint64_t value;
   std::size_t width;
 };
-constexpr huge_value huge_values[] = {{0xFFFFFFFFu, 4}, {0x80000000u, 4}, {0x7FFFFFFFu, 4}, {0x00010001u, 4},
-                                      {~std::uint64_t{0}, 8}, {std::uint64_t{1} << 32, 8}, {std::uint64_t{1} << 63, 8}};
+constexpr huge_value huge_values[] = {{0xFFFFFFFFu, 4},           {0x80000000u, 4},       {0x7FFFFFFFu, 4},
+                                      {0x00010001u, 4},           {~std::uint64_t{0}, 8}, {std::uint64_t{1} << 32, 8},
+                                      {std::uint64_t{1} << 63, 8}};
 
 /// One to three random edits.
 bytes mutate(bytes b, distopt::rng& g) {
@@ -128,8 +129,12 @@ bytes mutate(bytes b, distopt::rng& g) {
         overwrite(b, below(b.size()), h.value, h.width);
         break;
       }
-      case 3: b.resize(below(b.size())); break;
-      case 4: b.insert(b.begin() + static_cast<std::ptrdiff_t>(below(b.size() + 1)), std::uint8_t(g.next_u32())); break;
+      case 3:
+        b.resize(below(b.size()));
+        break;
+      case 4:
+        b.insert(b.begin() + static_cast<std::ptrdiff_t>(below(b.size() + 1)), std::uint8_t(g.next_u32()));
+        break;
       case 5:
         if (!b.empty()) b.erase(b.begin() + static_cast<std::ptrdiff_t>(below(b.size())));
         break;
@@ -184,13 +189,15 @@ int corpus_pass(const std::vector<std::filesystem::path>& paths, const std::stri
   const auto start = std::chrono::steady_clock::now();
   for (std::size_t i = 0; i < files.size(); ++i) pass(files[i], i + 1);
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-  std::printf("%s: %zu inputs from %zu corpus files passed in %.2f s\n", program.c_str(), runs, files.size(), took.count());
+  std::printf("%s: %zu inputs from %zu corpus files passed in %.2f s\n", program.c_str(), runs, files.size(),
+              took.count());
   return 0;
 }
 
 int usage(const std::string& program) {
-  std::fprintf(stderr, "usage: %s --write-seeds DIR     write the seed corpus\n"
-                       "       %s --corpus PATH...      run every file, its truncations and mutations\n",
+  std::fprintf(stderr,
+               "usage: %s --write-seeds DIR     write the seed corpus\n"
+               "       %s --corpus PATH...      run every file, its truncations and mutations\n",
                program.c_str(), program.c_str());
 #ifdef DISTOPT_FUZZ_LIBFUZZER
   std::fprintf(stderr, "       %s [libFuzzer flags] [CORPUS_DIR...]\n", program.c_str());

@@ -101,8 +101,8 @@ std::string saved(const Opt& opt) {
 
 const options plain{.learning_rate = 0.05f, .momentum = 0.5f, .seed = 3};
 using local_sgd = algorithms::local_sgd<3>;
-using shared_k = optimizer<compress::random_k_shared, topology::allreduce, staleness::synchronous,
-                           local_steps::every_step>;
+using shared_k =
+    optimizer<compress::random_k_shared, topology::allreduce, staleness::synchronous, local_steps::every_step>;
 using choco = algorithms::choco_sgd<compress::top_k, topology::complete>;
 
 /// Calls f(optimizer) with configuration `which` built on `t` (the table of byte 0).
@@ -192,7 +192,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (saved(opt) != before) fail("a refused checkpoint changed the optimizer");
       return;
     } catch (const distopt::config_error& e) {
-      if (envelope_length(view()) == 0) fail(std::string("a damaged envelope passed as a foreign checkpoint: ") + e.what());
+      if (envelope_length(view()) == 0)
+        fail(std::string("a damaged envelope passed as a foreign checkpoint: ") + e.what());
       if (saved(opt) != before) fail("a refused checkpoint changed the optimizer");
       return;
     } catch (const std::exception& e) {

@@ -47,8 +47,8 @@ namespace w = detail::tcp;
 
 constexpr int max_world = 9;
 const std::string from = "the fuzzed coordinator";
-const std::array<std::string, 6> valid_hosts = {"127.0.0.1", "10.1.2.3", "255.255.255.255", "::1", "fe80::1:2",
-                                                "::ffff:192.168.0.1"};
+const std::array<std::string, 6> valid_hosts = {"127.0.0.1", "10.1.2.3",  "255.255.255.255",
+                                                "::1",       "fe80::1:2", "::ffff:192.168.0.1"};
 
 /// The model's judgement of a host: an IP address in the form inet_ntop prints.
 bool canonical_ip(const std::string& host) {
@@ -97,9 +97,8 @@ void check_received(std::span<const std::byte> bytes, int n) {
   const auto got = decode(bytes, n);
   const auto expected = model(bytes, n);
   if (got.has_value() != expected.has_value())
-    fail(std::string("decode_address_table ") + (got ? "accepted" : "refused") + " a " +
-         std::to_string(bytes.size()) + "-byte table for " + std::to_string(n) + " ranks that the model " +
-         (expected ? "accepts" : "refuses"));
+    fail(std::string("decode_address_table ") + (got ? "accepted" : "refused") + " a " + std::to_string(bytes.size()) +
+         "-byte table for " + std::to_string(n) + " ranks that the model " + (expected ? "accepts" : "refuses"));
   if (!got) return;
   if (*got != *expected) fail("decode_address_table misread an accepted table");
   byte_buffer again;
@@ -113,7 +112,8 @@ void check_round_trip(std::span<const std::byte> bytes, int n) {
   std::vector<w::peer_address> table(static_cast<std::size_t>(n));
   for (int r = 1; r < n; ++r) {
     const auto at = [&](std::size_t k) {
-      return bytes.empty() ? 0u : std::to_integer<unsigned>(bytes[(3 * static_cast<std::size_t>(r) + k) % bytes.size()]);
+      return bytes.empty() ? 0u
+                           : std::to_integer<unsigned>(bytes[(3 * static_cast<std::size_t>(r) + k) % bytes.size()]);
     };
     auto port = static_cast<std::uint16_t>(at(1) | at(2) << 8);
     if (r < n - 1 && port == 0) port = 1;

@@ -46,8 +46,8 @@ namespace {
 namespace w = detail::tcp;
 using header = std::array<std::byte, w::header_bytes>;
 
-constexpr std::uint64_t max_lengths[] = {0, 1, 24, 64, 4096, std::uint64_t{1} << 20, 0xFFFFFFFFu,
-                                         std::numeric_limits<std::uint64_t>::max()};
+constexpr std::uint64_t max_lengths[] = {
+    0, 1, 24, 64, 4096, std::uint64_t{1} << 20, 0xFFFFFFFFu, std::numeric_limits<std::uint64_t>::max()};
 constexpr std::size_t input_header_bytes = 1 + w::header_bytes;  // max_length selector, frame header
 constexpr const char* from = "the fuzzed peer";
 
@@ -100,8 +100,8 @@ bool checksum_passes(const header& h, std::span<const std::byte> payload) {
 bool check_checksum(const header& h, std::span<const std::byte> payload) {
   const bool matches = reference_checksum(h, payload) == load<std::uint32_t>(h, 12);
   if (checksum_passes(h, payload) != matches)
-    fail(std::string("verify_checksum ") + (matches ? "refused" : "accepted") + " a " +
-         std::to_string(payload.size()) + "-byte payload whose bitwise CRC32C " + (matches ? "matches" : "differs"));
+    fail(std::string("verify_checksum ") + (matches ? "refused" : "accepted") + " a " + std::to_string(payload.size()) +
+         "-byte payload whose bitwise CRC32C " + (matches ? "matches" : "differs"));
   return matches;
 }
 
@@ -112,9 +112,9 @@ void check_received(const header& h, std::uint64_t max_length, std::span<const s
   if (got.has_value() != accept)
     fail(std::string("decode_header ") + (accept ? "refused" : "accepted") + " a header the layout " +
          (accept ? "allows" : "forbids") + " (max_length " + std::to_string(max_length) + ")");
-  if (got && (static_cast<std::uint8_t>(got->kind) != load<std::uint8_t>(h, 5) ||
-              got->tag != load<std::uint32_t>(h, 8) || got->checksum != load<std::uint32_t>(h, 12) ||
-              got->length != load<std::uint64_t>(h, 16)))
+  if (got &&
+      (static_cast<std::uint8_t>(got->kind) != load<std::uint8_t>(h, 5) || got->tag != load<std::uint32_t>(h, 8) ||
+       got->checksum != load<std::uint32_t>(h, 12) || got->length != load<std::uint64_t>(h, 16)))
     fail("decode_header misread a field of an accepted header");
   check_checksum(h, rest);
   if (!got || got->length > rest.size()) return;
@@ -132,8 +132,7 @@ void check_round_trip(w::frame_kind kind, std::uint32_t tag, std::span<const std
       back->checksum != reference_checksum(h, payload))
     fail("a fresh header does not decode to its kind, tag, length and checksum");
   if (!checksum_passes(h, payload)) fail("verify_checksum refused a fresh frame");
-  if (!payload.empty() && decode(h, payload.size() - 1))
-    fail("decode_header accepted a length one above max_length");
+  if (!payload.empty() && decode(h, payload.size() - 1)) fail("decode_header accepted a length one above max_length");
   const std::uint32_t hardware = w::crc32c_update(~0u, payload);
   const std::uint32_t table = w::crc32c_update_portable(~0u, payload.data(), payload.size());
   if (hardware != table || table != bitwise_crc32c(~0u, payload)) fail("the CRC32C implementations disagree");

@@ -123,7 +123,8 @@ struct fuzzed_peer {
 };
 
 /// Property 3 for compare_runs; returns its verdict.
-std::string check_compare(int rank_a, int size_a, const w::peer_auth& a, int rank_b, int size_b, const w::peer_auth& b) {
+std::string check_compare(int rank_a, int size_a, const w::peer_auth& a, int rank_b, int size_b,
+                          const w::peer_auth& b) {
   const std::string ab = w::compare_runs(rank_a, size_a, a, rank_b, size_b, b);
   // Symmetric between distinct ranks (the transport's check_rank refuses a peer claiming one's own rank).
   if (rank_a != rank_b && ab != w::compare_runs(rank_b, size_b, b, rank_a, size_a, a))
@@ -131,7 +132,8 @@ std::string check_compare(int rank_a, int size_a, const w::peer_auth& a, int ran
   const bool same = size_a == size_b && a.library_version == b.library_version &&
                     a.run.configuration == b.run.configuration && a.run.parameter_count == b.run.parameter_count &&
                     a.run.options_hash == b.run.options_hash;
-  if (ab.empty() != same) fail(std::string("compare_runs ") + (same ? "refused equal" : "accepted different") + " runs");
+  if (ab.empty() != same)
+    fail(std::string("compare_runs ") + (same ? "refused equal" : "accepted different") + " runs");
   return ab;
 }
 
@@ -157,8 +159,8 @@ void check_against_model(const fuzzed_peer& ch, int me, bool strict, std::option
   const auto theirs = ch.replies.empty() ? std::nullopt : parse_hello(ch.replies[0]);
   if (!theirs) return expect_sent(1, "no valid hello");
   // The accepting side refuses a first message longer than this before reading it.
-  if (ch.replies[0].size() > w::handshake_machine(w::handshake_identity{me, world_size, token, library_version, &my_run})
-                                 .max_incoming())
+  if (ch.replies[0].size() >
+      w::handshake_machine(w::handshake_identity{me, world_size, token, library_version, &my_run}).max_incoming())
     fail("a valid hello is longer than handshake_machine::max_incoming() allows for a first message");
   if (ch.replies.size() < 2) return expect_sent(2, "no auth message");
   cursor c{ch.replies[1]};
@@ -203,7 +205,8 @@ void check_against_model(const fuzzed_peer& ch, int me, bool strict, std::option
   if (returned != peer_rank) fail("handshake did not return the peer's rank on an accepted exchange");
 }
 
-std::size_t write_seed(const std::filesystem::path& file, std::uint8_t flags, const std::vector<byte_buffer>& messages) {
+std::size_t write_seed(const std::filesystem::path& file, std::uint8_t flags,
+                       const std::vector<byte_buffer>& messages) {
   byte_buffer input{static_cast<std::byte>(flags)};
   for (const auto& m : messages) {
     input.push_back(static_cast<std::byte>(m.size()));

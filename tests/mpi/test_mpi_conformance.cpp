@@ -117,7 +117,8 @@ TEST_CASE("mpi transport: distopt tags that share an MPI tag remain separate ord
       for (const int p : conformance::peers_of(r, n))
         for (int seq = 0; seq < count; ++seq)
           for (int k = 0; k < 2; ++k)
-            t.send(p, pair[k], make(r, p, 100 + static_cast<std::size_t>(seq), static_cast<std::uint64_t>(2 * seq + k)));
+            t.send(p, pair[k],
+                   make(r, p, 100 + static_cast<std::size_t>(seq), static_cast<std::uint64_t>(2 * seq + k)));
       // The stream sent second in each pair is received first.
       for (const int p : conformance::peers_of(r, n))
         for (int k = 1; k >= 0; --k) {
@@ -167,7 +168,8 @@ TEST_CASE("mpi transport: the native allreduce agrees with an exact sum, on ever
         exact_wrong += sum[i] != static_cast<float>(exact);
       else
         bound_exceeded += std::abs(sum[i] - exact) > (n - 1) * u * magnitude * 1.0001;
-      bound_exceeded += std::abs(mean[i] - exact / n) > ((n - 1) * u * magnitude + 2 * u * std::abs(exact)) / n * 1.0001;
+      bound_exceeded +=
+          std::abs(mean[i] - exact / n) > ((n - 1) * u * magnitude + 2 * u * std::abs(exact)) / n * 1.0001;
       differs_from_ring += std::memcmp(&mean[i], &ring[i], sizeof(float)) != 0;
     }
     CHECK(exact_wrong == 0);

@@ -44,7 +44,8 @@ Eigen::VectorXf train(distopt::transport_ref t, float momentum) {
 }
 
 bool same_bits(const Eigen::VectorXf& a, const Eigen::VectorXf& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<std::size_t>(a.size())) == 0;
+  return a.size() == b.size() &&
+         std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<std::size_t>(a.size())) == 0;
 }
 
 template <class Optimizer>
@@ -53,13 +54,12 @@ void check_mpi_equals_threads(float momentum) {
   const Eigen::VectorXf over_mpi = train<Optimizer>(t, momentum);
 
   Eigen::VectorXf over_threads;
-  distopt::run_threads(
-      t.size(),
-      [&](distopt::transport_ref tt) {
-        Eigen::VectorXf x = train<Optimizer>(tt, momentum);
-        if (tt.rank() == t.rank()) over_threads = std::move(x);
-      },
-      {.timeout = 20s});
+  distopt::run_threads(t.size(),
+                       [&](distopt::transport_ref tt) {
+                         Eigen::VectorXf x = train<Optimizer>(tt, momentum);
+                         if (tt.rank() == t.rank()) over_threads = std::move(x);
+                       },
+                       {.timeout = 20s});
 
   INFO("rank ", t.rank(), " of ", t.size());
   CHECK(same_bits(over_mpi, over_threads));

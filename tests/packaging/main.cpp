@@ -57,7 +57,8 @@ int main() try {
       const double expected = static_cast<double>(cbar[j]) * shrink;
       const double got = result[i][j];
       if (std::abs(got - expected) > 1e-5 * std::max(1.0, std::abs(expected))) {
-        std::fprintf(stderr, "consumer: rank %d x[%ld] = %.9g, expected %.9g\n", r, static_cast<long>(j), got, expected);
+        std::fprintf(stderr, "consumer: rank %d x[%ld] = %.9g, expected %.9g\n", r, static_cast<long>(j), got,
+                     expected);
         ++failures;
       }
     }

@@ -42,7 +42,7 @@ inline constexpr tag ring_encoded_tag = detail::reserved_tag(detail::reserved::r
 /// in chunk order, so a stateful C (random_k_shared's round counter) advances alike
 /// on every rank.
 template <compressor C>
-  requires summable_encoding<C>
+requires summable_encoding<C>
 void ring_allreduce_encoded(transport_ref t, std::span<float> v, C& c, compressor_state_t<C>& state, rng& g,
                             encoded_ring_workspace& ws, tag tg = ring_encoded_tag) {
   const int n = t.size();

@@ -42,7 +42,7 @@ namespace detail::quantize {
 DISTOPT_DETAIL_ALWAYS_INLINE std::uint32_t float_to_bf16_bits(std::uint32_t bits) noexcept {
   const std::uint32_t a = bits & 0x7FFFFFFFu;
   std::uint32_t r = (a + 0x7FFFu + ((a >> 16) & 1u)) >> 16;  // round to nearest even
-  r = r < 0x7F7Fu ? r : 0x7F7Fu;                              // saturate instead of Inf
+  r = r < 0x7F7Fu ? r : 0x7F7Fu;                             // saturate instead of Inf
   return r | ((bits >> 16) & 0x8000u);
 }
 

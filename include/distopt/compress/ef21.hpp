@@ -43,7 +43,8 @@ namespace distopt::compress {
 
 template <compressor C>
 struct ef21 {
-  static_assert(!stateful_encoder<C>, "compress::ef21<C>: C already keeps per-worker state; wrap a stateless compressor");
+  static_assert(!stateful_encoder<C>,
+                "compress::ef21<C>: C already keeps per-worker state; wrap a stateless compressor");
 
   /// The contractive compressor applied to x_i - g_i.
   C inner{};

@@ -53,7 +53,9 @@ struct error_feedback {
     void load(checkpoint_reader& r) { r.floats(residual, "compress::error_feedback's residual"); }
   };
 
-  state make_state(std::size_t n) const { return {std::vector<float>(n, 0.0f), std::vector<float>(n), std::vector<float>(n)}; }
+  state make_state(std::size_t n) const {
+    return {std::vector<float>(n, 0.0f), std::vector<float>(n), std::vector<float>(n)};
+  }
 
   void encode(std::span<const float> in, byte_buffer& wire, rng& g, state& s) const {
     const std::size_t n = in.size();

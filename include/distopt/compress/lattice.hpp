@@ -204,8 +204,8 @@ struct lattice {
     const auto codes = detail::grow(wire, detail::quantize::packed_bytes<Bits>(n));
     detail::quantize::lane_bits lanes(g);
     std::uint32_t check = 0;
-    if (!detail::quantize::run_kernel<detail::quantize::lattice_encode_kernel<Bits>>(
-            in.data(), n, 1.0f / side, codes.data(), &lanes, &check)) {
+    if (!detail::quantize::run_kernel<detail::quantize::lattice_encode_kernel<Bits>>(in.data(), n, 1.0f / side,
+                                                                                     codes.data(), &lanes, &check)) {
       wire.resize(start);
       throw numeric_error(std::string(name) + ": an entry is NaN or Inf, or |x_i| / side reaches 2^24 (side = " +
                           std::to_string(side) + "); check the input, or raise side");
@@ -215,9 +215,7 @@ struct lattice {
 
   /// Decodes against the reference 0: exact only where |x_i| < radius(); farther, it throws
   /// decoding_radius_error (see the check in the file comment). After a throw `out` is unspecified.
-  void decode(std::span<const std::byte> bytes, std::span<float> out) const {
-    decode_impl<false>(bytes, nullptr, out);
-  }
+  void decode(std::span<const std::byte> bytes, std::span<float> out) const { decode_impl<false>(bytes, nullptr, out); }
 
   /// Decodes against `reference` (the receiver's copy of what the sender encoded; reference.size() ==
   /// out.size(); the two may be the same span, to update a copy in place). Exact where
@@ -250,8 +248,7 @@ struct lattice {
     const std::size_t n = out.size();
     detail::expect_length(r, n);
     const float s = r.get<float>("side");
-    if (!valid_side(s))
-      r.fail("side " + std::to_string(s) + " is not a normal float in [2^-126, FLT_MAX * 2^-25]");
+    if (!valid_side(s)) r.fail("side " + std::to_string(s) + " is not a normal float in [2^-126, FLT_MAX * 2^-25]");
     const auto sent_check = r.get<std::uint32_t>("check");
     const auto codes = r.take(detail::quantize::packed_bytes<Bits>(n), "codes");
     r.expect_end();
@@ -272,10 +269,10 @@ struct lattice {
   [[noreturn]] static void wrapped(float s, bool with_reference) {
     char radius[32];
     std::snprintf(radius, sizeof radius, "%g", lattice{.side = s}.radius());
-    const std::string why = with_reference ? "some coordinates are farther than radius() = " + std::string(radius) +
-                                                 " from the decoding reference (the models drifted apart)"
-                                           : "some |x_i| reach radius() = " + std::string(radius) +
-                                                 " (this form decodes against 0)";
+    const std::string why =
+        with_reference ? "some coordinates are farther than radius() = " + std::string(radius) +
+                             " from the decoding reference (the models drifted apart)"
+                       : "some |x_i| reach radius() = " + std::string(radius) + " (this form decodes against 0)";
     throw decoding_radius_error(std::string(name) + "<" + std::to_string(Bits) +
                                 ">: the decoded point is not the one that was sent: " + why +
                                 ", or the bytes are corrupt; use more Bits or a larger side");

@@ -105,7 +105,8 @@ struct natural {
     std::memcpy(out.data(), &count, 8);
     detail::quantize::lane_bits lanes(g);
     std::byte* signs = out.data() + 8;
-    if (!detail::quantize::run_kernel<detail::quantize::natural_encode_kernel>(in.data(), n, signs, signs + (n + 7) / 8, &lanes)) {
+    if (!detail::quantize::run_kernel<detail::quantize::natural_encode_kernel>(in.data(), n, signs, signs + (n + 7) / 8,
+                                                                               &lanes)) {
       wire.resize(start);
       detail::quantize::non_finite_input(name);
     }
@@ -118,7 +119,8 @@ struct natural {
     const auto signs = r.take((n + 7) / 8, "sign bits");
     const auto exps = r.take(n, "exponents");
     r.expect_end();
-    if (!detail::quantize::run_kernel<detail::quantize::natural_decode_kernel>(signs.data(), exps.data(), n, out.data()))
+    if (!detail::quantize::run_kernel<detail::quantize::natural_decode_kernel>(signs.data(), exps.data(), n,
+                                                                               out.data()))
       r.fail("an exponent byte is 255 (Inf/NaN is never sent) or the pad bits after the last sign are set");
   }
 

@@ -92,7 +92,8 @@ struct one_bit {
     const auto means = r.take(8 * buckets, "means");
     const auto bits = r.take(detail::mask_bytes(n), "sign bits");
     r.expect_end();
-    if (n % 8 != 0 && (static_cast<unsigned>(bits.back()) >> (n % 8)) != 0) r.fail("non-zero pad bits after the last sign");
+    if (n % 8 != 0 && (static_cast<unsigned>(bits.back()) >> (n % 8)) != 0)
+      r.fail("non-zero pad bits after the last sign");
     for (std::size_t b = 0; b < buckets; ++b) {
       float m[2];
       std::memcpy(m, means.data() + 8 * b, 8);

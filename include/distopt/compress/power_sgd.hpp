@@ -91,9 +91,9 @@ struct power_sgd {
   static constexpr bool unbiased = false;
   static constexpr bool summable = false;
 
-  layout shapes{};              ///< tensors of the flat vector; empty: one matrix of default_shape(n)
-  bool error_feedback = true;   ///< keep e = M - P Q^T and add it to the next input
-  std::uint64_t seed = 0;       ///< key of the initial Gaussian Q (same on every rank)
+  layout shapes{};             ///< tensors of the flat vector; empty: one matrix of default_shape(n)
+  bool error_feedback = true;  ///< keep e = M - P Q^T and add it to the next input
+  std::uint64_t seed = 0;      ///< key of the initial Gaussian Q (same on every rank)
   /// decode's aligned copy of P and Q: working memory, never copied; one object per thread.
   mutable detail::scratch<float> factors_{};
 
@@ -170,8 +170,9 @@ struct power_sgd {
       }
     }
     std::size_t p_next = 0, raw_next = p_size;
-    for (tensor_plan& t : s.tensors) t.slot = t.compressed ? std::exchange(p_next, p_next + Rank * t.rows)
-                                                            : std::exchange(raw_next, raw_next + t.rows * t.cols);
+    for (tensor_plan& t : s.tensors)
+      t.slot = t.compressed ? std::exchange(p_next, p_next + Rank * t.rows)
+                            : std::exchange(raw_next, raw_next + t.rows * t.cols);
     s.q.resize(q_size);
     for (std::size_t i = 0; i < s.tensors.size(); ++i) {
       const tensor_plan& t = s.tensors[i];
@@ -246,8 +247,7 @@ struct power_sgd {
       std::vector<float>& f = factors_.sized(Rank * (t.rows + t.cols));  // aligned copies of P and Q
       std::memcpy(f.data(), r.take(4 * Rank * (t.rows + t.cols), "factors").data(), 4 * Rank * (t.rows + t.cols));
       const tensor_plan plan{0, t.rows, t.cols, true, 0, 0};
-      reconstruct(const_p_map(f.data(), plan), const_q_map(f.data() + Rank * t.rows, plan),
-                  matrix_map(dst, plan));
+      reconstruct(const_p_map(f.data(), plan), const_q_map(f.data() + Rank * t.rows, plan), matrix_map(dst, plan));
     });
   }
 

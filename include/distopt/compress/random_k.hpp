@@ -131,7 +131,8 @@ struct basic_random_k {
     std::span<const std::uint32_t> idx;
     if (kk > 0) idx = sampler_.sample(n, kk, g);
     const float scale = Unbiased && kk > 0 ? static_cast<float>(double(n) / double(kk)) : 1.0f;
-    detail::write_sparse(wire, n, idx, [&](std::size_t j) { return in[idx[j]] * scale; }, name);
+    detail::write_sparse(
+        wire, n, idx, [&](std::size_t j) { return in[idx[j]] * scale; }, name);
   }
 
   void decode(std::span<const std::byte> bytes, std::span<float> out) const {
@@ -142,15 +143,9 @@ struct basic_random_k {
   std::size_t max_encoded_bytes(std::size_t n) const { return detail::sparse_bytes(n, k(n)); }
 
   /// random_k: the variance factor n/k - 1.
-  double omega(std::size_t n) const
-    requires Unbiased
-  {
-    return n == 0 ? 0.0 : double(n) / double(k(n)) - 1.0;
-  }
+  double omega(std::size_t n) const requires Unbiased { return n == 0 ? 0.0 : double(n) / double(k(n)) - 1.0; }
   /// random_k_biased: the contraction k/n, in expectation over the draw.
-  double delta(std::span<const float> x) const
-    requires(!Unbiased)
-  {
+  double delta(std::span<const float> x) const requires(!Unbiased) {
     return x.empty() ? 1.0 : double(k(x.size())) / double(x.size());
   }
 
@@ -166,9 +161,9 @@ struct random_k_shared {
   static constexpr bool summable = true;
   static constexpr std::uint32_t shared_rank = 0xFFFFFFFFu;  ///< the rank of the index stream
 
-  double ratio = 0.01;      ///< fraction of entries kept, in (0, 1]
-  std::uint64_t seed = 0;   ///< seeds the index stream; the same on every worker
-  std::uint32_t step = 0;   ///< the round of the 3-argument encode, and the first round of a state
+  double ratio = 0.01;     ///< fraction of entries kept, in (0, 1]
+  std::uint64_t seed = 0;  ///< seeds the index stream; the same on every worker
+  std::uint32_t step = 0;  ///< the round of the 3-argument encode, and the first round of a state
 
   /// Per-worker round counter.
   struct state {
@@ -298,12 +293,14 @@ struct random_keep {
         }
       }
       const auto inv = static_cast<float>(1.0 / probability);
-      detail::write_sparse(wire, n, idx, [&](std::size_t j) { return in[idx[j]] * inv; }, "compress::random_keep");
+      detail::write_sparse(
+          wire, n, idx, [&](std::size_t j) { return in[idx[j]] * inv; }, "compress::random_keep");
     } else {
       const auto& p = *probabilities;
       for (std::size_t i = 0; i < n; ++i)
         if (double(g.next_u32()) < double(p[i]) * 4294967296.0) idx.push_back(static_cast<std::uint32_t>(i));
-      detail::write_sparse(wire, n, idx, [&](std::size_t j) { return in[idx[j]] / p[idx[j]]; }, "compress::random_keep");
+      detail::write_sparse(
+          wire, n, idx, [&](std::size_t j) { return in[idx[j]] / p[idx[j]]; }, "compress::random_keep");
     }
   }
 

@@ -101,8 +101,7 @@ struct rounding {
       detail::put(wire, static_cast<std::uint8_t>(width));
       const auto codes = detail::grow(wire, detail::bit_stream_bytes(end - begin, width));
       detail::bit_writer w(codes.data(), width);
-      for (std::size_t i = 0; i < end - begin; ++i)
-        w.put(static_cast<std::uint32_t>(std::int64_t{q[i]} - lo));
+      for (std::size_t i = 0; i < end - begin; ++i) w.put(static_cast<std::uint32_t>(std::int64_t{q[i]} - lo));
       w.finish();
     }
   }

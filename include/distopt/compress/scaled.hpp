@@ -36,7 +36,8 @@ namespace detail {
 template <class C>
 concept states_omega = requires(const C& c, std::size_t n) {
   { c.omega(n) } -> std::convertible_to<double>;
-} || requires {
+}
+|| requires {
   { C::omega } -> std::convertible_to<double>;
 };
 

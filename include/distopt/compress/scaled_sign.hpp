@@ -99,7 +99,8 @@ struct scaled_sign {
     const auto scales = r.take(4 * buckets, "scales");
     const auto bits = r.take(detail::mask_bytes(n), "sign bits");
     r.expect_end();
-    if (n % 8 != 0 && (static_cast<unsigned>(bits.back()) >> (n % 8)) != 0) r.fail("non-zero pad bits after the last sign");
+    if (n % 8 != 0 && (static_cast<unsigned>(bits.back()) >> (n % 8)) != 0)
+      r.fail("non-zero pad bits after the last sign");
     for (std::size_t b = 0; b < buckets; ++b) {
       float s;
       std::memcpy(&s, scales.data() + 4 * b, 4);

@@ -15,8 +15,8 @@
 //   Interspeech 2015 (he also quantised the kept values to +-tau; this version sends them exactly,
 //   as GRACE's threshold.py does).
 // Knobs: tau = 0.01 (finite, >= 0).
-// Speed: one scan that collects the hits (AVX2 chosen at run time, or SSE2) (detail/magnitude_select.hpp); working memory
-//   is a member (one object per worker).
+// Speed: one scan that collects the hits (AVX2 chosen at run time, or SSE2)
+// (detail/magnitude_select.hpp); working memory is a member (one object per worker).
 //
 //   distopt::compress::threshold c{1e-3};
 //   c.encode(x, wire, g);                    // entries with |x_i| > 1e-3
@@ -70,8 +70,9 @@ struct threshold {
     std::size_t k = collect(cap);
     if (k > cap) k = collect(n);
     const auto& idx = index_.get();
-    detail::write_sparse(wire, n, std::span<const std::uint32_t>(idx.data(), k), [&](std::size_t j) { return in[idx[j]]; },
-                         "compress::threshold");
+    detail::write_sparse(
+        wire, n, std::span<const std::uint32_t>(idx.data(), k), [&](std::size_t j) { return in[idx[j]]; },
+        "compress::threshold");
   }
 
   void decode(std::span<const std::byte> bytes, std::span<float> out) const {

@@ -76,7 +76,8 @@ struct top_k {
     detail::check_length(n, "compress::top_k");
     std::span<const std::uint32_t> idx;
     if (kk > 0) idx = detail::select_top_k(in.data(), n, kk, scratch_);
-    detail::write_sparse(wire, n, idx, [&](std::size_t j) { return in[idx[j]]; }, "compress::top_k");
+    detail::write_sparse(
+        wire, n, idx, [&](std::size_t j) { return in[idx[j]]; }, "compress::top_k");
   }
 
   void decode(std::span<const std::byte> bytes, std::span<float> out) const {
@@ -87,9 +88,7 @@ struct top_k {
   std::size_t max_encoded_bytes(std::size_t n) const { return detail::sparse_bytes(n, k(n)); }
 
   /// The guaranteed contraction: k / n (1 for n = 0).
-  double delta(std::span<const float> x) const {
-    return x.empty() ? 1.0 : double(k(x.size())) / double(x.size());
-  }
+  double delta(std::span<const float> x) const { return x.empty() ? 1.0 : double(k(x.size())) / double(x.size()); }
 
   mutable detail::top_k_scratch scratch_;  ///< working memory (not copied); one object per thread
 };

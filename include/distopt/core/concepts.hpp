@@ -35,27 +35,27 @@ enum class exchange_kind {
 ///   struct raw {
 ///     static constexpr bool unbiased = true;
 ///     void encode(std::span<const float> in, byte_buffer& w, rng&) const { append(w, std::as_bytes(in)); }
-///     void decode(std::span<const std::byte> b, std::span<float> out) const { std::memcpy(out.data(), b.data(), b.size()); }
+///     void decode(std::span<const std::byte> b, std::span<float> out) const {
+///       std::memcpy(out.data(), b.data(), b.size());
+///     }
 ///     std::size_t max_encoded_bytes(std::size_t n) const { return 4 * n; }
 ///   };
 template <class C>
 concept stateful_encoder = requires(C& c, std::span<const float> in, byte_buffer& wire, rng& g, std::size_t n) {
   typename C::state;
   { c.make_state(n) } -> std::same_as<typename C::state>;
-  requires requires(typename C::state& s) { c.encode(in, wire, g, s); };
+  requires requires(typename C::state & s) { c.encode(in, wire, g, s); };
 };
 
 template <class C>
 concept compressor = std::copyable<C> &&
-    requires(C& c, std::span<const float> in, std::span<float> out, byte_buffer& wire,
-             std::span<const std::byte> bytes, rng& g, std::size_t n) {
-      c.decode(bytes, out);
-      { C::unbiased } -> std::convertible_to<bool>;
-      { c.max_encoded_bytes(n) } -> std::convertible_to<std::size_t>;
-    } &&
-    (stateful_encoder<C> || requires(C& c, std::span<const float> in, byte_buffer& wire, rng& g) {
-      c.encode(in, wire, g);
-    });
+    requires(C& c, std::span<const float> in, std::span<float> out, byte_buffer& wire, std::span<const std::byte> bytes,
+             rng& g, std::size_t n) {
+  c.decode(bytes, out);
+  { C::unbiased } -> std::convertible_to<bool>;
+  { c.max_encoded_bytes(n) } -> std::convertible_to<std::size_t>;
+} &&(stateful_encoder<C> ||
+     requires(C & c, std::span<const float> in, byte_buffer& wire, rng& g) { c.encode(in, wire, g); });
 
 /// Transport: ordered, tagged point-to-point bytes between ranks 0..size()-1.
 ///

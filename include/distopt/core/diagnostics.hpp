@@ -21,19 +21,23 @@ inline constexpr bool always_false = false;
 
 template <class C>
 consteval bool check_compressor() {
-  if constexpr (!requires { { C::unbiased } -> std::convertible_to<bool>; })
+  if constexpr (!requires {
+                  { C::unbiased } -> std::convertible_to<bool>;
+                })
     static_assert(always_false<C>, DISTOPT_POLICY_PREFIX
                   "C is not a Compressor: it needs static unbiased (true iff E[decode(encode(x))] == x; see "
                   "distopt/core/concepts.hpp)");
-  else if constexpr (!requires(C& c, std::size_t n) { { c.max_encoded_bytes(n) } -> std::convertible_to<std::size_t>; })
+  else if constexpr (!requires(C & c, std::size_t n) {
+                       { c.max_encoded_bytes(n) } -> std::convertible_to<std::size_t>;
+                     })
     static_assert(always_false<C>, DISTOPT_POLICY_PREFIX
                   "C is not a Compressor: it needs max_encoded_bytes(n), a bound on the bytes encode appends for n "
                   "floats (see distopt/core/concepts.hpp)");
-  else if constexpr (!requires(C& c, std::span<const std::byte> b, std::span<float> out) { c.decode(b, out); })
+  else if constexpr (!requires(C & c, std::span<const std::byte> b, std::span<float> out) { c.decode(b, out); })
     static_assert(always_false<C>, DISTOPT_POLICY_PREFIX
                   "C is not a Compressor: it needs decode(bytes, out) (see distopt/core/concepts.hpp)");
   else if constexpr (!stateful_encoder<C> &&
-                     !requires(C& c, std::span<const float> in, byte_buffer& w, rng& g) { c.encode(in, w, g); })
+                     !requires(C & c, std::span<const float> in, byte_buffer & w, rng & g) { c.encode(in, w, g); })
     static_assert(always_false<C>, DISTOPT_POLICY_PREFIX
                   "C is not a Compressor: it needs encode(in, wire, rng), or a nested state with make_state(n) and "
                   "encode(in, wire, rng, state) (see distopt/core/concepts.hpp)");
@@ -46,7 +50,9 @@ consteval bool check_compressor() {
 
 template <class T>
 consteval bool check_topology() {
-  if constexpr (!requires { { T::exchange } -> std::convertible_to<exchange_kind>; })
+  if constexpr (!requires {
+                  { T::exchange } -> std::convertible_to<exchange_kind>;
+                })
     static_assert(always_false<T>, DISTOPT_POLICY_PREFIX
                   "T is not a TopologyPolicy: it needs static exchange (exchange_kind::gradients or models; see "
                   "distopt/core/concepts.hpp)");
@@ -60,7 +66,9 @@ consteval bool check_topology() {
 
 template <class S>
 consteval bool check_staleness() {
-  if constexpr (!requires { { S::max_staleness } -> std::convertible_to<std::uint64_t>; })
+  if constexpr (!requires {
+                  { S::max_staleness } -> std::convertible_to<std::uint64_t>;
+                })
     static_assert(always_false<S>, DISTOPT_POLICY_PREFIX
                   "S is not a StalenessPolicy: it needs static max_staleness (see distopt/core/concepts.hpp)");
   else if constexpr (!std::copyable<S>)
@@ -70,7 +78,9 @@ consteval bool check_staleness() {
 
 template <class L>
 consteval bool check_local_steps() {
-  if constexpr (!requires(const L& l, std::uint64_t k) { { l.communicates_after(k) } -> std::same_as<bool>; })
+  if constexpr (!requires(const L& l, std::uint64_t k) {
+                  { l.communicates_after(k) } -> std::same_as<bool>;
+                })
     static_assert(always_false<L>, DISTOPT_POLICY_PREFIX
                   "L is not a LocalStepsPolicy: it needs communicates_after(step) const returning bool (see "
                   "distopt/core/concepts.hpp)");

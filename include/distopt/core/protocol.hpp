@@ -76,10 +76,10 @@ struct protocol_context {
 template <class P, class C, class T, class S>
 concept protocol = std::constructible_from<P, protocol_context, std::span<const float>, C, T, S> &&
     requires(P& p, std::span<float> x, std::span<const float> g, bool talk, local_update& u) {
-      p.step(x, g, talk, u);
-      p.finish(x);
-      p.poll(x);
-    };
+  p.step(x, g, talk, u);
+  p.finish(x);
+  p.poll(x);
+};
 
 /// A protocol whose state can be checkpointed: requirement 5 above.
 template <class P>

@@ -51,9 +51,7 @@ constexpr philox_block philox4x32_10(philox_block c, philox_key k) noexcept {
 }
 
 /// Maps 32 random bits to a float uniformly in [0, 1) using the top 24 bits.
-constexpr float to_unit_float(std::uint32_t bits) noexcept {
-  return static_cast<float>(bits >> 8) * 0x1.0p-24f;
-}
+constexpr float to_unit_float(std::uint32_t bits) noexcept { return static_cast<float>(bits >> 8) * 0x1.0p-24f; }
 
 }  // namespace detail
 
@@ -63,7 +61,9 @@ class rng {
   rng() noexcept : rng(0, 0, 0, purpose::user) {}
   rng(std::uint64_t seed, std::uint32_t rank, std::uint32_t step, purpose p) noexcept
       : key_{static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32)},
-        rank_(rank), step_(step), purpose_(static_cast<std::uint32_t>(p)) {}
+        rank_(rank),
+        step_(step),
+        purpose_(static_cast<std::uint32_t>(p)) {}
 
   /// The next 32 random bits.
   std::uint32_t next_u32() noexcept {

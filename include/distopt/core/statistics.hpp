@@ -49,8 +49,8 @@ struct statistics {
   }
   void load(checkpoint_reader& r) {
     statistics s;
-    for (std::uint64_t* v : {&s.bytes_sent, &s.bytes_received, &s.messages_sent, &s.messages_received, &s.rounds,
-                             &s.steps})
+    for (std::uint64_t* v :
+         {&s.bytes_sent, &s.bytes_received, &s.messages_sent, &s.messages_received, &s.rounds, &s.steps})
       *v = r.u64();
     s.time_blocked = std::chrono::nanoseconds(static_cast<std::chrono::nanoseconds::rep>(r.u64()));
     s.max_staleness = r.u64();

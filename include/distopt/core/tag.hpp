@@ -20,13 +20,13 @@ enum class reserved : std::uint32_t {
   broadcast = 2,
   allgather = 3,
   ring_encoded = 4,
-  gossip = 8,          // protocols/gossip.hpp
-  model_size = 16,     // optimizer: the ranks agree on the model size
-  ps_push = 24,        // protocols/parameter_server_round.hpp
+  gossip = 8,       // protocols/gossip.hpp
+  model_size = 16,  // optimizer: the ranks agree on the model size
+  ps_push = 24,     // protocols/parameter_server_round.hpp
   ps_pull = 25,
-  async_push = 32,     // protocols/stale_server.hpp
+  async_push = 32,  // protocols/stale_server.hpp
   async_pull = 33,
-  async_gossip = 40,   // protocols/async_gossip.hpp
+  async_gossip = 40,  // protocols/async_gossip.hpp
 };
 
 constexpr tag reserved_tag(reserved r) noexcept { return tag{reserved_tag_base + static_cast<std::uint32_t>(r)}; }

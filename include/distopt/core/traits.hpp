@@ -62,15 +62,17 @@ using compressor_state_t = typename detail::state_of<C>::type;
 /// True if C runs its own averaging collective (a multi-round scheme such as PowerSGD):
 /// `c.average(transport_ref, std::span<float> v, state&, rng&)` replaces v by the average.
 template <class C>
-inline constexpr bool drives_own_collective_v =
-    requires(C& c, transport_ref t, std::span<float> v, compressor_state_t<C>& s, rng& g) { c.average(t, v, s, g); };
+inline constexpr bool drives_own_collective_v = requires(C& c, transport_ref t, std::span<float> v,
+                                                         compressor_state_t<C>& s, rng& g) {
+  c.average(t, v, s, g);
+};
 
 /// The reduction a compressor gets under a centralized topology.
 template <compressor C>
-inline constexpr reduction reduction_for_v = sends_raw_floats_v<C>                  ? reduction::ring_on_floats
-                                             : drives_own_collective_v<C>           ? reduction::compressor_driven
-                                             : summable_encoding<C>                 ? reduction::ring_on_encodings
-                                                                                    : reduction::gather_decode;
+inline constexpr reduction reduction_for_v = sends_raw_floats_v<C>        ? reduction::ring_on_floats
+                                             : drives_own_collective_v<C> ? reduction::compressor_driven
+                                             : summable_encoding<C>       ? reduction::ring_on_encodings
+                                                                          : reduction::gather_decode;
 
 /// Makes the state a worker needs to encode vectors of n floats.
 template <compressor C>

@@ -27,7 +27,9 @@ namespace distopt {
 /// A transport whose receives accept an explicit timeout (besides its default deadline).
 template <class T>
 concept transport_with_timeout = transport<T> &&
-    requires(T& t, int peer, tag tg, byte_buffer& out, std::chrono::milliseconds d) { t.recv(peer, tg, out, d); };
+    requires(T& t, int peer, tag tg, byte_buffer& out, std::chrono::milliseconds d) {
+  t.recv(peer, tg, out, d);
+};
 
 /// A transport with a native mean allreduce it may offer instead of the library's ring
 /// (mpi_transport with mpi_options::native_allreduce: MPI_Allreduce).
@@ -40,8 +42,8 @@ concept native_allreduce_transport = requires(T& t, std::span<float> v) {
 class transport_ref {
  public:
   template <transport T>
-    requires(!std::same_as<std::remove_cvref_t<T>, transport_ref>)
-  transport_ref(T& t) noexcept  // NOLINT(google-explicit-constructor): a reference converts implicitly
+  requires(!std::same_as<std::remove_cvref_t<T>, transport_ref>) transport_ref(T& t)
+  noexcept  // NOLINT(google-explicit-constructor): a reference converts implicitly
       : object_(std::addressof(t)), vtable_(&vtable_for<T>) {}
 
   int rank() const { return vtable_->rank(object_); }
@@ -92,7 +94,9 @@ class transport_ref {
       [](void* o, int peer, tag tg, byte_buffer& out) { return static_cast<T*>(o)->try_recv(peer, tg, out); },
       [](void* o, std::span<const float> in, std::span<float> out) -> bool {
         T& t = *static_cast<T*>(o);
-        if constexpr (requires { { t.native_allreduce_mean(in, out) } -> std::same_as<bool>; }) {
+        if constexpr (requires {
+                        { t.native_allreduce_mean(in, out) } -> std::same_as<bool>;
+                      }) {
           return t.native_allreduce_mean(in, out);  // a wrapper that forwards (metered_transport)
         } else if constexpr (native_allreduce_transport<T>) {
           if (!t.native_allreduce()) return false;
@@ -104,7 +108,9 @@ class transport_ref {
         }
       },
       [](void* o) -> std::optional<std::uint64_t> {
-        if constexpr (requires(T& t) { { t.arrivals() } -> std::convertible_to<std::optional<std::uint64_t>>; })
+        if constexpr (requires(T & t) {
+                        { t.arrivals() } -> std::convertible_to<std::optional<std::uint64_t>>;
+                      })
           return static_cast<T*>(o)->arrivals();
         else
           return std::nullopt;

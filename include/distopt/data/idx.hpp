@@ -53,7 +53,8 @@ class gz_reader {
     if (!file_) {
       std::error_code ec;
       const bool exists = std::filesystem::exists(path, ec);
-      throw config_error("data: cannot open " + path.string() + (exists ? " (permission or format problem)" : ": no such file") +
+      throw config_error("data: cannot open " + path.string() +
+                         (exists ? " (permission or format problem)" : ": no such file") +
                          "; for Fashion-MNIST install the Debian package dataset-fashion-mnist "
                          "(apt-get install dataset-fashion-mnist) or point DISTOPT_FASHION_MNIST at a directory "
                          "with the four *-ubyte(.gz) files");
@@ -150,7 +151,8 @@ inline idx_array read_idx(const std::filesystem::path& path) {
   for (int d = 0; d < magic[3]; ++d) {
     unsigned char be[4];
     in.read(be, 4, "a dimension");
-    const std::uint32_t dim = (std::uint32_t{be[0]} << 24) | (std::uint32_t{be[1]} << 16) | (std::uint32_t{be[2]} << 8) | be[3];
+    const std::uint32_t dim =
+        (std::uint32_t{be[0]} << 24) | (std::uint32_t{be[1]} << 16) | (std::uint32_t{be[2]} << 8) | be[3];
     a.dims.push_back(dim);
     constexpr std::uint64_t limit = std::uint64_t{1} << 34;
     if (dim != 0 && total > limit / dim)  // checked before multiplying: 2^34 * 2^32 would wrap

@@ -72,8 +72,7 @@ class libsvm_line_parser {
       const std::size_t at = pos_;
       const std::string_view tok = token();
       const std::size_t colon = tok.find(':');
-      if (colon == std::string_view::npos)
-        fail(at, "'" + std::string(tok) + "' has no ':'; expected index:value");
+      if (colon == std::string_view::npos) fail(at, "'" + std::string(tok) + "' has no ':'; expected index:value");
       const std::string_view index_text = tok.substr(0, colon);
       const std::string_view value_text = tok.substr(colon + 1);
       std::uint64_t index = 0;
@@ -85,8 +84,8 @@ class libsvm_line_parser {
         fail(at, "index " + std::to_string(index) + " after index " + std::to_string(previous) +
                      ": indices must be strictly ascending");
       if (features && index > *features)
-        fail(at, "index " + std::to_string(index) + " is beyond the explicit feature count " +
-                     std::to_string(*features));
+        fail(at,
+             "index " + std::to_string(index) + " is beyond the explicit feature count " + std::to_string(*features));
       if (index > static_cast<std::uint64_t>(max_index))
         fail(at, "index " + std::to_string(index) + " is too large for a dense matrix");
       float value = 0.0f;
@@ -132,9 +131,8 @@ class libsvm_line_parser {
     return ec == std::errc{} && end == last && std::isfinite(out);
   }
   [[noreturn]] void fail(std::size_t offset, const std::string& what) const {
-    throw config_error("data: " + path_.string() + ":" + std::to_string(line_no_) + ":" +
-                       std::to_string(offset + 1) + ": " + what +
-                       " (LIBSVM format: 'label index:value ...', indices 1-based and ascending)");
+    throw config_error("data: " + path_.string() + ":" + std::to_string(line_no_) + ":" + std::to_string(offset + 1) +
+                       ": " + what + " (LIBSVM format: 'label index:value ...', indices 1-based and ascending)");
   }
 
   const std::filesystem::path& path_;

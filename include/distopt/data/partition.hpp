@@ -153,7 +153,7 @@ inline std::vector<std::size_t> iid_shard(std::size_t samples, int rank, int wor
 
 /// Every worker's label-sorted shard (see the header comment); entry r is rank r's.
 inline std::vector<std::vector<std::size_t>> label_sorted_partition(std::span<const int> labels, int workers,
-                                                                     std::uint64_t seed, int shards_per_worker = 1) {
+                                                                    std::uint64_t seed, int shards_per_worker = 1) {
   detail::check_workers("label_sorted_partition", workers);
   if (shards_per_worker < 1)
     throw config_error("label_sorted_partition: shards_per_worker must be >= 1, got " +
@@ -193,8 +193,8 @@ inline std::vector<std::size_t> label_sorted_shard(std::span<const int> labels, 
 
 /// Every worker's Dirichlet(alpha) shard (see the header comment), indices ascending;
 /// entry r is rank r's.
-inline std::vector<std::vector<std::size_t>> dirichlet_partition(std::span<const int> labels, int workers,
-                                                                  double alpha, std::uint64_t seed) {
+inline std::vector<std::vector<std::size_t>> dirichlet_partition(std::span<const int> labels, int workers, double alpha,
+                                                                 std::uint64_t seed) {
   detail::check_workers("dirichlet_partition", workers);
   if (!(std::isfinite(alpha) && alpha > 0.0))
     throw config_error("dirichlet_partition: alpha must be finite and > 0, got " + std::to_string(alpha) +
@@ -212,8 +212,9 @@ inline std::vector<std::vector<std::size_t>> dirichlet_partition(std::span<const
     std::size_t begin = 0;
     for (std::size_t k = 0; k < w; ++k) {
       cumulative += p[k];
-      const std::size_t end =
-          k + 1 == w ? members.size() : std::min(members.size(), static_cast<std::size_t>(std::llround(n * cumulative)));
+      const std::size_t end = k + 1 == w
+                                  ? members.size()
+                                  : std::min(members.size(), static_cast<std::size_t>(std::llround(n * cumulative)));
       shards[k].insert(shards[k].end(), members.begin() + static_cast<std::ptrdiff_t>(begin),
                        members.begin() + static_cast<std::ptrdiff_t>(std::max(begin, end)));
       begin = std::max(begin, end);

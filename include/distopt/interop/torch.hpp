@@ -83,8 +83,9 @@ class flat_parameters {
       total += p.numel();
     }
     if (total == 0)
-      throw config_error("interop::flat_parameters: the module has no trainable parameters (none requires "
-                         "gradients); register parameters before training it");
+      throw config_error(
+          "interop::flat_parameters: the module has no trainable parameters (none requires "
+          "gradients); register parameters before training it");
     const auto as_float = ::torch::TensorOptions().dtype(::torch::kFloat32);
     values_ = ::torch::empty({total}, as_float);
     gradients_ = ::torch::zeros({total}, as_float);

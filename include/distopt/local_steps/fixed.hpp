@@ -18,8 +18,9 @@ struct fixed {
   // Checked where a policy value is made, not in the class body: a class whose body fails a
   // static_assert is invalid to Clang, which would then report the optimizer's concept check too.
   constexpr fixed() noexcept {
-    static_assert(H >= 1, "local_steps::fixed<H>: H must be >= 1 (H local steps between two communication rounds; "
-                          "fixed<1> communicates after every step)");
+    static_assert(H >= 1,
+                  "local_steps::fixed<H>: H must be >= 1 (H local steps between two communication rounds; "
+                  "fixed<1> communicates after every step)");
   }
   static constexpr std::uint64_t period = H >= 1 ? static_cast<std::uint64_t>(H) : 1;  // H < 1: refused above
   /// `step` counts local steps from 0.

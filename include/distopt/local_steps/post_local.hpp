@@ -15,8 +15,9 @@ namespace distopt::local_steps {
 template <std::uint64_t Switch, int H>
 struct post_local {
   constexpr post_local() noexcept {  // checked here, not in the class body: see local_steps::fixed
-    static_assert(H >= 1, "local_steps::post_local<Switch, H>: H must be >= 1 (local steps between two rounds "
-                          "after the switch)");
+    static_assert(H >= 1,
+                  "local_steps::post_local<Switch, H>: H must be >= 1 (local steps between two rounds "
+                  "after the switch)");
   }
   static constexpr std::uint64_t switch_step = Switch;
   static constexpr std::uint64_t period = H >= 1 ? static_cast<std::uint64_t>(H) : 1;  // H < 1: refused above

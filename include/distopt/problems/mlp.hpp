@@ -41,8 +41,8 @@ class mlp {
     if (features.rows() == 0 || features.cols() == 0)
       throw config_error("mlp: the feature matrix is empty; pass one sample per row");
     if (static_cast<Eigen::Index>(labels_.size()) != features.rows())
-      throw config_error("mlp: " + std::to_string(features.rows()) + " samples but " +
-                         std::to_string(labels_.size()) + " labels; pass one label per row");
+      throw config_error("mlp: " + std::to_string(features.rows()) + " samples but " + std::to_string(labels_.size()) +
+                         " labels; pass one label per row");
     if (classes_ < 2) throw config_error("mlp: classes must be >= 2, got " + std::to_string(classes_));
     if (!(lambda_ >= 0.0f && std::isfinite(lambda_)))
       throw config_error("mlp: lambda must be finite and >= 0, got " + std::to_string(lambda_));
@@ -90,7 +90,8 @@ class mlp {
     for (std::size_t l = layers_.size(); l-- > 0;) {
       const layer& ly = layers_[l];
       auto w = weights(x, ly);
-      Eigen::Map<Eigen::MatrixXf> dw(g.data() + ly.weights, static_cast<Eigen::Index>(ly.out), static_cast<Eigen::Index>(ly.in));
+      Eigen::Map<Eigen::MatrixXf> dw(g.data() + ly.weights, static_cast<Eigen::Index>(ly.out),
+                                     static_cast<Eigen::Index>(ly.in));
       Eigen::Map<Eigen::VectorXf> db(g.data() + ly.bias, static_cast<Eigen::Index>(ly.out));
       dw.noalias() = dz * acts[l].transpose();
       if (lambda_ != 0.0f) dw += lambda_ * w;

@@ -111,7 +111,11 @@ class async_gossip {
   /// oversubscription bound (header).
   async_gossip(int rank, const graph& g, std::uint64_t seed, std::span<const float> x0,
                std::uint64_t max_unanswered_steps, std::chrono::milliseconds timeout)
-      : me_(rank), seed_(seed), max_unanswered_(max_unanswered_steps), timeout_(timeout), exposed_(x0.begin(), x0.end()) {
+      : me_(rank),
+        seed_(seed),
+        max_unanswered_(max_unanswered_steps),
+        timeout_(timeout),
+        exposed_(x0.begin(), x0.end()) {
     const std::size_t dimension = x0.size();
     const auto d = static_cast<std::size_t>(g.degree(me_));
     peers_.resize(d);
@@ -139,8 +143,10 @@ class async_gossip {
     while (overdue(stats)) {  // ends: the partner answers, says done, or is given up after options.timeout
       const std::uint64_t before = messages_;
       poll(t, stats, x, c);
-      if (messages_ != before) backoff.reset();
-      else backoff.pause();
+      if (messages_ != before)
+        backoff.reset();
+      else
+        backoff.pause();
     }
   }
 
@@ -179,12 +185,16 @@ class async_gossip {
       bool all = !in_flight_;
       for (peer& p : peers_) {
         if (p.lost || p.finished || (p.marks > cuts_ && !p.asked_resend)) continue;
-        if (now - p.heard > timeout_) give_up(p, stats);
-        else all = false;
+        if (now - p.heard > timeout_)
+          give_up(p, stats);
+        else
+          all = false;
       }
       if (all) break;
-      if (messages_ != before) backoff.reset();
-      else backoff.pause();
+      if (messages_ != before)
+        backoff.reset();
+      else
+        backoff.pause();
     }
     ++cuts_;
     quiescing_ = false;
@@ -236,12 +246,16 @@ class async_gossip {
       bool all = true;
       for (peer& p : peers_) {
         if (p.lost || (p.quiet && !p.pending)) continue;
-        if (now - p.heard > timeout_) give_up(p, stats);
-        else all = false;
+        if (now - p.heard > timeout_)
+          give_up(p, stats);
+        else
+          all = false;
       }
       if (all) return;
-      if (messages_ != before) backoff.reset();
-      else backoff.pause();
+      if (messages_ != before)
+        backoff.reset();
+      else
+        backoff.pause();
     }
   }
 
@@ -249,13 +263,13 @@ class async_gossip {
   static constexpr const char* protocol = "asynchronous gossip";
   struct peer {
     int rank = -1;
-    bool pending = false;  // our request to it is unanswered
+    bool pending = false;   // our request to it is unanswered
     bool finished = false;  // it said done: never ask it again
     bool quiet = false;     // it will ask us nothing more (it said done, or acked ours)
     bool lost = false;
     bool asked_resend = false;  // we asked it for its request in full precision
     std::uint64_t marks = 0;    // cuts it has reached (marks received)
-    std::vector<float> sent;  // q_i of the pending request
+    std::vector<float> sent;    // q_i of the pending request
     std::chrono::steady_clock::time_point sent_at{}, heard{std::chrono::steady_clock::now()};
   };
 
@@ -374,8 +388,8 @@ class async_gossip {
       return;
     }
     if (h.kind != 0 && !p.pending)
-      throw transport_error(std::string(protocol) + ": rank " + std::to_string(p.rank) +
-                            " answered a request rank " + std::to_string(me_) + " never made");
+      throw transport_error(std::string(protocol) + ": rank " + std::to_string(p.rank) + " answered a request rank " +
+                            std::to_string(me_) + " never made");
     if (h.kind == 4) {  // p could not decode our request: the same interaction in full precision
       quantize(0, true, exposed_, c, p.sent);
       p.sent_at = std::chrono::steady_clock::now();
@@ -459,14 +473,14 @@ class async_gossip {
   std::vector<float> mine_, theirs_;
   byte_buffer message_, in_;
   std::uint64_t draws_ = 0, messages_ = 0;
-  std::uint64_t in_flight_since_ = 0;  // stats.steps when the request in flight was sent
+  std::uint64_t in_flight_since_ = 0;           // stats.steps when the request in flight was sent
   std::optional<std::uint64_t> seen_arrivals_;  // transport_ref::arrivals() at the last pass
-  bool in_flight_ = false;  // a request of ours is unanswered (at most one)
-  bool owed_ = false;        // a communication point is waiting for that request's answer
+  bool in_flight_ = false;                      // a request of ours is unanswered (at most one)
+  bool owed_ = false;                           // a communication point is waiting for that request's answer
   bool finishing_ = false;
-  bool quiescing_ = false;   // in quiesce(): starts no interaction
-  bool at_cut_ = true;       // no step or poll since the start, the last cut or a load
-  std::uint64_t cuts_ = 0;   // quiesce() calls passed in this run
+  bool quiescing_ = false;  // in quiesce(): starts no interaction
+  bool at_cut_ = true;      // no step or poll since the start, the last cut or a load
+  std::uint64_t cuts_ = 0;  // quiesce() calls passed in this run
 };
 
 /// The asynchronous pairwise gossip protocol (AD-PSGD, SwarmSGD) over
@@ -486,8 +500,9 @@ class pairwise_gossip {
                 staleness::max_unanswered_steps(s), ctx.opts.timeout) {
     if constexpr (requires { s.staleness_aware_lr; })
       if (s.staleness_aware_lr)
-        throw config_error("pairwise asynchronous gossip (AD-PSGD, SwarmSGD) has no staleness-aware step; "
-                           "staleness_aware_lr applies to the parameter server only: leave it false");
+        throw config_error(
+            "pairwise asynchronous gossip (AD-PSGD, SwarmSGD) has no staleness-aware step; "
+            "staleness_aware_lr applies to the parameter server only: leave it false");
   }
 
   void step(std::span<float> x, std::span<const float> g, bool talk, local_update& u) {

@@ -32,7 +32,7 @@ namespace distopt {
 
 /// A centralized topology whose round runs through one server rank (topology::parameter_server).
 template <class T>
-concept server_topology = topology_policy<T> && (T::exchange == exchange_kind::gradients) && requires(const T& t) {
+concept server_topology = topology_policy<T> &&(T::exchange == exchange_kind::gradients) && requires(const T& t) {
   { t.server_rank } -> std::convertible_to<int>;
   { T::downlink_mode } -> std::convertible_to<topology::downlink>;
 };
@@ -63,8 +63,9 @@ class centralized {
       : ctx_(ctx), compressor_(std::move(c)), averager_(averager_for<T>::make(topo)), n_(x0.size()) {
     if constexpr (requires { topo.shards; })
       if (topo.shards != 1)
-        throw config_error("topology::parameter_server: shards > 1 needs staleness::bounded<Tau> or "
-                           "staleness::asynchronous (the stale server); the synchronous round has one server");
+        throw config_error(
+            "topology::parameter_server: shards > 1 needs staleness::bounded<Tau> or "
+            "staleness::asynchronous (the stale server); the synchronous round has one server");
     scratch_.reserve(x0.size());
   }
 

@@ -55,10 +55,10 @@ inline constexpr tag gossip_tag = distopt::detail::reserved_tag(distopt::detail:
 
 /// True if C decodes relative to a reference the receiver holds (decode(bytes, reference, out)).
 template <class C>
-inline constexpr bool decodes_with_reference_v =
-    requires(const C& c, std::span<const std::byte> b, std::span<const float> ref, std::span<float> out) {
-      c.decode(b, ref, out);
-    };
+inline constexpr bool decodes_with_reference_v = requires(const C& c, std::span<const std::byte> b,
+                                                          std::span<const float> ref, std::span<float> out) {
+  c.decode(b, ref, out);
+};
 
 }  // namespace distopt::protocols
 
@@ -84,8 +84,8 @@ class exact_mixer {
     detail::scaled_copy(out.data(), row.self_weight, v.data(), n);
     for (std::size_t k = 0; k < row.peers.size(); ++k) {
       t.recv(row.peers[k], gossip_tag, incoming_);
-      const auto theirs = distopt::detail::received_floats(incoming_, n, "protocols::exact_mixer", t.rank(),
-                                                           row.peers[k]);
+      const auto theirs =
+          distopt::detail::received_floats(incoming_, n, "protocols::exact_mixer", t.rank(), row.peers[k]);
       detail::scale_add(out.data(), 1.0f, row.weights[k], theirs.data(), n);
     }
   }
@@ -126,8 +126,8 @@ class public_copies {
     std::copy(v.begin(), v.end(), copies_[0].begin());
     for (std::size_t k = 0; k < row_.peers.size(); ++k) {
       t.recv(row_.peers[k], gossip_tag, incoming_);
-      const auto theirs = distopt::detail::received_floats(incoming_, v.size(), "protocols::public_copies",
-                                                           t.rank(), row_.peers[k]);
+      const auto theirs =
+          distopt::detail::received_floats(incoming_, v.size(), "protocols::public_copies", t.rank(), row_.peers[k]);
       std::copy(theirs.begin(), theirs.end(), copies_[k + 1].begin());
     }
   }
@@ -175,7 +175,8 @@ class model_exchange {
 
  public:
   using scheme = topology::scheme_t<C, T>;
-  static constexpr bool exact = std::same_as<scheme, mixing::exact> || std::same_as<scheme, mixing::exact_step_then_mix>;
+  static constexpr bool exact =
+      std::same_as<scheme, mixing::exact> || std::same_as<scheme, mixing::exact_step_then_mix>;
 
  private:
   static_assert(!exact || sends_raw_floats_v<C>,

@@ -39,9 +39,10 @@ template <compressor C, topology::downlink D = topology::downlink::exact>
 class ps_averager {
   static_assert(!drives_own_collective_v<C>,
                 "topology::parameter_server: C runs its own collective (power_sgd); use topology::allreduce");
-  static_assert(D == topology::downlink::exact || !requires(C& c, std::span<float> v, compressor_state_t<C>& s) {
-    c.finish_round(v, s);
-  }, "topology::compressed_parameter_server: C tracks an aggregate (ef21); use the exact downlink");
+  static_assert(
+      D == topology::downlink::exact ||
+          !requires(C & c, std::span<float> v, compressor_state_t<C>& s) { c.finish_round(v, s); },
+      "topology::compressed_parameter_server: C tracks an aggregate (ef21); use the exact downlink");
 
  public:
   explicit ps_averager(int server_rank = 0) : server_(server_rank) {}

@@ -57,10 +57,11 @@ consteval auto select_protocol() {
     if constexpr (!stale) {
       return std::type_identity<protocols::centralized<C, T>>{};
     } else if constexpr (!server_topology<T>) {
-      static_assert(no_protocol_for<T>,
-                    "distopt::optimizer: staleness::bounded and staleness::asynchronous need topology::parameter_server "
-                    "(SSP, AsySGD) or topology::random_pairwise<G> (AD-PSGD, SwarmSGD): an allreduce is a collective "
-                    "that every worker enters together, and the compressed downlink (DoubleSqueeze) is synchronous only");
+      static_assert(
+          no_protocol_for<T>,
+          "distopt::optimizer: staleness::bounded and staleness::asynchronous need topology::parameter_server "
+          "(SSP, AsySGD) or topology::random_pairwise<G> (AD-PSGD, SwarmSGD): an allreduce is a collective "
+          "that every worker enters together, and the compressed downlink (DoubleSqueeze) is synchronous only");
       return std::type_identity<invalid_protocol>{};
     } else {
       return std::type_identity<protocols::stale_server<C, T, S>>{};

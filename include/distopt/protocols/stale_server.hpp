@@ -115,9 +115,10 @@ class async_parameter_server {
   static_assert(!drives_own_collective_v<C>,
                 "asynchronous parameter server: C runs its own synchronous collective (power_sgd); use "
                 "staleness::synchronous with topology::allreduce");
-  static_assert(!requires(C& c, std::span<float> v, compressor_state_t<C>& s) { c.finish_round(v, s); },
-                "asynchronous parameter server: C tracks the synchronous aggregate of all workers (ef21); use "
-                "staleness::synchronous");
+  static_assert(
+      !requires(C & c, std::span<float> v, compressor_state_t<C>& s) { c.finish_round(v, s); },
+      "asynchronous parameter server: C tracks the synchronous aggregate of all workers (ef21); use "
+      "staleness::synchronous");
 
  public:
   static constexpr std::uint64_t never = detail::ps_never;
@@ -127,8 +128,14 @@ class async_parameter_server {
   async_parameter_server(transport_ref t, const topology::parameter_server& topo, std::uint64_t max_staleness,
                          std::uint64_t max_unanswered_steps, std::span<const float> x0,
                          std::chrono::milliseconds timeout, const C& c)
-      : me_(t.rank()), n_(t.size()), tau_(max_staleness), max_unanswered_(max_unanswered_steps), timeout_(timeout),
-        held_(x0.begin(), x0.end()), anchor_(x0.begin(), x0.end()), update_(x0.size()) {
+      : me_(t.rank()),
+        n_(t.size()),
+        tau_(max_staleness),
+        max_unanswered_(max_unanswered_steps),
+        timeout_(timeout),
+        held_(x0.begin(), x0.end()),
+        anchor_(x0.begin(), x0.end()),
+        update_(x0.size()) {
     topo.validate(n_);
     const auto d = x0.size();
     const auto shards = static_cast<std::size_t>(topo.shards);
@@ -333,12 +340,12 @@ class async_parameter_server {
  private:
   struct shard {
     int rank;
-    std::size_t begin, end;           // its coordinates
-    compressor_state_t<C> state;      // C's state for this slice
-    std::uint64_t version = 0;        // of the model held: pushes applied ...
-    std::uint64_t own = 0;            // ... own of them this worker's
-    std::uint64_t complete = 0;       // the round it is complete to
-    int laggard = 0;                  // the slowest worker then
+    std::size_t begin, end;       // its coordinates
+    compressor_state_t<C> state;  // C's state for this slice
+    std::uint64_t version = 0;    // of the model held: pushes applied ...
+    std::uint64_t own = 0;        // ... own of them this worker's
+    std::uint64_t complete = 0;   // the round it is complete to
+    int laggard = 0;              // the slowest worker then
     bool final = false;
   };
   struct pending {  // a push not yet held by every shard's model, as the server adds it
@@ -379,8 +386,10 @@ class async_parameter_server {
     encode(c, slice(update_, s), message_, g, s.state);
     const std::span<float> added = slice(p.update, s);
     c.decode(std::span<const std::byte>(message_).subspan(detail::ps_header::bytes), added);
-    if (is_local(s)) server_->push_local(added, rounds_, s.version, s.own);
-    else send(t, s.rank, message_);
+    if (is_local(s))
+      server_->push_local(added, rounds_, s.version, s.own);
+    else
+      send(t, s.rank, message_);
     const float scale = 1.0f / static_cast<float>(n_);
     for (float& v : added) v *= scale;
   }
@@ -442,8 +451,8 @@ class async_parameter_server {
       throw fail("a cut (quiesce) while this worker is not in quiesce()");
     if (h.w[1] > rounds_ || h.w[1] < s.own || h.w[0] < s.version)
       throw fail("a model holding " + std::to_string(h.w[1]) + " of its pushes at version " + std::to_string(h.w[0]) +
-                 " after one holding " + std::to_string(s.own) + " at version " + std::to_string(s.version) + " (it pushed " +
-                 std::to_string(rounds_) + "; messages lost, reordered or malformed)");
+                 " after one holding " + std::to_string(s.own) + " at version " + std::to_string(s.version) +
+                 " (it pushed " + std::to_string(rounds_) + "; messages lost, reordered or malformed)");
     std::memcpy(held_.data() + s.begin, pull_.data() + detail::ps_header::bytes, floats * sizeof(float));
     if (h.w[1] != s.own) report(h.w[3]);
     s.version = h.w[0];
@@ -493,8 +502,10 @@ class async_parameter_server {
         throw stuck("a newer model", s, limit);
       }
       check_server();
-      if (take(t)) backoff.reset();
-      else backoff.pause();
+      if (take(t))
+        backoff.reset();
+      else
+        backoff.pause();
     }
   }
 
@@ -511,8 +522,8 @@ class async_parameter_server {
   // round's update is measured from here.
   void settle(std::span<float> x) {
     for (const shard& s : shards_) {
-      std::copy(held_.begin() + static_cast<std::ptrdiff_t>(s.begin), held_.begin() + static_cast<std::ptrdiff_t>(s.end),
-                x.begin() + static_cast<std::ptrdiff_t>(s.begin));
+      std::copy(held_.begin() + static_cast<std::ptrdiff_t>(s.begin),
+                held_.begin() + static_cast<std::ptrdiff_t>(s.end), x.begin() + static_cast<std::ptrdiff_t>(s.begin));
       for (const pending& p : pending_)
         if (p.round > s.own)
           for (std::size_t i = s.begin; i < s.end; ++i) x[i] += p.update[i];
@@ -536,8 +547,8 @@ class async_parameter_server {
   std::uint64_t staleness_ = 0;  // asynchronous: the staleness of the pushes answered last
   std::uint64_t answers_ = 0;    // the largest staleness answered in this round, if answered_now_
   bool answered_now_ = false;
-  std::uint64_t generation_ = 0;  // cuts passed or loaded (header, "Checkpoints")
-  bool at_cut_ = true;            // nothing pushed since the start, the last cut or a load
+  std::uint64_t generation_ = 0;                           // cuts passed or loaded (header, "Checkpoints")
+  bool at_cut_ = true;                                     // nothing pushed since the start, the last cut or a load
   typename detail::async_shard_server<C>::cut_state cut_;  // a server rank: its shard at that point
 };
 

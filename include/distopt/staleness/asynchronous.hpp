@@ -11,9 +11,10 @@
 // Knobs: staleness_aware_lr (default false, below) and max_unanswered_steps (default 16), the
 // oversubscription bound. A worker whose oldest message (a push to the server, a request to a
 // gossip partner) has waited that many of its local steps for an answer waits for it (polling,
-// answering others, until options.timeout) before it steps on. With many more workers than cores a peer may not run for a whole time slice, in which
-// a worker could otherwise take thousands of steps without interacting. It does not wait for any
-// other worker's progress, only for an answer owed to it; `unbounded` never waits.
+// answering others, until options.timeout) before it steps on. With many more workers than
+// cores a peer may not run for a whole time slice, in which a worker could otherwise take
+// thousands of steps without interacting. It does not wait for any other worker's progress,
+// only for an answer owed to it; `unbounded` never waits.
 //
 //   distopt::optimizer<distopt::compress::identity, distopt::topology::random_pairwise<>,
 //                      distopt::staleness::asynchronous, distopt::local_steps::every_step>

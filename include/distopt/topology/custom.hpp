@@ -27,12 +27,11 @@ struct custom {
   explicit custom(graph g) : graph_(std::make_shared<const graph>(std::move(g))) {}
 
   graph make_graph(int n) const {
-    if (!graph_)
-      throw config_error("topology::custom: no graph was given; construct it as topology::custom{graph}");
+    if (!graph_) throw config_error("topology::custom: no graph was given; construct it as topology::custom{graph}");
     if (graph_->size() != n)
       throw config_error("topology::custom: the graph has " + std::to_string(graph_->size()) +
-                         " nodes but the world has " + std::to_string(n) + " workers; build it for n = " +
-                         std::to_string(n));
+                         " nodes but the world has " + std::to_string(n) +
+                         " workers; build it for n = " + std::to_string(n));
     return *graph_;
   }
   void validate(int n) const { (void)make_graph(n); }

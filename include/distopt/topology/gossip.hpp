@@ -100,18 +100,18 @@ namespace topology {
 
 /// A gossip topology whose graph is the same every round.
 template <class T>
-concept static_gossip_topology = topology_policy<T> && (T::exchange == exchange_kind::models) &&
+concept static_gossip_topology = topology_policy<T> &&(T::exchange == exchange_kind::models) &&
                                  requires(const T& t, int n) {
-                                   { t.make_graph(n) } -> std::same_as<graph>;
-                                 };
+  { t.make_graph(n) } -> std::same_as<graph>;
+};
 
 /// A gossip topology whose W changes with the round.
 template <class T>
-concept time_varying_gossip_topology =
-    topology_policy<T> && (T::exchange == exchange_kind::models) &&
-    requires(const T& t, int n, int rank, std::uint64_t round, std::uint64_t seed, mixing_row& row) {
-      t.schedule(n).row(rank, round, seed, row);
-    };
+concept time_varying_gossip_topology = topology_policy<T> &&(T::exchange == exchange_kind::models) &&
+                                       requires(const T& t, int n, int rank, std::uint64_t round, std::uint64_t seed,
+                                                mixing_row& row) {
+  t.schedule(n).row(rank, round, seed, row);
+};
 
 template <class T>
 concept gossip_topology = static_gossip_topology<T> || time_varying_gossip_topology<T>;
@@ -142,7 +142,7 @@ struct scheme_of {
   using type = mixing::automatic;
 };
 template <class T>
-  requires requires { typename T::scheme_type; }
+requires requires { typename T::scheme_type; }
 struct scheme_of<T> {
   using type = typename T::scheme_type;
 };
@@ -171,10 +171,9 @@ using schedule_t = typename schedule_of<T>::type;
 
 /// The scheme a compressor C runs over gossip topology T (automatic resolved).
 template <class C, class T>
-using scheme_t = std::conditional_t<
-    std::same_as<typename detail::scheme_of<T>::type, mixing::automatic>,
-    std::conditional_t<sends_raw_floats_v<C>, mixing::exact, mixing::choco>,
-    typename detail::scheme_of<T>::type>;
+using scheme_t = std::conditional_t<std::same_as<typename detail::scheme_of<T>::type, mixing::automatic>,
+                                    std::conditional_t<sends_raw_floats_v<C>, mixing::exact, mixing::choco>,
+                                    typename detail::scheme_of<T>::type>;
 
 }  // namespace topology
 }  // namespace distopt

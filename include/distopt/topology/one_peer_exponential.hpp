@@ -43,7 +43,8 @@ struct one_peer_exponential {
     return {n, static_cast<int>(std::bit_width(static_cast<unsigned>(n - 1)))};
   }
   void validate(int n) const {
-    if (n < 1) throw config_error("topology::one_peer_exponential: the world size must be >= 1, got " + std::to_string(n));
+    if (n < 1)
+      throw config_error("topology::one_peer_exponential: the world size must be >= 1, got " + std::to_string(n));
   }
 };
 

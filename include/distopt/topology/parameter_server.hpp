@@ -65,7 +65,8 @@ struct basic_parameter_server {
       throw config_error("topology::parameter_server: server_rank must be a rank in 0.." +
                          std::to_string(world_size - 1) + ", got " + std::to_string(server_rank));
     if (shards < 1 || shards > world_size - server_rank)
-      throw config_error("topology::parameter_server: shards must be in 1.." + std::to_string(world_size - server_rank) +
+      throw config_error("topology::parameter_server: shards must be in 1.." +
+                         std::to_string(world_size - server_rank) +
                          " so that the server ranks server_rank .. server_rank + shards - 1 exist in a world of " +
                          std::to_string(world_size) + ", got " + std::to_string(shards));
   }

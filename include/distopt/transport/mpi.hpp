@@ -95,11 +95,16 @@ inline bool mpi_is_up() {
 
 inline std::string mpi_thread_level_name(int level) {
   switch (level) {
-    case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE";
-    case MPI_THREAD_FUNNELED: return "MPI_THREAD_FUNNELED";
-    case MPI_THREAD_SERIALIZED: return "MPI_THREAD_SERIALIZED";
-    case MPI_THREAD_MULTIPLE: return "MPI_THREAD_MULTIPLE";
-    default: return "thread level " + std::to_string(level);
+    case MPI_THREAD_SINGLE:
+      return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED:
+      return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED:
+      return "MPI_THREAD_SERIALIZED";
+    case MPI_THREAD_MULTIPLE:
+      return "MPI_THREAD_MULTIPLE";
+    default:
+      return "thread level " + std::to_string(level);
   }
 }
 
@@ -128,8 +133,9 @@ class mpi_session {
     int finalised = 0;
     MPI_Finalized(&finalised);
     if (finalised)
-      throw config_error("mpi_session: MPI has already been finalised and cannot be started again; "
-                         "make one mpi_session at the top of main that lives until the end");
+      throw config_error(
+          "mpi_session: MPI has already been finalised and cannot be started again; "
+          "make one mpi_session at the top of main that lives until the end");
     int initialised = 0;
     MPI_Initialized(&initialised);
     if (initialised) {
@@ -140,8 +146,8 @@ class mpi_session {
       owns_ = true;
     }
     if (provided_ < required) {
-      const std::string message = "mpi_session: MPI provides " + detail::mpi_thread_level_name(provided_) +
-                                  " but " + detail::mpi_thread_level_name(required) +
+      const std::string message = "mpi_session: MPI provides " + detail::mpi_thread_level_name(provided_) + " but " +
+                                  detail::mpi_thread_level_name(required) +
                                   " was required; use an MPI built with thread support or require less";
       if (owns_) MPI_Finalize();
       owns_ = false;
@@ -160,9 +166,10 @@ class mpi_transport {
   /// initialised or the size differs from o.expected_size.
   explicit mpi_transport(MPI_Comm comm = MPI_COMM_WORLD, mpi_options o = {}) : options_(o) {
     if (!detail::mpi_is_up())
-      throw config_error("mpi_transport: MPI is not initialised (or already finalised); create a "
-                         "distopt::mpi_session (or call MPI_Init_thread) first and keep it alive while "
-                         "transports exist");
+      throw config_error(
+          "mpi_transport: MPI is not initialised (or already finalised); create a "
+          "distopt::mpi_session (or call MPI_Init_thread) first and keep it alive while "
+          "transports exist");
     if (comm == MPI_COMM_NULL) throw config_error("mpi_transport: the communicator is MPI_COMM_NULL");
     if (o.timeout.count() <= 0)
       throw config_error("mpi_transport: mpi_options.timeout must be > 0 ms, got " + std::to_string(o.timeout.count()));
@@ -174,8 +181,8 @@ class mpi_transport {
     if (o.expected_size != 0 && o.expected_size != size)
       throw config_error("mpi_transport: the configuration expects " + std::to_string(o.expected_size) +
                          " workers but the MPI communicator has " + std::to_string(size) +
-                         " ranks; launch with mpirun -np " + std::to_string(o.expected_size) +
-                         " or configure " + std::to_string(size) + " workers");
+                         " ranks; launch with mpirun -np " + std::to_string(o.expected_size) + " or configure " +
+                         std::to_string(size) + " workers");
     check(MPI_Comm_dup(comm, &comm_), "MPI_Comm_dup");
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);  // errors become transport_error, not an abort
     MPI_Comm_rank(comm_, &rank_);
@@ -218,7 +225,8 @@ class mpi_transport {
     std::memcpy(frame.data() + bytes.size(), &value, trailer_bytes);
     MPI_Request request = MPI_REQUEST_NULL;
     // The frame's heap block does not move when the vector holding it grows.
-    const int rc = MPI_Isend(frame.data(), static_cast<int>(frame.size()), MPI_BYTE, peer, mpi_tag(tg), comm_, &request);
+    const int rc =
+        MPI_Isend(frame.data(), static_cast<int>(frame.size()), MPI_BYTE, peer, mpi_tag(tg), comm_, &request);
     if (rc != MPI_SUCCESS) fail(rc, "MPI_Isend to rank " + std::to_string(peer));
     requests_.push_back(request);
     frames_.push_back(std::move(frame));
@@ -333,9 +341,9 @@ class mpi_transport {
     if (requests_.empty()) return;
     int done = 0;
     indices_.resize(requests_.size());
-    check(MPI_Testsome(static_cast<int>(requests_.size()), requests_.data(), &done, indices_.data(),
-                       MPI_STATUSES_IGNORE),
-          "MPI_Testsome");
+    check(
+        MPI_Testsome(static_cast<int>(requests_.size()), requests_.data(), &done, indices_.data(), MPI_STATUSES_IGNORE),
+        "MPI_Testsome");
     if (done <= 0) return;  // MPI_UNDEFINED: no active request
     std::size_t kept = 0;
     for (std::size_t i = 0; i < requests_.size(); ++i) {
@@ -386,8 +394,8 @@ class mpi_transport {
     if (rc != MPI_SUCCESS) fail(rc, what);
   }
   [[noreturn]] void fail(int rc, const std::string& what) const {
-    throw transport_error("mpi transport: rank " + std::to_string(rank_) + ": " + what + " failed: " +
-                          detail::mpi_error_text(rc));
+    throw transport_error("mpi transport: rank " + std::to_string(rank_) + ": " + what +
+                          " failed: " + detail::mpi_error_text(rc));
   }
 
   mpi_options options_;

@@ -134,9 +134,9 @@ struct network_model {
         throw config_error("network_model: " + describe_link(i) + ": latency_s must be finite and >= 0, got " +
                            detail::model_number(l.latency_s) + "; set it to the link's latency in seconds");
       if (!(l.bandwidth_bytes_per_s > 0.0) || !std::isfinite(l.bandwidth_bytes_per_s))
-        throw config_error("network_model: " + describe_link(i) + ": bandwidth_bytes_per_s must be finite and > 0, got " +
-                           detail::model_number(l.bandwidth_bytes_per_s) +
-                           "; set it to the link's bandwidth in bytes per second");
+        throw config_error(
+            "network_model: " + describe_link(i) + ": bandwidth_bytes_per_s must be finite and > 0, got " +
+            detail::model_number(l.bandwidth_bytes_per_s) + "; set it to the link's bandwidth in bytes per second");
     }
     if (links.size() > 1) {  // duplicates: sort the indices by (from, to), compare neighbours
       std::vector<std::size_t> order(links.size());
@@ -146,8 +146,8 @@ struct network_model {
       for (std::size_t k = 1; k < order.size(); ++k)
         if (key(order[k - 1]) == key(order[k]))
           throw config_error("network_model: links[" + std::to_string(order[k - 1]) + "] and links[" +
-                             std::to_string(order[k]) + "] both describe the link " + std::to_string(links[order[k]].from) +
-                             " -> " + std::to_string(links[order[k]].to) +
+                             std::to_string(order[k]) + "] both describe the link " +
+                             std::to_string(links[order[k]].from) + " -> " + std::to_string(links[order[k]].to) +
                              "; keep one entry per directed link (from sender to receiver)");
     }
   }
@@ -195,8 +195,8 @@ struct network_model {
     return nullptr;
   }
   std::string describe_link(std::size_t i) const {
-    return "links[" + std::to_string(i) + "] (" + std::to_string(links[i].from) + " -> " +
-           std::to_string(links[i].to) + ")";
+    return "links[" + std::to_string(i) + "] (" + std::to_string(links[i].from) + " -> " + std::to_string(links[i].to) +
+           ")";
   }
 };
 
@@ -209,8 +209,11 @@ template <class Clock>
 class modelled_transport {
  public:
   modelled_transport(transport_ref inner, network_model model, Clock clock = {})
-      : inner_(inner), model_((model.validate(inner.size()), std::move(model))), clock_(std::move(clock)),
-        factor_(model_.compute_factor(inner.rank())), cpu_mark_(thread_cpu_seconds()) {
+      : inner_(inner),
+        model_((model.validate(inner.size()), std::move(model))),
+        clock_(std::move(clock)),
+        factor_(model_.compute_factor(inner.rank())),
+        cpu_mark_(thread_cpu_seconds()) {
     // Per-peer link parameters, indexed by peer rank, so a message costs no search.
     const auto n = static_cast<std::size_t>(size());
     const double beta = 1.0 / model_.bandwidth_bytes_per_s;
@@ -253,8 +256,10 @@ class modelled_transport {
   bool try_recv(int peer, tag tg, byte_buffer& out) {
     account_compute();
     const bool got = inner_.try_recv(peer, tg, out);
-    if (got) take(peer, out);
-    else mark_cpu();
+    if (got)
+      take(peer, out);
+    else
+      mark_cpu();
     return got;
   }
 

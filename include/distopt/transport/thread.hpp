@@ -210,8 +210,8 @@ class thread_world {
     std::mutex mutex;
     std::condition_variable arrived;
     std::unordered_map<std::uint64_t, std::deque<byte_buffer>> queues;
-    std::vector<byte_buffer> pool;  // spent buffers, reused by the next sends to this rank
-    std::vector<char> peer_exited;  // peer_exited[r]: rank r has returned
+    std::vector<byte_buffer> pool;         // spent buffers, reused by the next sends to this rank
+    std::vector<char> peer_exited;         // peer_exited[r]: rank r has returned
     std::atomic<std::uint64_t> events{0};  // bumped under `mutex` by every arrival, exit and failure
   };
   static constexpr std::size_t max_pooled = 64;
@@ -322,11 +322,12 @@ class thread_transport {
 /// If any throws, the others are woken with transport_error and the first
 /// exception is rethrown here.
 template <class F>
-  requires std::is_invocable_v<F&, transport_ref>
+requires std::is_invocable_v<F&, transport_ref>
 void run_threads(int n, F&& fn, thread_options opts = {}) {
   if (n < 1) throw config_error("run_threads: the number of workers must be >= 1, got " + std::to_string(n));
   if (opts.timeout.count() <= 0)
-    throw config_error("run_threads: thread_options.timeout must be > 0 ms, got " + std::to_string(opts.timeout.count()));
+    throw config_error("run_threads: thread_options.timeout must be > 0 ms, got " +
+                       std::to_string(opts.timeout.count()));
   detail::thread_world world(n, opts.timeout);
   std::mutex first_mutex;
   std::exception_ptr first;

@@ -17,8 +17,7 @@ inline std::span<const float> received_floats(const byte_buffer& message, std::s
   if (message.size() != expected * sizeof(float))
     throw transport_error(std::string(who) + ": rank " + std::to_string(self) + " expected " +
                           std::to_string(expected * sizeof(float)) + " bytes from rank " + std::to_string(peer) +
-                          ", got " + std::to_string(message.size()) +
-                          "; every rank must call it with the same length");
+                          ", got " + std::to_string(message.size()) + "; every rank must call it with the same length");
   // byte_buffer storage comes from operator new, aligned for any scalar type.
   return {reinterpret_cast<const float*>(message.data()), expected};
 }

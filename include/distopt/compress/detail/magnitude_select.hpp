@@ -151,7 +151,8 @@ inline constexpr left_pack_table left_pack{};
 /// and keys with one permutation from a 256-entry table. Same output as the portable one.
 __attribute__((target("avx2,popcnt"))) inline std::size_t collect_at_least_avx2(const float* x, std::size_t n,
                                                                                 std::uint32_t lo, std::uint32_t* idx,
-                                                                                std::uint32_t* key, std::size_t cap) noexcept {
+                                                                                std::uint32_t* key,
+                                                                                std::size_t cap) noexcept {
   std::size_t count = 0, i = 0;
   const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
   const __m256i below = _mm256_set1_epi32(static_cast<int>(lo) - 1);

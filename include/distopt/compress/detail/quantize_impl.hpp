@@ -70,8 +70,8 @@ inline kernel_isa best_kernel_isa() noexcept {
 #if DISTOPT_DETAIL_HAVE_AVX2_KERNELS
   static const kernel_isa best = [] {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq"))
       return kernel_isa::avx512;
     return __builtin_cpu_supports("avx2") ? kernel_isa::avx2 : kernel_isa::portable;
   }();
@@ -103,9 +103,12 @@ template <class Kernel, class... Args>
 auto run_kernel(Args... args) {
 #if DISTOPT_DETAIL_HAVE_AVX2_KERNELS
   switch (active_kernel_isa()) {
-    case kernel_isa::avx512: return run_avx512<Kernel>(args...);
-    case kernel_isa::avx2: return run_avx2<Kernel>(args...);
-    case kernel_isa::portable: break;
+    case kernel_isa::avx512:
+      return run_avx512<Kernel>(args...);
+    case kernel_isa::avx2:
+      return run_avx2<Kernel>(args...);
+    case kernel_isa::portable:
+      break;
   }
 #endif
   return run_portable<Kernel>(args...);
@@ -311,7 +314,8 @@ DISTOPT_DETAIL_ALWAYS_INLINE bool unpack_codes(const std::byte* in, std::size_t 
     if (const std::size_t rest = d - per * whole) {
       const unsigned v = p[whole];
       if ((v >> (rest * Bits)) != 0) return false;
-      for (std::size_t q = 0; q < rest; ++q) codes[per * whole + q] = static_cast<std::uint8_t>((v >> (q * Bits)) & mask);
+      for (std::size_t q = 0; q < rest; ++q)
+        codes[per * whole + q] = static_cast<std::uint8_t>((v >> (q * Bits)) & mask);
     }
     return true;
   }
@@ -334,8 +338,7 @@ DISTOPT_DETAIL_ALWAYS_INLINE bool unpack_codes(const std::byte* in, std::size_t 
 
 /// Throws config_error unless bucket >= 1.
 inline void check_bucket(const char* who, std::size_t bucket) {
-  if (bucket == 0)
-    throw config_error(std::string(who) + ": bucket must be >= 1, got 0; use e.g. the default 512");
+  if (bucket == 0) throw config_error(std::string(who) + ": bucket must be >= 1, got 0; use e.g. the default 512");
 }
 
 /// Reads the entry count that opens every bucketed encoding and checks it against out.size().

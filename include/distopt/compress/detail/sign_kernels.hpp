@@ -85,7 +85,7 @@ __attribute__((target("avx2"))) inline std::uint32_t negative_mask32_avx2(const 
 }
 
 __attribute__((target("avx2"))) inline void pack_negative_mask_avx2(const float* x, std::size_t n,
-                                                                   std::byte* out) noexcept {
+                                                                    std::byte* out) noexcept {
   std::size_t i = 0;
   for (; i + prefetch_distance + 32 <= n; i += 32) {  // bulk, prefetching
     _mm_prefetch(reinterpret_cast<const char*>(x + i + prefetch_distance), _MM_HINT_T0);
@@ -128,8 +128,8 @@ inline void expand_mask_portable(const std::byte* bits, std::size_t n, float neg
 }
 
 #if DISTOPT_COMPRESS_X86
-__attribute__((target("avx2"))) inline void expand_mask_avx2(const std::byte* bits, std::size_t n, float neg,
-                                                            float pos, float* out) noexcept {
+__attribute__((target("avx2"))) inline void expand_mask_avx2(const std::byte* bits, std::size_t n, float neg, float pos,
+                                                             float* out) noexcept {
   const __m256i select = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
   const __m256 negv = _mm256_set1_ps(neg), posv = _mm256_set1_ps(pos);
   const std::size_t whole = n / 8;

@@ -18,10 +18,8 @@ namespace distopt::compress::detail {
 
 /// Appends the bytes of a trivially copyable value (little-endian hosts only, as x86-64 and aarch64).
 template <class T>
-  requires std::is_trivially_copyable_v<T>
-void put(byte_buffer& wire, const T& value) {
-  append(wire, std::as_bytes(std::span<const T, 1>(&value, 1)));
-}
+requires std::is_trivially_copyable_v<T>
+void put(byte_buffer& wire, const T& value) { append(wire, std::as_bytes(std::span<const T, 1>(&value, 1))); }
 
 /// Reserves `n` bytes at the end of `wire` and returns them for direct writing.
 inline std::span<std::byte> grow(byte_buffer& wire, std::size_t n) {
@@ -36,8 +34,7 @@ class reader {
   reader(std::span<const std::byte> bytes, const char* compressor) noexcept : bytes_(bytes), who_(compressor) {}
 
   template <class T>
-    requires std::is_trivially_copyable_v<T>
-  T get(const char* field) {
+  requires std::is_trivially_copyable_v<T> T get(const char* field) {
     T value;
     std::memcpy(&value, take(sizeof(T), field).data(), sizeof(T));
     return value;
@@ -59,8 +56,7 @@ class reader {
   std::size_t remaining() const noexcept { return bytes_.size() - pos_; }
   /// The encoding must be consumed exactly.
   void expect_end() const {
-    if (pos_ != bytes_.size())
-      fail(std::to_string(bytes_.size() - pos_) + " trailing bytes after a complete encoding");
+    if (pos_ != bytes_.size()) fail(std::to_string(bytes_.size() - pos_) + " trailing bytes after a complete encoding");
   }
   [[noreturn]] void fail(const std::string& what) const {
     throw transport_error(std::string(who_) + ": malformed encoding: " + what +

@@ -78,8 +78,14 @@ class async_shard_server {
   /// staleness bound (ps_never: asynchronous).
   async_shard_server(transport_ref t, int rank, int workers, std::uint64_t tau, std::span<const float> slice,
                      std::chrono::milliseconds timeout, const C& c)
-      : meter_(t, stats_, timeout), c_(c), me_(rank), n_(workers), tau_(tau), timeout_(timeout),
-        model_(slice.begin(), slice.end()), decoded_(slice.size()) {
+      : meter_(t, stats_, timeout),
+        c_(c),
+        me_(rank),
+        n_(workers),
+        tau_(tau),
+        timeout_(timeout),
+        model_(slice.begin(), slice.end()),
+        decoded_(slice.size()) {
     const auto n = static_cast<std::size_t>(n_);
     count_.assign(n, 0);
     staleness_.assign(n, 0);
@@ -195,8 +201,10 @@ class async_shard_server {
         send_finals();
         return;
       }
-      if (progress) backoff.reset();
-      else backoff.pause();
+      if (progress)
+        backoff.reset();
+      else
+        backoff.pause();
     }
   }
 
@@ -277,10 +285,10 @@ class async_shard_server {
       return false;
     }
     if (h.w[3] < generation)
-      throw transport_error(std::string(ps_protocol) + ": rank " + std::to_string(k) + " sent a message of checkpoint " +
-                            "generation " + std::to_string(h.w[3]) + " to the server rank " + std::to_string(me_) +
-                            ", which is at generation " + std::to_string(generation) +
-                            " (the ranks loaded checkpoints of different cuts, or messages were reordered)");
+      throw transport_error(
+          std::string(ps_protocol) + ": rank " + std::to_string(k) + " sent a message of checkpoint " + "generation " +
+          std::to_string(h.w[3]) + " to the server rank " + std::to_string(me_) + ", which is at generation " +
+          std::to_string(generation) + " (the ranks loaded checkpoints of different cuts, or messages were reordered)");
     if (h.kind == ps_done || h.kind == ps_mark) {
       std::lock_guard lock(mutex_);
       (h.kind == ps_done ? done_ : marked_)[i] = 1;
@@ -308,7 +316,8 @@ class async_shard_server {
       for (int k = 0; k < n_; ++k) {
         const auto i = static_cast<std::size_t>(k);
         if (k == me_ || !marked_[i]) continue;
-        recipients_.push_back({k, ps_header{ps_cut, static_cast<std::uint32_t>(laggard()),
+        recipients_.push_back({k, ps_header{ps_cut,
+                                            static_cast<std::uint32_t>(laggard()),
                                             {version_, count_[i], cut_complete_, staleness_[i]}}});
         staleness_[i] = 0;
         sent_complete_[i] = cut_complete_;
@@ -350,11 +359,11 @@ class async_shard_server {
       for (int k = 0; k < n_; ++k) {
         const auto i = static_cast<std::size_t>(k);
         if (k == me_ || lost_[i] || done_[i]) continue;
-        const bool released = tau_ != ps_never && sent_complete_[i] < m && count_[i] > tau_ &&
-                              sent_complete_[i] < count_[i] - tau_;
+        const bool released =
+            tau_ != ps_never && sent_complete_[i] < m && count_[i] > tau_ && sent_complete_[i] < count_[i] - tau_;
         if (!pushed_[i] && !released) continue;
-        recipients_.push_back({k, ps_header{ps_model, static_cast<std::uint32_t>(laggard()),
-                                            {version_, count_[i], m, staleness_[i]}}});
+        recipients_.push_back(
+            {k, ps_header{ps_model, static_cast<std::uint32_t>(laggard()), {version_, count_[i], m, staleness_[i]}}});
         staleness_[i] = 0;
         sent_complete_[i] = m;
       }
@@ -446,13 +455,13 @@ class async_shard_server {
   int me_, n_;
   std::uint64_t tau_;
   std::chrono::milliseconds timeout_;
-  std::mutex mutex_;            // guards what the worker of this rank touches: below, up to error_
-  std::vector<float> model_;    // the shard's model
+  std::mutex mutex_;                      // guards what the worker of this rank touches: below, up to error_
+  std::vector<float> model_;              // the shard's model
   std::vector<std::uint64_t> count_;      // pushes applied per worker
   std::vector<std::uint64_t> staleness_;  // largest staleness of each worker's pushes since its last pull
   std::vector<char> done_, lost_;
-  std::vector<char> marked_;   // the workers that reached the cut ending this generation
-  std::uint64_t version_ = 0;  // pushes applied
+  std::vector<char> marked_;      // the workers that reached the cut ending this generation
+  std::uint64_t version_ = 0;     // pushes applied
   std::uint64_t generation_ = 0;  // cuts passed or loaded
   cut_state cut_;                 // the shard at the last cut (at the start: the initial one)
   std::uint64_t cut_complete_ = 0;

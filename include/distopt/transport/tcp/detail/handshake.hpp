@@ -94,8 +94,9 @@ inline mac compute_mac(std::string_view token, int sender, int receiver, const n
   w.bytes(fields);
   mac out{};
   unsigned int len = 0;
-  if (HMAC(EVP_sha256(), token.data(), static_cast<int>(token.size()), reinterpret_cast<const unsigned char*>(msg.data()),
-           msg.size(), reinterpret_cast<unsigned char*>(out.data()), &len) == nullptr ||
+  if (HMAC(EVP_sha256(), token.data(), static_cast<int>(token.size()),
+           reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), reinterpret_cast<unsigned char*>(out.data()),
+           &len) == nullptr ||
       len != out.size())
     throw transport_error("tcp transport: OpenSSL HMAC-SHA256 failed during the handshake");
   return out;
@@ -183,10 +184,17 @@ class handshake_machine {
   template <class CheckRank>
   bool receive(std::span<const std::byte> in, const std::string& who, CheckRank&& check_rank) {
     switch (stage_) {
-      case stage::hello: take_hello(in, who); return false;
-      case stage::auth: take_auth(in, who, check_rank); return false;
-      case stage::verdict: take_verdict(in); return true;
-      case stage::done: break;
+      case stage::hello:
+        take_hello(in, who);
+        return false;
+      case stage::auth:
+        take_auth(in, who, check_rank);
+        return false;
+      case stage::verdict:
+        take_verdict(in);
+        return true;
+      case stage::done:
+        break;
     }
     throw transport_error("tcp transport: " + who + " sent a message after the handshake had ended");
   }

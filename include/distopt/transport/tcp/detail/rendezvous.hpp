@@ -127,7 +127,8 @@ class channel {
 
   void write(std::span<const std::byte> bytes) {
     const auto len = static_cast<std::uint32_t>(bytes.size());
-    const std::array<asio::const_buffer, 2> parts{asio::buffer(&len, sizeof len), asio::buffer(bytes.data(), bytes.size())};
+    const std::array<asio::const_buffer, 2> parts{asio::buffer(&len, sizeof len),
+                                                  asio::buffer(bytes.data(), bytes.size())};
     check(io_->run([&](auto handler) { asio::async_write(socket_, parts, handler); }, [&] { socket_.close(); },
                    deadline_),
           "sending to");
@@ -221,8 +222,8 @@ inline std::vector<peer_address> decode_address_table(std::span<const std::byte>
 struct accepted_peer {
   int rank = -1;
   tcp::socket socket;
-  std::string address;   ///< its IP address, as rank 0 puts it in the table
-  byte_buffer follow_up; ///< the message after the handshake, if listener::config::follow_up
+  std::string address;    ///< its IP address, as rank 0 puts it in the table
+  byte_buffer follow_up;  ///< the message after the handshake, if listener::config::follow_up
 };
 
 /// Accepts connections for one rank during the rendezvous (see the top of this file). Every
@@ -247,7 +248,11 @@ class listener {
   };
 
   listener(asio::io_context& io, tcp::acceptor acceptor, config c)
-      : io_(io), acceptor_(std::move(acceptor)), port_(acceptor_.local_endpoint().port()), retry_(io), c_(std::move(c)) {
+      : io_(io),
+        acceptor_(std::move(acceptor)),
+        port_(acceptor_.local_endpoint().port()),
+        retry_(io),
+        c_(std::move(c)) {
     accept_next();
   }
   ~listener() {
@@ -287,7 +292,8 @@ class listener {
  private:
   /// One accepted connection in its handshake.
   struct incoming {
-    incoming(tcp::socket s, const handshake_identity& me) : socket(std::move(s)), timer(socket.get_executor()), machine(me) {}
+    incoming(tcp::socket s, const handshake_identity& me)
+        : socket(std::move(s)), timer(socket.get_executor()), machine(me) {}
     tcp::socket socket;
     asio::steady_timer timer;
     handshake_machine machine;
@@ -388,7 +394,8 @@ class listener {
   }
 
   std::string check(int r) {
-    if (claimed_.contains(r)) return "two processes claim rank " + std::to_string(r) + "; give each a distinct DISTOPT_RANK";
+    if (claimed_.contains(r))
+      return "two processes claim rank " + std::to_string(r) + "; give each a distinct DISTOPT_RANK";
     auto why = c_.check_rank(r);
     if (why.empty()) claimed_.insert(r);
     return why;
@@ -407,10 +414,10 @@ class listener {
   void lost(const ptr& c, const boost::system::error_code& ec) {
     if (c->timed_out)
       return fail(c, c->who + (c->received == 0 ? " sent nothing" : " sent " + std::to_string(c->received) + " bytes") +
-                         " and did not complete the handshake within " +
-                         std::to_string(c_.handshake_timeout.count()) + " ms (tcp_options.handshake_timeout)");
-    fail(c, c->who + " closed the connection during the handshake, after " + std::to_string(c->received) +
-                " bytes (" + ec.message() + ")");
+                         " and did not complete the handshake within " + std::to_string(c_.handshake_timeout.count()) +
+                         " ms (tcp_options.handshake_timeout)");
+    fail(c, c->who + " closed the connection during the handshake, after " + std::to_string(c->received) + " bytes (" +
+                ec.message() + ")");
   }
 
   /// Ends a connection: a stranger's is refused and noted, an authenticated peer's ends the rendezvous.
@@ -418,8 +425,8 @@ class listener {
     close(*c);
     constexpr std::string_view prefix = "tcp transport: ";
     if (c->machine.authenticated()) {
-      failure_ = std::make_exception_ptr(
-          transport_error(reason.starts_with(prefix) ? reason : std::string(prefix) + reason));
+      failure_ =
+          std::make_exception_ptr(transport_error(reason.starts_with(prefix) ? reason : std::string(prefix) + reason));
       return;
     }
     if (reason.starts_with(prefix)) reason.erase(0, prefix.size());
@@ -429,7 +436,8 @@ class listener {
       if (c_.note)
         c_.note("tcp transport: rank " + std::to_string(c_.me.rank) + " refused a connection from " + c->address +
                 " during the rendezvous and goes on waiting for its peers (further refusals of that address are "
-                "not reported): " + reason);
+                "not reported): " +
+                reason);
     }
   }
 

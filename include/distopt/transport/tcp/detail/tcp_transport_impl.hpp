@@ -91,7 +91,8 @@ inline tcp_options tcp_transport::options_from_environment() {
   return o;
 }
 
-inline tcp_transport::tcp_transport(tcp_options o) : options_(std::move(o)), rank_(options_.rank), size_(options_.size) {
+inline tcp_transport::tcp_transport(tcp_options o)
+    : options_(std::move(o)), rank_(options_.rank), size_(options_.size) {
   if (size_ < 1)
     throw config_error("tcp transport: world size must be >= 1, got " + std::to_string(size_) +
                        " (tcp_options.size / DISTOPT_WORLD_SIZE)");
@@ -134,7 +135,7 @@ inline void tcp_transport::rendezvous() {
 
   // Ranks 0..size-2 accept the ranks above them, from the start (rank 0: everyone, with the port
   // each listens on; the table waits until all have joined), concurrently with what follows.
-  std::vector<t::peer_address> table(static_cast<std::size_t>(size_));           // rank 0's
+  std::vector<t::peer_address> table(static_cast<std::size_t>(size_));                 // rank 0's
   std::vector<std::optional<t::tcp::socket>> joined(static_cast<std::size_t>(size_));  // rank 0's
   std::optional<t::listener> incoming;
   if (rank_ < size_ - 1) {
@@ -147,9 +148,9 @@ inline void tcp_transport::rendezvous() {
     if (!ec) acceptor.bind(where, ec);
     if (!ec) acceptor.listen(boost::asio::socket_base::max_listen_connections, ec);
     if (ec)
-      throw transport_error("tcp transport: rank " + std::to_string(rank_) + " cannot listen on " +
-                            t::describe_endpoint(where) + ": " + ec.message() +
-                            (rank_ == 0 && port != 0 ? "; is the port in use? pick another in DISTOPT_COORDINATOR" : ""));
+      throw transport_error(
+          "tcp transport: rank " + std::to_string(rank_) + " cannot listen on " + t::describe_endpoint(where) + ": " +
+          ec.message() + (rank_ == 0 && port != 0 ? "; is the port in use? pick another in DISTOPT_COORDINATOR" : ""));
     if (options_.on_listening) options_.on_listening(acceptor.local_endpoint().port());
     auto note = options_.on_refused;
     if (!note) note = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
@@ -251,8 +252,8 @@ inline void tcp_transport::adopt(int peer, detail::tcp::tcp::socket socket) {
   // Non-blocking: writes wait in poll() with a deadline, reads poll so a closing transport stops them.
   const int flags = ::fcntl(l->fd.get(), F_GETFL, 0);
   if (flags < 0 || ::fcntl(l->fd.get(), F_SETFL, flags | O_NONBLOCK) < 0)
-    throw transport_error("tcp transport: cannot make the connection to " + name_of(peer) + " non-blocking: " +
-                          detail::tcp::errno_text(errno));
+    throw transport_error("tcp transport: cannot make the connection to " + name_of(peer) +
+                          " non-blocking: " + detail::tcp::errno_text(errno));
   links_[static_cast<std::size_t>(peer)] = std::move(l);
 }
 
@@ -291,11 +292,13 @@ inline void tcp_transport::read_loop(int peer) {
       }
       if (goodbye == 0)
         return mark(peer, link_state::closed,
-                    from + " has closed its transport (it returned) and sends nothing more; every rank must take "
-                           "part in the same communication rounds");
+                    from +
+                        " has closed its transport (it returned) and sends nothing more; every rank must take "
+                        "part in the same communication rounds");
       if (goodbye == 1)
-        return mark(peer, link_state::closed,
-                    from + " closed its transport while failing (an exception was propagating there); see its own error");
+        return mark(
+            peer, link_state::closed,
+            from + " closed its transport while failing (an exception was propagating there); see its own error");
       return mark(peer, link_state::failed,
                   "lost the connection to " + from + " without a goodbye (" + t::errno_text(r.error) +
                       "): its process ended or the network failed");
@@ -319,7 +322,8 @@ inline void tcp_transport::read_loop(int peer) {
     if (r.status == t::io_status::stopped) return;
     if (r.status != t::io_status::ok)
       return fail("the connection to " + from + " ended inside a frame: " + std::to_string(r.done) + " of " +
-                  std::to_string(h.length) + " payload bytes arrived (truncated frame; " + t::errno_text(r.error) + ")");
+                  std::to_string(h.length) + " payload bytes arrived (truncated frame; " + t::errno_text(r.error) +
+                  ")");
     try {
       t::verify_checksum(header, payload, from);
     } catch (const transport_error& e) {
@@ -361,8 +365,8 @@ inline void tcp_transport::throw_unusable(int peer, tag tg) {
     if (static_cast<int>(other) != peer && links_[other] && links_[other]->state == link_state::failed)
       also += "; also, " + links_[other]->reason;
   throw transport_error("tcp transport: rank " + std::to_string(rank_) + " cannot exchange messages with " +
-                        name_of(peer) + " (" + detail::describe_tag(tg) + "): " +
-                        links_[static_cast<std::size_t>(peer)]->reason + also);
+                        name_of(peer) + " (" + detail::describe_tag(tg) +
+                        "): " + links_[static_cast<std::size_t>(peer)]->reason + also);
 }
 
 inline void tcp_transport::send(int peer, tag tg, std::span<const std::byte> bytes) {
@@ -404,8 +408,9 @@ inline void tcp_transport::send(int peer, tag tg, std::span<const std::byte> byt
          "a send of " + std::to_string(bytes.size()) + " bytes to " + name_of(peer) + " stayed blocked for " +
              std::to_string(options_.timeout.count()) + " ms: that rank is not reading (stuck or stopped)");
   else
-    mark(peer, link_state::failed, "lost the connection to " + name_of(peer) + " while sending (" +
-                                       t::errno_text(r.error) + "): its process ended or the network failed");
+    mark(peer, link_state::failed,
+         "lost the connection to " + name_of(peer) + " while sending (" + t::errno_text(r.error) +
+             "): its process ended or the network failed");
   ::shutdown(l.fd.get(), SHUT_RDWR);  // a partly written frame leaves the stream unusable
   std::lock_guard lock(mutex_);
   throw_unusable(peer, tg);
@@ -447,7 +452,8 @@ inline void tcp_transport::close_links() noexcept {
   // received; so first wait (at most 5 s) until the peers have acknowledged it all,
   // while the reader threads keep draining the input.
   const std::uint32_t code = std::uncaught_exceptions() > 0 ? 1u : 0u;
-  const auto deadline = t::clock::now() + std::min<std::chrono::milliseconds>(options_.timeout, std::chrono::seconds(5));
+  const auto deadline =
+      t::clock::now() + std::min<std::chrono::milliseconds>(options_.timeout, std::chrono::seconds(5));
   const auto goodbye = t::encode_header(t::frame_kind::goodbye, code, {});
   for (auto& l : links_) {
     if (!l || !l->reader.joinable()) continue;

@@ -108,8 +108,8 @@ inline frame_header decode_header(std::span<const std::byte, header_bytes> h, st
   out.checksum = wire_detail::load<std::uint32_t>(h.data() + 12);
   out.length = wire_detail::load<std::uint64_t>(h.data() + 16);
   if (out.length > max_length)
-    bad("length field says " + std::to_string(out.length) + " bytes, above the limit of " +
-        std::to_string(max_length) + " (tcp_options.max_frame_bytes)");
+    bad("length field says " + std::to_string(out.length) + " bytes, above the limit of " + std::to_string(max_length) +
+        " (tcp_options.max_frame_bytes)");
   return out;
 }
 
