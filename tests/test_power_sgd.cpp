@@ -67,7 +67,7 @@ std::vector<float> round_trip(const psgd<R>& c, std::span<const float> x, typena
 
 /// Error of the best rank-r approximation (Eckart-Young): sqrt(sum_{i > r} sigma_i^2).
 double truncated_svd_error(const Eigen::MatrixXd& m, int r) {
-  const Eigen::VectorXd s = Eigen::BDCSVD<Eigen::MatrixXd>(m).singularValues();
+  const Eigen::VectorXd s = Eigen::JacobiSVD<Eigen::MatrixXd>(m).singularValues();
   return std::sqrt(s.tail(s.size() - r).squaredNorm());
 }
 
