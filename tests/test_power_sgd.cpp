@@ -1,5 +1,5 @@
 // ctest-labels: threads
-// compress::power_sgd<Rank>: checked against Eigen's SVD and Householder QR in double, and
+// compress::power_sgd<Rank>: checked against Eigen's SVD (JacobiSVD) and Householder QR in double, and
 // against the documented wire format, initial draw and ring-allreduce cost, never against
 // its own output.
 #include <doctest/doctest.h>
