@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <sstream>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -104,6 +106,19 @@ template <class Opt, class Body>
 run_result run_workers(int n, const Eigen::VectorXf& x0, const distopt::options& o, Body&& body) {
   return run_workers(
       n, [&](distopt::transport_ref t) { return Opt(t, x0, o); }, std::forward<Body>(body));
+}
+
+// An optimizer's checkpoint as bytes, and loading it back (optimizer::save / load).
+std::string saved(const auto& opt) {
+  std::ostringstream out;
+  opt.save(out);
+  return out.str();
+}
+
+template <class Opt>
+void load(Opt& opt, const std::string& bytes) {
+  std::istringstream in(bytes);
+  opt.load(in);
 }
 
 inline void check_all_ranks_identical(const run_result& r) {

@@ -58,18 +58,6 @@ void train(Opt& opt, int rank, std::uint64_t from, int steps) {
   for (int s = 0; s < steps; ++s) opt.step(gradient(rank, from + static_cast<std::uint64_t>(s), opt.parameters()));
 }
 
-std::string saved(const auto& opt) {
-  std::ostringstream out;
-  opt.save(out);
-  return out.str();
-}
-
-template <class Opt>
-void load(Opt& opt, const std::string& bytes) {
-  std::istringstream in(bytes);
-  opt.load(in);
-}
-
 bool same_counts(const distopt::statistics& a, const distopt::statistics& b) {
   return a.bytes_sent == b.bytes_sent && a.bytes_received == b.bytes_received && a.messages_sent == b.messages_sent &&
          a.messages_received == b.messages_received && a.rounds == b.rounds && a.steps == b.steps &&

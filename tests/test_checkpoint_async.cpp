@@ -35,20 +35,10 @@ namespace {
 using namespace std::chrono_literals;
 using harness::k_threads;
 using harness::k_timeout;
+using harness::load;
 using harness::same_bits;
+using harness::saved;
 namespace alg = distopt::algorithms;
-
-std::string saved(const auto& opt) {
-  std::ostringstream out;
-  opt.save(out);
-  return out.str();
-}
-
-template <class Opt>
-void load(Opt& opt, const std::string& bytes) {
-  std::istringstream in(bytes);
-  opt.load(in);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Stale server, counting. n = 4 workers, eta = 1/2, worker k's gradient -e_k: a push is u = e_k / 2
