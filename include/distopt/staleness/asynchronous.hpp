@@ -34,7 +34,7 @@ struct asynchronous {
   /// Parameter server only: scale the steps after a round of staleness s by 1/(1 + s) (Zhang et
   /// al., IJCAI 2016). Pairwise gossip has no such rule and refuses it. It weights each worker by
   /// its own staleness (the server's rank is the least stale), so where the workers' data differ
-  /// the run settles at that weighted optimum, not the optimum of the sum: 6-19 % away in
+  /// the run settles at that weighted optimum, not the optimum of the sum: 6-22 % away in
   /// bench/async_faithfulness, against 0.1-0.5 % without it.
   bool staleness_aware_lr = false;
 };
