@@ -35,7 +35,7 @@ struct asynchronous {
   /// al., IJCAI 2016). Pairwise gossip has no such rule and refuses it. It weights each worker by
   /// its own staleness (the server's rank is the least stale), so where the workers' data differ
   /// the run settles at that weighted optimum, not the optimum of the sum: 6-22 % away in
-  /// bench/async_faithfulness, against 0.1-0.5 % without it.
+  /// bench/async_faithfulness (paced workers), against 0.1-0.6 % without it.
   bool staleness_aware_lr = false;
 };
 
