@@ -450,3 +450,29 @@ TEST_CASE("a checkpoint of another configuration is refused by an asynchronous o
       k_threads);
   CHECK(refused == 3 * n);
 }
+
+TEST_CASE("a stale-server checkpoint is refused where the staleness policy's staleness_aware_lr differs") {
+  std::vector<std::string> plain(n);
+  std::atomic<int> refused{0};
+  distopt::run_threads(
+      n,
+      [&](distopt::transport_ref t) {
+        const auto i = static_cast<std::size_t>(t.rank());
+        const Eigen::VectorXf x0 = Eigen::VectorXf::Zero(n);
+        const distopt::options o{.learning_rate = 0.5f, .timeout = k_timeout};
+        alg::ssp_sgd<2> a(t, x0, o);
+        plain[i] = saved(a);  // at a cut: freshly built
+        a.finish();
+        alg::ssp_sgd<2> b(t, x0, o, {}, {}, {.staleness_aware_lr = true});
+        try {
+          load(b, plain[i]);
+        } catch (const distopt::config_error& e) {
+          if (std::string(e.what()).find("staleness_aware_lr is false in the checkpoint, true here") !=
+              std::string::npos)
+            ++refused;
+        }
+        b.finish();
+      },
+      k_threads);
+  CHECK(refused == n);
+}

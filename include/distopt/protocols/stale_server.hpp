@@ -597,10 +597,14 @@ class stale_server {
   /// Checkpoints hold the engine's state at the cut (a server rank's shard included) and the
   /// staleness-aware scale of the next steps; save() outside a cut is a config_error.
   void save(checkpoint_writer& w) const {
+    w.boolean(staleness_aware_);  // the staleness policy's knob, compared on load
     engine_.save(w);
     w.f32(scale_);
   }
   void load(checkpoint_reader& r) {
+    if (r.boolean() != staleness_aware_)
+      r.refuse(std::string("the staleness policy's staleness_aware_lr is ") + (staleness_aware_ ? "false" : "true") +
+               " in the checkpoint, " + (staleness_aware_ ? "true" : "false") + " here");
     engine_.load(r);
     scale_ = r.f32();
     since_round_ = 0;
