@@ -170,14 +170,10 @@ run_result reference(const problem& p, int steps, float lr) {
 // staleness_aware_lr, which only the parameter server has.
 template <class Opt>
 Opt make_worker(distopt::transport_ref t, const Eigen::VectorXf& x0, const distopt::options& o) {
-  if constexpr (requires { typename Opt::topology_type; }) {
-    if constexpr (distopt::server_topology<typename Opt::topology_type>)
-      return Opt(t, x0, o, {}, {}, {.staleness_aware_lr = true});
-    else
-      return Opt(t, x0, o);
-  } else {
+  if constexpr (requires { requires distopt::server_topology<typename Opt::topology_type>; })
+    return Opt(t, x0, o, {}, {}, {.staleness_aware_lr = true});
+  else
     return Opt(t, x0, o);
-  }
 }
 
 /// n workers of Opt, `steps` steps each; with straggler >= 0, that rank sleeps after each step.
