@@ -11,6 +11,8 @@
 
 #include <distopt/core/concepts.hpp>
 #include <distopt/core/traits.hpp>
+#include <distopt/collective/average.hpp>
+#include <distopt/compress/majority_sign.hpp>
 #include <distopt/compress/one_bit.hpp>
 #include <distopt/compress/random_k.hpp>
 #include <distopt/compress/rounding.hpp>
@@ -18,11 +20,13 @@
 #include <distopt/compress/sign.hpp>
 #include <distopt/compress/threshold.hpp>
 #include <distopt/compress/top_k.hpp>
+#include <distopt/transport/thread.hpp>
 
-#define DISTOPT_SPARSIFIER_COMPRESSORS                                                                            \
-  distopt::compress::sign, distopt::compress::scaled_sign, distopt::compress::top_k, distopt::compress::random_k, \
-      distopt::compress::random_k_biased, distopt::compress::random_k_shared, distopt::compress::random_keep,     \
-      distopt::compress::one_bit, distopt::compress::threshold, distopt::compress::rounding
+#define DISTOPT_SPARSIFIER_COMPRESSORS                                                                                 \
+  distopt::compress::sign, distopt::compress::majority_sign, distopt::compress::scaled_sign, distopt::compress::top_k, \
+      distopt::compress::random_k, distopt::compress::random_k_biased, distopt::compress::random_k_shared,             \
+      distopt::compress::random_keep, distopt::compress::one_bit, distopt::compress::threshold,                        \
+      distopt::compress::rounding
 
 // Each type meets the concept; random_k_shared through its per-worker state; traits as documented.
 static_assert(distopt::compressor<distopt::compress::sign> && distopt::compressor<distopt::compress::scaled_sign> &&
@@ -113,6 +117,28 @@ TEST_CASE("sign kernels: portable and AVX2 paths give identical bytes and sums")
     }
 #endif
   }
+}
+
+TEST_CASE("majority_sign: every worker sends its signs, the round's result is their vote (0 on a tie)") {
+  // Four workers' vectors and the vote sgn(sum_i sgn(x_i)) worked out by hand; the mean of the
+  // signs (what plain sign averaging gives) differs wherever the vote is not unanimous.
+  const std::vector<std::vector<float>> x = {{3.0f, -1.0f, 0.5f, -2.0f, 7.0f},
+                                             {1.0f, -4.0f, -0.5f, 2.0f, -1.0f},
+                                             {2.0f, 1.0f, -0.25f, -1.0f, -3.0f},
+                                             {-5.0f, -2.0f, 0.0f, 3.0f, -1.0f}};
+  const std::vector<float> vote = {1.0f, -1.0f, 0.0f, 0.0f, -1.0f};  // 3:1, 1:3, tie (sgn 0 = +1), tie, 1:3
+  std::vector<std::vector<float>> out(4);
+  distopt::run_threads(4, [&](distopt::transport_ref t) {
+    distopt::collective::averager<dc::majority_sign> avg;
+    dc::majority_sign c;
+    std::vector<float> v = x[static_cast<std::size_t>(t.rank())];
+    distopt::rng g(1, static_cast<std::uint32_t>(t.rank()), 0, distopt::purpose::compression);
+    avg.average(t, v, c, g);
+    out[static_cast<std::size_t>(t.rank())] = v;
+  });
+  for (const auto& o : out) CHECK(o == vote);
+  static_assert(distopt::momentum_before_compression_v<dc::majority_sign>);
+  static_assert(!distopt::momentum_before_compression_v<dc::sign>);
 }
 
 TEST_CASE("scaled_sign: hand-computed reconstruction per bucket, exact error") {

@@ -555,3 +555,54 @@ TEST_CASE("lattice<8> in the optimizer with allreduce: a small-gradient least-sq
   CHECK(lat - minimum <= (exact - minimum) + allowed);
   CHECK(lat < 0.1 * ls_global.loss(Eigen::VectorXf::Zero(ls_dim)));
 }
+
+namespace {
+// ||C(x) - x||^2 / ||x||^2 for one draw. Not inlined: GCC 12 warns (-Warray-bounds) about the
+// SIMD paths of sign encoding when it sees a constant 8-entry input, paths that never run there.
+template <class C>
+[[gnu::noinline]] double error_ratio(const C& c, const std::vector<float>& x) {
+  distopt::byte_buffer wire;
+  distopt::rng g(3, 0, 0, distopt::purpose::compression);
+  c.encode(x, wire, g);
+  std::vector<float> out(x.size());
+  c.decode(wire, out);
+  double e = 0, s = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    e += (double(out[i]) - x[i]) * (double(out[i]) - x[i]);
+    s += double(x[i]) * x[i];
+  }
+  return e / s;
+}
+}  // namespace
+
+TEST_CASE("delta_bound: the contraction each compressor guarantees on n entries, from its formula") {
+  // Closed forms (ALGORITHMS.md §5), each met with equality by an input of n entries.
+  constexpr std::size_t n = 1000;
+  // top_k: k / n, met by a constant vector.
+  CHECK(dc::delta_bound(dc::top_k{0.05}, n) == doctest::Approx(0.05));
+  CHECK(error_ratio(dc::top_k{0.05}, std::vector<float>(n, 1.0f)) == doctest::Approx(1.0 - 0.05));
+  CHECK(dc::delta_bound(dc::random_k_biased{0.05}, n) == doctest::Approx(0.05));
+  // scaled_sign and one_bit: 1 / (entries per bucket), met by e_1 in a bucket of 8.
+  std::vector<float> e1(8, 0.0f);
+  e1[0] = 1.0f;
+  CHECK(dc::delta_bound(dc::scaled_sign{8}, n) == doctest::Approx(1.0 / 8));
+  CHECK(error_ratio(dc::scaled_sign{8}, e1) == doctest::Approx(1.0 - 1.0 / 8));
+  CHECK(dc::delta_bound(dc::one_bit{8}, n) == doctest::Approx(1.0 / 8));
+  CHECK(error_ratio(dc::one_bit{8}, e1) == doctest::Approx(1.0 - 1.0 / 8));
+  CHECK(dc::delta_bound(dc::scaled_sign{0}, n) == doctest::Approx(1.0 / n));
+  CHECK(dc::delta_bound(dc::scaled_sign{512}, 100) == doctest::Approx(1.0 / 100));  // one short bucket
+  // scaled<qsgd<4>>: 1 / (1 + omega), omega = min(d / s^2, sqrt(d) / s), s = 7, d = min(n, 512).
+  const double omega4 = std::min(512.0 / 49.0, std::sqrt(512.0) / 7.0);
+  CHECK(dc::delta_bound(dc::scaled<dc::qsgd<4>>{}, n) == doctest::Approx(1.0 / (1.0 + omega4)));
+  // Unbiased with omega < 1: 1 - omega (qsgd<8>, s = 127, d = 200); omega >= 1: none.
+  CHECK(dc::delta_bound(dc::qsgd<8>{}, 200) ==
+        doctest::Approx(1.0 - std::min(200.0 / (127.0 * 127.0), std::sqrt(200.0) / 127.0)));
+  CHECK(dc::delta_bound(dc::qsgd<4>{}, n) == 0.0);
+  CHECK(dc::delta_bound(dc::identity{}, n) == 1.0);
+  // error_feedback<C>: C's. No relative guarantee: sign, threshold, rounding, fp16.
+  CHECK(dc::delta_bound(dc::error_feedback{dc::top_k{0.05}}, n) == doctest::Approx(0.05));
+  CHECK(dc::delta_bound(dc::sign{}, n) == 0.0);
+  CHECK(dc::delta_bound(dc::threshold{}, n) == 0.0);
+  CHECK(dc::delta_bound(dc::rounding{}, n) == 0.0);
+  CHECK(dc::delta_bound(dc::fp16{}, n) == 0.0);
+}

@@ -37,12 +37,26 @@ using terngrad_sgd =
     optimizer<compress::terngrad, topology::allreduce, staleness::synchronous, local_steps::every_step>;
 
 /// EF-signSGD (Karimireddy et al., ICML 2019, arXiv 1901.09847): scaled sign with error feedback.
+/// With options.momentum, each worker's momentum is compressed with error feedback (dist-EF-SGDM,
+/// Zheng et al., NeurIPS 2019; compress/error_feedback.hpp).
 using ef_signsgd = optimizer<compress::error_feedback<compress::scaled_sign>, topology::allreduce,
                              staleness::synchronous, local_steps::every_step>;
 
-/// Top-k sparsification with error feedback (Stich et al., NeurIPS 2018, arXiv 1809.07599).
+/// Top-k sparsification with error feedback (Stich et al., NeurIPS 2018, arXiv 1809.07599). With
+/// options.momentum this is Deep Gradient Compression's momentum correction and factor masking
+/// (Lin et al., ICLR 2018, arXiv 1712.01887; compress/error_feedback.hpp).
 using ef_topk_sgd = optimizer<compress::error_feedback<compress::top_k>, topology::allreduce, staleness::synchronous,
                               local_steps::every_step>;
+
+/// signSGD with majority vote (Bernstein et al., ICML 2018, arXiv 1802.04434; ICLR 2019, arXiv
+/// 1810.05291): workers send the signs of their gradients (1 bit per entry, allgathered) and step
+/// by eta times the elementwise majority vote.
+using signsgd_majority_vote =
+    optimizer<compress::majority_sign, topology::allreduce, staleness::synchronous, local_steps::every_step>;
+
+/// Signum with majority vote (same papers): signsgd_majority_vote whose workers vote with the sign
+/// of their own momentum; run it with options.momentum = beta (0.9 in the paper).
+using signum = signsgd_majority_vote;
 
 /// Bagua's ByteGrad quantiser (min_max<8>). Here the encodings are allgathered and
 /// decoded, not scatter-reduced on the compressed chunks as in Bagua.
@@ -67,8 +81,9 @@ using d_psgd =
     optimizer<compress::identity, topology::gossip<G, mixing::exact>, staleness::synchronous, local_steps::every_step>;
 
 /// CHOCO-SGD (Koloskova, Stich, Jaggi, ICML 2019, arXiv 1902.00340): models compressed as differences to
-/// public copies, consensus step gamma = the scheme's consensus_step (default 1; set it with the topology,
-/// `{{}, {.consensus_step = 0.04f}}`). C: contractive (top_k, scaled qsgd, ...).
+/// public copies, consensus step gamma = the scheme's consensus_step (set it with the topology,
+/// `{{}, {.consensus_step = 0.04f}}`), or unset the safe step derived from C's contraction and the graph
+/// (topology::default_consensus_step). C: contractive (top_k, scaled qsgd, ...).
 template <class C = compress::top_k, class G = topology::ring>
 using choco_sgd = optimizer<C, topology::gossip<G, mixing::choco>, staleness::synchronous, local_steps::every_step>;
 
@@ -82,7 +97,7 @@ template <class C = compress::qsgd<8>, class G = topology::ring>
 using ecd_psgd = optimizer<C, topology::gossip<G, mixing::ecd>, staleness::synchronous, local_steps::every_step>;
 
 /// DeepSqueeze (Tang et al. 2019, arXiv 1907.07346): error-compensated compression of the models,
-/// consensus step gamma = the scheme's consensus_step (as choco_sgd).
+/// consensus step gamma = the scheme's consensus_step, or unset the derived safe step (as choco_sgd).
 template <class C = compress::top_k, class G = topology::ring>
 using deep_squeeze = optimizer<compress::error_feedback<C>, topology::gossip<G, mixing::deep_squeeze>,
                                staleness::synchronous, local_steps::every_step>;

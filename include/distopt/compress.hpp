@@ -1,11 +1,13 @@
 #pragma once
 // All compressors. Include this or one compressor's header; never detail/.
 #include "distopt/compress/bf16.hpp"
+#include "distopt/compress/contraction.hpp"  // delta_bound(c, n): the contraction a compressor guarantees
 #include "distopt/compress/ef21.hpp"
 #include "distopt/compress/error_feedback.hpp"
 #include "distopt/compress/fp16.hpp"
 #include "distopt/compress/identity.hpp"
 #include "distopt/compress/lattice.hpp"
+#include "distopt/compress/majority_sign.hpp"
 #include "distopt/compress/min_max.hpp"
 #include "distopt/compress/natural.hpp"
 #include "distopt/compress/one_bit.hpp"

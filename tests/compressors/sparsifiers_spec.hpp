@@ -12,6 +12,7 @@
 
 #include "compressor_suite.hpp"
 
+#include <distopt/compress/majority_sign.hpp>
 #include <distopt/compress/one_bit.hpp>
 #include <distopt/compress/random_k.hpp>
 #include <distopt/compress/rounding.hpp>
@@ -57,6 +58,15 @@ template <>
 struct spec<distopt::compress::sign> {
   using C = distopt::compress::sign;
   static constexpr bool randomized = false;
+  static std::vector<C> configs() { return {C{}}; }
+  static std::optional<std::size_t> bytes(const C&, std::size_t n) { return 4 + sparsifiers::ceil_div(n, 8); }
+  static double delta(const C&, std::span<const float>) { return 0.0; }
+};
+
+// majority_sign: sign's wire (the vote is taken after the round, in finish_round).
+template <>
+struct spec<distopt::compress::majority_sign> : spec<distopt::compress::sign> {
+  using C = distopt::compress::majority_sign;
   static std::vector<C> configs() { return {C{}}; }
   static std::optional<std::size_t> bytes(const C&, std::size_t n) { return 4 + sparsifiers::ceil_div(n, 8); }
   static double delta(const C&, std::span<const float>) { return 0.0; }

@@ -108,6 +108,13 @@ struct one_bit {
     return 4 + 8 * detail::bucket_count(bucket, n) + detail::mask_bytes(n);
   }
 
+  /// The contraction every vector of n entries gets: 1 / (entries of the largest bucket),
+  /// the Cauchy-Schwarz bound above; 1 for n = 0.
+  double delta_bound(std::size_t n) const {
+    validate();
+    return n == 0 ? 1.0 : 1.0 / double(std::min(detail::bucket_length(bucket, n), n));
+  }
+
   /// The contraction on x, exact: ||C(x) - x||^2 = (1 - delta(x)) ||x||^2 (1 for x = 0).
   double delta(std::span<const float> x) const {
     const std::size_t n = x.size(), len = detail::bucket_length(bucket, n);

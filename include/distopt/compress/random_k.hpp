@@ -145,8 +145,10 @@ struct basic_random_k {
   /// random_k: the variance factor n/k - 1.
   double omega(std::size_t n) const requires Unbiased { return n == 0 ? 0.0 : double(n) / double(k(n)) - 1.0; }
   /// random_k_biased: the contraction k/n, in expectation over the draw.
-  double delta(std::span<const float> x) const requires(!Unbiased) {
-    return x.empty() ? 1.0 : double(k(x.size())) / double(x.size());
+  double delta(std::span<const float> x) const requires(!Unbiased) { return delta_bound(x.size()); }
+  /// random_k_biased: the contraction every vector of n entries gets in expectation, k/n (1 for n = 0).
+  double delta_bound(std::size_t n) const noexcept requires(!Unbiased) {
+    return n == 0 ? 1.0 : double(k(n)) / double(n);
   }
 
   mutable detail::index_sampler sampler_;  ///< working memory (not copied); one object per thread

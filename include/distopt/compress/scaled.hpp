@@ -84,7 +84,9 @@ struct scaled {
   double omega(std::size_t n) const { return detail::omega_of(inner, n); }
 
   /// The contraction in expectation: 1 / (1 + omega(n)).
-  double delta(std::span<const float> x) const { return 1.0 / (1.0 + omega(x.size())); }
+  double delta(std::span<const float> x) const { return delta_bound(x.size()); }
+  /// The same for every vector of n entries: 1 / (1 + omega(n)).
+  double delta_bound(std::size_t n) const { return 1.0 / (1.0 + omega(n)); }
 };
 
 }  // namespace distopt::compress

@@ -114,6 +114,13 @@ struct scaled_sign {
     return 4 + 4 * detail::bucket_count(bucket, n) + detail::mask_bytes(n);
   }
 
+  /// The contraction every vector of n entries gets: 1 / (entries of the largest bucket)
+  /// (delta_b >= 1 / d_b, met by x = e_1); 1 for n = 0.
+  double delta_bound(std::size_t n) const {
+    validate();
+    return n == 0 ? 1.0 : 1.0 / double(std::min(detail::bucket_length(bucket, n), n));
+  }
+
   /// The contraction on x, exact: ||C(x) - x||^2 = (1 - delta(x)) ||x||^2 (1 for x = 0).
   double delta(std::span<const float> x) const {
     const std::size_t n = x.size(), len = detail::bucket_length(bucket, n);

@@ -26,7 +26,7 @@
 //   distopt::compress::top_k c{0.01};
 //   c.encode(x, wire, g);                    // 8 + ceil(k*ceil(log2 n)/8) + 4k bytes
 //   c.decode(wire, out);                     // the k largest entries, zeros elsewhere
-//   double d = c.delta(x);                   // k / n
+//   double d = c.delta(x);                   // k / n (= c.delta_bound(n) for every x of n entries)
 
 #include <algorithm>
 #include <cmath>
@@ -88,7 +88,9 @@ struct top_k {
   std::size_t max_encoded_bytes(std::size_t n) const { return detail::sparse_bytes(n, k(n)); }
 
   /// The guaranteed contraction: k / n (1 for n = 0).
-  double delta(std::span<const float> x) const { return x.empty() ? 1.0 : double(k(x.size())) / double(x.size()); }
+  double delta(std::span<const float> x) const { return delta_bound(x.size()); }
+  /// The contraction every vector of n entries gets: k / n (1 for n = 0).
+  double delta_bound(std::size_t n) const noexcept { return n == 0 ? 1.0 : double(k(n)) / double(n); }
 
   mutable detail::top_k_scratch scratch_;  ///< working memory (not copied); one object per thread
 };

@@ -11,6 +11,7 @@
 //   distopt::local_update u(options, n);
 //   u.apply(x, g);          // x -= eta d(g)
 //   u.direct(d, x);         // d <- d(d) in place, for protocols that mix eta d with peers
+//   u.descend(x, d);        // x -= eta s d, d already a direction (momentum applied before compression)
 
 #include <bit>
 #include <cmath>
@@ -62,7 +63,7 @@ class local_update {
     const float* __restrict gp = g.data();
     const std::size_t n = x.size();
     if (mu_ == 0.0f && lambda_ == 0.0f) {
-      for (std::size_t i = 0; i < n; ++i) xp[i] -= step * gp[i];
+      descend(x, g);
       return;
     }
     float* __restrict vp = velocity_.data();
@@ -91,6 +92,17 @@ class local_update {
         dp[i] = nesterov_ ? dp[i] + mu_ * vp[i] : vp[i];
       }
   }
+
+  /// x <- x - eta s d for a direction d that direct() made (and a round averaged).
+  void descend(std::span<float> x, std::span<const float> d) const {
+    const float step = step_size();
+    float* __restrict xp = x.data();
+    const float* __restrict dp = d.data();
+    for (std::size_t i = 0; i < x.size(); ++i) xp[i] -= step * dp[i];
+  }
+
+  /// The momentum buffer v (empty without momentum), for a compressor that masks it (DGC).
+  std::span<float> velocity() noexcept { return velocity_; }
 
   /// eta s: the step a protocol multiplies a direction by.
   float step_size() const noexcept { return eta_ * scale_; }

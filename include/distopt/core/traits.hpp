@@ -26,6 +26,16 @@ inline constexpr bool is_summable_v = requires {
   requires C::summable;
 };
 
+/// True if C declares `static constexpr bool momentum_before_compression = true`: when a round
+/// averages gradients, each worker applies its momentum before encoding, and the optimizer
+/// applies none after the round (DGC's momentum correction for error_feedback<C>; Signum for
+/// majority_sign). If C also has `mask_momentum(velocity, state)`, the optimizer calls it after
+/// the round (DGC's factor masking).
+template <class C>
+inline constexpr bool momentum_before_compression_v = requires {
+  requires C::momentum_before_compression;
+};
+
 /// A summable compressor whose encodings add with `C::accumulate(sum, part)`: afterwards
 /// decode(sum) is the sum of the two decodes (to the format's rounding), and a part that
 /// does not match `sum` (length, round) throws transport_error. The ring then reduces on

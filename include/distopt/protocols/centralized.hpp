@@ -6,7 +6,11 @@
 //      g <- (1/n) sum_k decode(C(g_k));  x <- x - eta d(g)
 //    the average taken by collective::averager (ring allreduce, encoded ring, allgather,
 //    or the compressor's own collective) or, when T names a server (server_topology),
-//    by the parameter server's round (protocols/parameter_server_round.hpp);
+//    by the parameter server's round (protocols/parameter_server_round.hpp). A compressor
+//    that declares momentum_before_compression (core/traits.hpp: error_feedback, majority_sign)
+//    gets each worker's direction d(g_k) instead, and the average is stepped along as it is:
+//      x <- x - eta (1/n) sum_k decode(C(d(g_k)))        (DGC's momentum correction; Signum)
+//    after which the compressor may mask the momentum (DGC's factor masking);
 //  - otherwise a local step x <- x - eta d(g) from the model x_a of the last round, and
 //    when LocalSteps talks, the deltas are averaged (local SGD / FedAvg; Stich, ICLR
 //    2019, arXiv 1805.09767):  x <- x_a + (1/n) sum_k decode(C(x_k - x_a)).
@@ -26,6 +30,7 @@
 #include "distopt/core/checkpoint.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/protocol.hpp"
+#include "distopt/core/traits.hpp"
 #include "distopt/protocols/parameter_server_round.hpp"
 
 namespace distopt {
@@ -72,7 +77,16 @@ class centralized {
   void step(std::span<float> x, std::span<const float> g, bool talk, local_update& u) {
     if (talk && since_round_ == 0) {  // mini-batch SGD: average the gradients, then update
       rng r = ctx_.round_rng();
-      u.apply(x, averager_.average(ctx_.transport, g, scratch_, compressor_, r));
+      if constexpr (momentum_before_compression_v<C>) {
+        direction_.assign(g.begin(), g.end());
+        u.direct(direction_, x);
+        averager_.average(ctx_.transport, std::span<float>(direction_), compressor_, r);
+        u.descend(x, direction_);
+        if constexpr (requires { compressor_.mask_momentum(u.velocity(), *averager_.state()); })
+          compressor_.mask_momentum(u.velocity(), *averager_.state());
+      } else {
+        u.apply(x, averager_.average(ctx_.transport, g, scratch_, compressor_, r));
+      }
       ctx_.end_round();
       return;
     }
@@ -121,8 +135,9 @@ class centralized {
   protocol_context ctx_;
   C compressor_;
   typename averager_for<T>::type averager_;
-  std::vector<float> anchor_;   // the model of the last round, while local steps run
-  std::vector<float> scratch_;  // the average of a round
+  std::vector<float> anchor_;     // the model of the last round, while local steps run
+  std::vector<float> scratch_;    // the average of a round
+  std::vector<float> direction_;  // d(g) before compression (momentum_before_compression)
   std::uint64_t since_round_ = 0;
   std::size_t n_;  // the model size
 };

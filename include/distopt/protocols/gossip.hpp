@@ -23,6 +23,9 @@
 // Compressors that decode against a reference (decode(bytes, reference, out), e.g. a
 // lattice quantizer) are not wired in yet and are refused at compile time.
 //
+// The consensus step of CHOCO and DeepSqueeze is the scheme's, or when unset
+// topology::default_consensus_step for C's guaranteed contraction (compress::delta_bound).
+//
 //   distopt::protocols::model_exchange<distopt::compress::top_k, distopt::topology::ring> ex(
 //       t, distopt::topology::ring{}, x0, /*gamma=*/0.04f, /*seed=*/1, c);
 //   ex.round(t, x, eta_times_direction, c, g);   // one CHOCO round
@@ -39,6 +42,7 @@
 
 #include "distopt/collective/detail/float_bytes.hpp"
 #include "distopt/collective/ring_allreduce.hpp"
+#include "distopt/compress/contraction.hpp"
 #include "distopt/core/byte_buffer.hpp"
 #include "distopt/core/checkpoint.hpp"
 #include "distopt/core/concepts.hpp"
@@ -166,6 +170,22 @@ class public_copies {
   byte_buffer wire_, incoming_;
 };
 
+/// The consensus step a compressed gossip scheme runs with: `chosen` if set, otherwise
+/// topology::default_consensus_step for C's guaranteed contraction on vectors of n entries.
+/// Throws config_error when C guarantees none (sign, threshold, rounding, qsgd with omega >= 1).
+template <compressor C>
+float resolve_consensus_step(std::optional<float> chosen, const C& c, std::size_t n, const graph& g) {
+  if (chosen) return *chosen;
+  const double delta = compress::delta_bound(c, n);
+  if (!(delta > 0.0))
+    throw config_error(
+        "distopt gossip: the compressor guarantees no contraction ||C(x) - x||^2 <= (1 - delta) ||x||^2 on " +
+        std::to_string(n) +
+        " entries, so no safe consensus step can be derived; use a contractive compressor (top_k, random_k_biased, "
+        "scaled_sign, compress::scaled<C> for an unbiased C) or set the scheme's consensus_step");
+  return static_cast<float>(topology::default_consensus_step(delta, g));
+}
+
 /// One worker's side of gossip over topology T with compressor C, by T's scheme.
 template <compressor C, class T>
 class model_exchange {
@@ -197,12 +217,17 @@ class model_exchange {
 
  public:
   /// Builds this worker's row (and, for DCD/ECD, shares x0 exactly so the copies start equal).
-  model_exchange(transport_ref t, const T& topo, std::span<const float> x0, float gamma, std::uint64_t seed, C& c)
-      : gamma_(gamma), seed_(seed), state_(make_compressor_state(c, x0.size())) {
+  /// `gamma`: the consensus step of CHOCO and DeepSqueeze; unset, derived (resolve_consensus_step).
+  model_exchange(transport_ref t, const T& topo, std::span<const float> x0, std::optional<float> gamma,
+                 std::uint64_t seed, C& c)
+      : seed_(seed), state_(make_compressor_state(c, x0.size())) {
     const std::size_t n = x0.size();
     mixed_.resize(n);
     if constexpr (topology::static_gossip_topology<T>) {
-      row_.assign(topo.make_graph(t.size()), t.rank());
+      const graph g = topo.make_graph(t.size());
+      row_.assign(g, t.rank());
+      if constexpr (std::same_as<scheme, mixing::choco> || std::same_as<scheme, mixing::deep_squeeze>)
+        gamma_ = resolve_consensus_step(gamma, c, n, g);
     } else {
       schedule_.emplace(topo.schedule(t.size()));
     }
@@ -263,6 +288,8 @@ class model_exchange {
 
   /// This round's (static topologies: every round's) row of W.
   const mixing_row& row() const noexcept { return row_; }
+  /// The consensus step CHOCO and DeepSqueeze run with (1 for the schemes that have none).
+  float consensus_step() const noexcept { return gamma_; }
 
   /// Checkpoints hold the round counter, the consensus step and the row of a static topology
   /// (both compared on load), the compressor state and the public copies.
@@ -303,7 +330,7 @@ class model_exchange {
   }
 
  private:
-  float gamma_;
+  float gamma_ = 1.0f;
   std::uint64_t seed_;
   compressor_state_t<C> state_;
   mixing_row row_;

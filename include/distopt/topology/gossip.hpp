@@ -27,9 +27,11 @@
 //   deep_squeeze         x <- x - eta d;  c_i = C(x) (error_feedback<C> adds its residual);  holders xh_i <- c_i;
 //                        x <- x + gamma (sum_j W_ij xh_j - xh_i)    DeepSqueeze, Tang et al. 2019, arXiv 1907.07346
 //   automatic (default)  exact for compress::identity, choco for any other compressor
-// gamma is the scheme's consensus_step (choco, deep_squeeze, and automatic when it runs choco;
-// default 1, exact mixing of the public copies): x <- x + gamma (sum_j W_ij xh_j - xh_i). Compressed
-// runs need it below 1 (ChocoSGD's tuned values: top-1% 0.04, random-1% 0.01, 4-bit QSGD 0.34):
+// gamma is the scheme's consensus_step (choco, deep_squeeze, and automatic when it runs choco):
+// x <- x + gamma (sum_j W_ij xh_j - xh_i). Unset (the default), it is derived from the
+// compressor's guaranteed contraction delta and the graph, default_consensus_step below
+// (0.0385 for top-5% on a ring of 9); a value set wins (ChocoSGD's tuned ring-of-9 values:
+// top-1% 0.04, random-1% 0.01, 4-bit QSGD 0.34):
 //   distopt::topology::gossip<distopt::topology::ring, distopt::mixing::choco>{{}, {.consensus_step = 0.04f}}
 // Public copies xh (of self and of each peer) need fixed
 // neighbours, so choco/dcd/ecd/deep_squeeze require a static topology: time-varying
@@ -39,8 +41,10 @@
 //   distopt::optimizer<distopt::compress::qsgd<4>, dcd_ring, distopt::staleness::synchronous,
 //                      distopt::local_steps::every_step> opt(t, x0, {.learning_rate = 0.01f});
 
+#include <algorithm>
 #include <concepts>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -80,19 +84,20 @@ struct mixing_row {
 };
 
 namespace mixing {
+// consensus_step: gamma in (0, 1]; unset, topology::default_consensus_step for the compressor.
 /// exact for compress::identity, choco (with this consensus step) for any other compressor.
 struct automatic {
-  float consensus_step = 1.0f;
+  std::optional<float> consensus_step;
 };
 struct exact {};
 struct exact_step_then_mix {};
 struct choco {
-  float consensus_step = 1.0f;  ///< gamma in (0, 1]
+  std::optional<float> consensus_step;
 };
 struct dcd {};
 struct ecd {};
 struct deep_squeeze {
-  float consensus_step = 1.0f;  ///< gamma in (0, 1]
+  std::optional<float> consensus_step;
 };
 }  // namespace mixing
 
@@ -128,11 +133,11 @@ struct gossip : G {
   void validate(int n) const {
     G::validate(n);
     if constexpr (requires { scheme.consensus_step; })
-      if (!(scheme.consensus_step > 0.0f && scheme.consensus_step <= 1.0f))
+      if (scheme.consensus_step && !(*scheme.consensus_step > 0.0f && *scheme.consensus_step <= 1.0f))
         throw config_error("topology::gossip: the scheme's consensus_step must be in (0, 1], got " +
-                           std::to_string(scheme.consensus_step) +
+                           std::to_string(*scheme.consensus_step) +
                            "; it is CHOCO's gamma (1 = exact mixing of the public copies, smaller for stronger "
-                           "compression)");
+                           "compression); leave it unset for the step derived from the compressor and graph");
   }
 };
 
@@ -148,13 +153,47 @@ struct scheme_of<T> {
 };
 }  // namespace detail
 
-/// The consensus step gamma of gossip topology t's scheme (1 for schemes without one).
+/// The consensus step gamma set on gossip topology t's scheme (unset: none set, or a scheme without one).
 template <class T>
-float consensus_step(const T& t) {
+std::optional<float> consensus_step(const T& t) {
   if constexpr (requires { t.scheme.consensus_step; })
     return t.scheme.consensus_step;
   else
-    return 1.0f;
+    return std::nullopt;
+}
+
+/// The consensus step gamma of CHOCO-SGD and DeepSqueeze when the scheme sets none, for a
+/// compressor that guarantees the contraction `delta` (compress::delta_bound) on graph g:
+///
+///     gamma = min(1, 1 / beta, delta / ((2 - delta) a)),   a = max_i (1 - W_ii),  beta = 1 - lambda_min(W)
+///
+/// Why. Worker i's own public copy enters its gossip step x_i <- x_i + gamma (sum_j W_ij xh_j - xh_i)
+/// with weight -gamma (1 - W_ii), and xh_i only catches up with x_i when C transmits. Model C by
+/// a random sparsifier that sends each coordinate of x_i - xh_i with probability delta (it meets
+/// E||C(v) - v||^2 <= (1 - delta)||v||^2 with equality). Per coordinate, neighbours held still,
+/// a = gamma (1 - W_ii):  x+ = x - a xh;  xh+ = x+ with probability delta, else xh. The second
+/// moments (E x^2, E x xh, E xh^2) evolve by a 3x3 matrix T with det(T - I) = a delta (a (2 - delta)
+/// - 2 delta), so the iteration is mean-square stable iff a < 2 delta / (2 - delta); exact gossip
+/// (delta = 1) is stable iff gamma beta < 2. The default takes half of both limits at the worker
+/// with the largest 1 - W_ii. Against the second-moment recursion of the whole graph
+/// (tests/test_gossip_step.cpp: rings, torus, complete, star, path; delta 0.01 to 1) it is 0.4-0.7
+/// of the true limit. The spectral gap sets how fast compressed gossip agrees, not whether it is
+/// stable. CHOCO-SGD's Theorem 2 step (Koloskova, Stich, Jaggi, ICML 2019, arXiv 1902.00340),
+/// gap^2 delta / (16 gap + gap^2 + 4 beta^2 + 2 gap beta^2 - 8 gap delta), covers the worst
+/// compressor and is ~300x smaller (1.3e-4 for top-5% on a ring of 9 against 0.0385 here). On
+/// ChocoSGD's ring of 9 (d = 2000) this gives 0.0075 for random-1% (tuned: 0.01), 0.21 for 4-bit
+/// QSGD scaled (tuned: 0.34) and 0.0075 for top-1% (tuned: 0.04; top-k does far better than its
+/// worst case, so tune it). With a constant step eta, CHOCO's fixed point is D-PSGD's with step
+/// eta / gamma: a smaller gamma leaves the workers further from consensus on heterogeneous data.
+inline double default_consensus_step(double delta, const graph& g) {
+  if (!(delta > 0.0 && delta <= 1.0))
+    throw config_error("topology::default_consensus_step: delta must be in (0, 1], got " + std::to_string(delta));
+  const double a = 1.0 - g.mixing_matrix().diagonal().minCoeff();
+  const double beta = 1.0 - g.eigenvalues().minCoeff();
+  double gamma = 1.0;
+  if (beta > 0.0) gamma = std::min(gamma, 1.0 / beta);
+  if (a > 0.0) gamma = std::min(gamma, delta / ((2.0 - delta) * a));
+  return gamma;
 }
 
 /// The per-worker schedule of a time-varying topology (an unused int for a static one).
