@@ -5,6 +5,7 @@
 // (--network; transport/simulated.hpp) and messages. Writes a CSV for scripts/plot.
 //
 //   build/examples/fashion_mnist --workers 4 --epochs 5 --configs sgd,local4,ef-topk
+//   build/examples/fashion_mnist --preset full   # 8 workers, 30 epochs, momentum, cosine decay (README)
 //   build/examples/fashion_mnist --list-configs
 //   mpirun -np 4 build/examples/fashion_mnist --transport mpi   # one worker per MPI rank
 //   scripts/distopt-launch -n 4 --restarts 2 -- build/examples/fashion_mnist --transport tcp
@@ -12,10 +13,12 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <numbers>
 #include <span>
 #include <sstream>
 #include <string>
@@ -43,8 +46,9 @@ struct settings {
   int hidden = 128;
   int epochs = 5;
   std::size_t batch = 64;
-  float learning_rate = 0.1f;
-  float momentum = 0.0f;  // heavy-ball momentum on top of error feedback hurts EF (see README)
+  float learning_rate = 0.05f;
+  float momentum = 0.9f;  // error feedback compresses each worker's momentum (compress/error_feedback.hpp)
+  bool cosine = false;    // learning rate eta_t = eta (1 + cos(pi t / T)) / 2 over the T steps of a run
   std::uint64_t seed = 1;
   std::size_t train_samples = 0;  // 0: all
   std::string csv = "fashion_mnist.csv";
@@ -94,6 +98,7 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
   const std::size_t steps_per_epoch = ex.net.samples() / (s.batch * static_cast<std::size_t>(s.workers));
   if (steps_per_epoch == 0)
     throw distopt::config_error("fashion_mnist: fewer training samples than one batch per worker; lower --batch");
+  const std::uint64_t total_steps = steps_per_epoch * static_cast<std::uint64_t>(s.epochs);
   const Eigen::VectorXf x0 = ex.net.initial_parameters(s.seed);
   const distopt::network_model net = s.network.model();
   ex.launch.run(s.workers, [&](distopt::transport_ref real) {
@@ -112,6 +117,9 @@ run_result train(const experiment& ex, const std::string& name, typename Optimiz
     examples::epoch_log log(result, s.epochs, s.network.label());
     for (int epoch = static_cast<int>(step / steps_per_epoch) + 1; epoch <= s.epochs; ++epoch) {
       for (std::size_t b = step % steps_per_epoch; b < steps_per_epoch; ++b) {
+        if (s.cosine)
+          opt.set_learning_rate(static_cast<float>(
+              s.learning_rate * 0.5 * (1 + std::cos(std::numbers::pi * double(step) / double(total_steps)))));
         ex.net.gradient(opt.parameters(), batches.next(), g);
         opt.step(g);
         if (++step % steps_per_epoch != 0) checkpoint(false);  // an epoch's last step: after its evaluation
@@ -214,6 +222,12 @@ int main(int argc, char** argv) try {
   app.add_option("--batch", s.batch, "mini-batch size per worker")->check(CLI::Range(1, 60000));
   app.add_option("--lr", s.learning_rate, "learning rate")->check(CLI::PositiveNumber);
   app.add_option("--momentum", s.momentum, "momentum")->check(CLI::Range(0.0, 0.999));
+  app.add_option("--cosine", s.cosine, "cosine learning-rate decay to 0 over each run (false: constant)");
+  std::string preset = "demo";
+  app.add_option("--preset", preset,
+                 "demo: the defaults above (4 workers, 5 epochs, constant rate); full: 8 workers, 30 epochs, cosine "
+                 "decay, the README's table (flags given explicitly still win)")
+      ->check(CLI::IsMember({"demo", "full"}));
   app.add_option("--seed", s.seed, "seed of data order and initialisation");
   app.add_option("--train-samples", s.train_samples, "use only the first N training samples (0: all)");
   app.add_option("--configs", config_list, "comma-separated configurations (see --list-configs)");
@@ -229,11 +243,16 @@ int main(int argc, char** argv) try {
                  "line serves the first run and restarts: scripts/distopt-launch --restarts)");
   app.add_flag("--list-configs", list, "list the configurations and exit");
   CLI11_PARSE(app, argc, argv);
+  if (preset == "full") {
+    if (app.count("--workers") == 0) s.workers = 8;
+    if (app.count("--epochs") == 0) s.epochs = 30;
+    if (app.count("--cosine") == 0) s.cosine = true;
+  }
 
   const examples::checkpoints checkpoints(s.resume.empty() ? "checkpoints" : s.resume, s.checkpoint_every,
                                           !s.resume.empty());
   const examples::launcher launch(transport, argc, argv);
-  s.workers = launch.workers(app.count("--workers") ? s.workers : 0);
+  s.workers = launch.workers(app.count("--workers") || preset == "full" ? s.workers : 0);
   const auto configs = configurations();
   if (list) {
     if (launch.primary()) examples::list_configurations(configs);

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include <distopt/distopt.hpp>
@@ -34,7 +35,7 @@ using ring_sgd =
 constexpr int n = 9;
 constexpr Index dim = 5;
 constexpr int steps = 30;
-constexpr double eta = 0.1, gamma = 0.3;
+constexpr double eta = 0.1, consensus = 0.3;
 constexpr std::size_t kept = 2;   // top_k{0.4} on 5 entries
 constexpr float grid = 0x1.0p-6f; // rounding's step for ECD
 const gossip_test::shards problem(n, 20, dim, 7);
@@ -70,7 +71,7 @@ MatrixXd gradients(const MatrixXd& x) {
 // Compares the distributed run with the serial one after every step (relative max norm).
 template <class S, class C>
 void check(const char* name, C c, topo::gossip<topo::ring, S> ring, const std::vector<MatrixXd>& serial) {
-  CAPTURE(name);
+  CAPTURE(std::string(name));
   const auto tr = gossip_test::run<ring_sgd<S, C>>(n, steps, start, {.learning_rate = static_cast<float>(eta)},
                                                     gradient, c, ring);
   double worst = 0.0;
@@ -102,10 +103,10 @@ TEST_CASE("CHOCO, DCD, ECD and DeepSqueeze with a lossy compressor follow their 
   // CHOCO-SGD: x <- x - eta g; x <- x + gamma (W Xh - Xh); Xh <- Xh + C(X - Xh); Xh starts at 0.
   MatrixXd xh = MatrixXd::Zero(n, dim);
   const auto choco = serial([&](MatrixXd& x, int) {
-    x = x - eta * gradients(x) + gamma * (w * xh - xh);
+    x = x - eta * gradients(x) + consensus * (w * xh - xh);
     xh += top_rows(x - xh);
   });
-  check<mixing::choco>("CHOCO top-k", dc::top_k{0.4}, {{}, {.consensus_step = static_cast<float>(gamma)}}, choco);
+  check<mixing::choco>("CHOCO top-k", dc::top_k{0.4}, {{}, {.consensus_step = static_cast<float>(consensus)}}, choco);
 
   // DCD-PSGD: the replicas are exact (Xh = X); X <- X + Q(W X - eta g - X).
   const auto dcd = serial([&](MatrixXd& x, int) { x += top_rows(w * x - eta * gradients(x) - x); });
@@ -129,8 +130,8 @@ TEST_CASE("CHOCO, DCD, ECD and DeepSqueeze with a lossy compressor follow their 
     x -= eta * gradients(x);
     const MatrixXd sent = top_rows(x + e);
     e = x + e - sent;
-    x += gamma * (w * sent - sent);
+    x += consensus * (w * sent - sent);
   });
   check<mixing::deep_squeeze>("DeepSqueeze EF top-k", dc::error_feedback{dc::top_k{0.4}},
-                              {{}, {.consensus_step = static_cast<float>(gamma)}}, squeeze);
+                              {{}, {.consensus_step = static_cast<float>(consensus)}}, squeeze);
 }
