@@ -1,4 +1,4 @@
-// ctest-labels: threads
+// ctest-labels: numeric
 // Momentum before compression (core/traits.hpp): error feedback compresses each worker's
 // momentum (DGC's momentum correction, factor masking on request; compress/error_feedback.hpp),
 // and Signum votes with the signs of each worker's momentum (compress/majority_sign.hpp).

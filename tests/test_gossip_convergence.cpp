@@ -1,4 +1,4 @@
-// ctest-labels: threads
+// ctest-labels: numeric
 // Decentralized SGD on least squares split across 9 heterogeneous workers on a ring,
 // against closed forms computed serially in double precision (test_gossip_harness.hpp):
 // the serial D-PSGD recursion X <- W X - eta G(X) / W (X - eta G(X)), the fixed point of

@@ -1,4 +1,4 @@
-// ctest-labels: threads
+// ctest-labels: numeric
 // The compressed gossip schemes with a lossy compressor, step for step against serial
 // recursions written here from the papers' update rules (topology/gossip.hpp lists them),
 // on least squares split across 9 heterogeneous workers on a ring. With compress::identity

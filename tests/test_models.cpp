@@ -1,4 +1,4 @@
-// ctest-labels: threads
+// ctest-labels: numeric
 // Tests of problems::mlp and problems::softmax_regression against independent
 // references: a double-precision forward pass written here from the documented
 // formulas and parameter layout (its loss, and central differences of it), central

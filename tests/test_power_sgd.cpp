@@ -1,4 +1,4 @@
-// ctest-labels: threads
+// ctest-labels: numeric
 // compress::power_sgd<Rank>: checked against Eigen's SVD (JacobiSVD) and Householder QR in double, and
 // against the documented wire format, initial draw and ring-allreduce cost, never against
 // its own output.
