@@ -21,23 +21,23 @@
 
 namespace {
 
-using gossip_test::stack;
 using Eigen::Index;
 using Eigen::MatrixXd;
+using gossip_test::stack;
 namespace dc = distopt::compress;
 namespace topo = distopt::topology;
 namespace mixing = distopt::mixing;
 
 template <class S, class C>
-using ring_sgd =
-    distopt::optimizer<C, topo::gossip<topo::ring, S>, distopt::staleness::synchronous, distopt::local_steps::every_step>;
+using ring_sgd = distopt::optimizer<C, topo::gossip<topo::ring, S>, distopt::staleness::synchronous,
+                                    distopt::local_steps::every_step>;
 
 constexpr int n = 9;
 constexpr Index dim = 5;
 constexpr int steps = 30;
 constexpr double eta = 0.1, consensus = 0.3;
-constexpr std::size_t kept = 2;   // top_k{0.4} on 5 entries
-constexpr float grid = 0x1.0p-6f; // rounding's step for ECD
+constexpr std::size_t kept = 2;    // top_k{0.4} on 5 entries
+constexpr float grid = 0x1.0p-6f;  // rounding's step for ECD
 const gossip_test::shards problem(n, 20, dim, 7);
 const MatrixXd w = distopt::graph::ring(n).mixing_matrix();
 
@@ -50,7 +50,8 @@ MatrixXd top_rows(const MatrixXd& v) {
   for (Index i = 0; i < v.rows(); ++i) {
     std::vector<Index> order(static_cast<std::size_t>(v.cols()));
     std::iota(order.begin(), order.end(), Index{0});
-    std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) { return std::abs(v(i, a)) > std::abs(v(i, b)); });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](Index a, Index b) { return std::abs(v(i, a)) > std::abs(v(i, b)); });
     for (std::size_t r = 0; r < kept; ++r) out(i, order[r]) = v(i, order[r]);
   }
   return out;
@@ -72,8 +73,8 @@ MatrixXd gradients(const MatrixXd& x) {
 template <class S, class C>
 void check(const char* name, C c, topo::gossip<topo::ring, S> ring, const std::vector<MatrixXd>& serial) {
   CAPTURE(std::string(name));
-  const auto tr = gossip_test::run<ring_sgd<S, C>>(n, steps, start, {.learning_rate = static_cast<float>(eta)},
-                                                    gradient, c, ring);
+  const auto tr =
+      gossip_test::run<ring_sgd<S, C>>(n, steps, start, {.learning_rate = static_cast<float>(eta)}, gradient, c, ring);
   double worst = 0.0;
   for (int s = 1; s <= steps; ++s) {
     const MatrixXd& ref = serial[static_cast<std::size_t>(s)];
