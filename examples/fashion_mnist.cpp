@@ -5,7 +5,7 @@
 // (--network; transport/simulated.hpp) and messages. Writes a CSV for scripts/plot.
 //
 //   build/examples/fashion_mnist --workers 4 --epochs 5 --configs sgd,local4,ef-topk
-//   build/examples/fashion_mnist --preset full   # 8 workers, 30 epochs, momentum, cosine decay (README)
+//   build/examples/fashion_mnist --preset full   # 8 workers, 30 epochs, 256 hidden, cosine decay (README)
 //   build/examples/fashion_mnist --list-configs
 //   mpirun -np 4 build/examples/fashion_mnist --transport mpi   # one worker per MPI rank
 //   scripts/distopt-launch -n 4 --restarts 2 -- build/examples/fashion_mnist --transport tcp
@@ -225,8 +225,9 @@ int main(int argc, char** argv) try {
   app.add_option("--cosine", s.cosine, "cosine learning-rate decay to 0 over each run (false: constant)");
   std::string preset = "demo";
   app.add_option("--preset", preset,
-                 "demo: the defaults above (4 workers, 5 epochs, constant rate); full: 8 workers, 30 epochs, cosine "
-                 "decay, the README's table (flags given explicitly still win)")
+                 "demo: the defaults above (4 workers, 5 epochs, 128 hidden units, lr 0.05, constant); full: 8 "
+                 "workers, 30 epochs, 256 hidden units, lr 0.1 with cosine decay, the README's table (flags given "
+                 "explicitly still win)")
       ->check(CLI::IsMember({"demo", "full"}));
   app.add_option("--seed", s.seed, "seed of data order and initialisation");
   app.add_option("--train-samples", s.train_samples, "use only the first N training samples (0: all)");
@@ -246,6 +247,8 @@ int main(int argc, char** argv) try {
   if (preset == "full") {
     if (app.count("--workers") == 0) s.workers = 8;
     if (app.count("--epochs") == 0) s.epochs = 30;
+    if (app.count("--hidden") == 0) s.hidden = 256;
+    if (app.count("--lr") == 0) s.learning_rate = 0.1f;
     if (app.count("--cosine") == 0) s.cosine = true;
   }
 
