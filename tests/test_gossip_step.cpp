@@ -1,4 +1,4 @@
-// ctest-labels: numeric
+// ctest-labels: numeric;slow
 // The consensus step CHOCO-SGD and DeepSqueeze take when the scheme's consensus_step is unset
 // (topology::default_consensus_step, from the compressor's compress::delta_bound):
 //  - against the mean-square stability limit of compressed gossip, computed here from the
