@@ -67,8 +67,8 @@
 // Reported, not checked: the ring vs mini-batch SGD (at this size and at full size f(mu) is bound by
 // the SGD noise on every graph; the ring's larger Gamma shows in Gamma and mean f_i, not in f(mu)),
 // and interactions to the [D] target, SwarmSGD H = 2 over AD-PSGD (AD-PSGD defers interactions while
-// one is unanswered, so its count depends on the machine's load: 1.15-1.43 next to a compiler,
-// ~0.5 otherwise).
+// one is unanswered, so its count depends on the machine's load: 0.37-0.82 in 11 runs at the ctest
+// size, but 1.15 and 1.43 in two runs at K = 2048 next to a compiler).
 // Output: tables on stdout; a CSV (section,algorithm,graph,compressor,n,H,k,total_steps,subopt,
 // gamma,bits,interactions) with --csv.
 //
