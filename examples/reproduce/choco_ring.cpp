@@ -42,7 +42,7 @@
 //  - Workers are threads exchanging messages through the library's optimizer (run_threads); ChocoSGD
 //    simulates the 9 nodes as the columns of one matrix.
 //
-// Checks (exit status 1 if any fails; each check prints ok or FAILED with its numbers):
+// Checks (exit status 1 if any fails; each prints [pass] or [FAIL] with its numbers, claims.hpp):
 //  1. exact D-PSGD converges: its final mean f - f* is below (f(0) - f*)/10.
 //  2. Every CHOCO variant tracks exact D-PSGD per epoch: its final mean f - f* is at most 2x exact's.
 //     Why 2: with lr_t ~ 1/t, SGD's f - f* falls like 1/t, so a method that needs at most twice the
@@ -88,6 +88,9 @@
 #include <Eigen/Cholesky>
 #include <distopt/distopt.hpp>
 #include <distopt/problems.hpp>
+
+#include "claims.hpp"
+#include "logistic_reference.hpp"
 
 namespace {
 
@@ -170,56 +173,12 @@ distopt::problems::labelled_data epsilon_like(long m, long d, float delta) {
 /// The data (float, as the workers use it) and the full objective in double precision with its minimum.
 struct problem {
   distopt::problems::logistic_regression data;
-  Eigen::MatrixXd a;
-  Eigen::VectorXd y;
-  double lambda;
-  double fstar = 0;
-  int newton_steps = 0;
-
-  static double softplus(double z) { return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z)); }
-  static double sigmoid(double z) { return z >= 0 ? 1.0 / (1.0 + std::exp(-z)) : std::exp(z) / (1.0 + std::exp(z)); }
+  reproduce::logistic_reference ref;
 
   explicit problem(distopt::problems::logistic_regression p)
       : data(std::move(p)),
-        a(data.features().cast<double>()),
-        y(data.labels().cast<double>()),
-        lambda(1.0 / static_cast<double>(a.rows())) {}
-
-  double loss(const Eigen::VectorXd& x) const {
-    const Eigen::VectorXd margins = y.cwiseProduct(a * x);
-    double sum = 0.0;
-    for (Eigen::Index i = 0; i < margins.size(); ++i) sum += softplus(-margins(i));
-    return sum / static_cast<double>(a.rows()) + 0.5 * lambda * x.squaredNorm();
-  }
-
-  /// f* by Newton's method with backtracking from 0, until ||grad f|| < 1e-10.
-  void solve() {
-    const auto m = static_cast<double>(a.rows());
-    const Eigen::Index d = a.cols();
-    Eigen::VectorXd x = Eigen::VectorXd::Zero(d), p(a.rows()), g(d);
-    Eigen::MatrixXd h(d, d);
-    for (newton_steps = 0; newton_steps < 100; ++newton_steps) {
-      const Eigen::VectorXd margins = y.cwiseProduct(a * x);
-      for (Eigen::Index i = 0; i < p.size(); ++i) p(i) = sigmoid(-margins(i));
-      g = -(a.transpose() * y.cwiseProduct(p)) / m + lambda * x;
-      if (g.norm() < 1e-10) break;
-      // H = A^T diag(p (1 - p)) A / m + lambda I, lower triangle, 4096 rows at a time.
-      h.setZero();
-      for (Eigen::Index lo = 0; lo < a.rows(); lo += 4096) {
-        const Eigen::Index len = std::min<Eigen::Index>(4096, a.rows() - lo);
-        const Eigen::ArrayXd w = (p.segment(lo, len).array() * (1.0 - p.segment(lo, len).array())).sqrt();
-        const Eigen::MatrixXd b = w.matrix().asDiagonal() * a.middleRows(lo, len);
-        h.selfadjointView<Eigen::Lower>().rankUpdate(b.transpose(), 1.0 / m);
-      }
-      h.diagonal().array() += lambda;
-      const Eigen::VectorXd dx = Eigen::LDLT<Eigen::MatrixXd, Eigen::Lower>(h).solve(g);
-      const double f0 = loss(x);
-      double t = 1.0;
-      while (t > 1e-12 && loss(Eigen::VectorXd(x - t * dx)) > f0 - 0.25 * t * g.dot(dx)) t *= 0.5;
-      x -= t * dx;
-    }
-    fstar = loss(x);
-  }
+        ref(data.features().cast<double>(), data.labels().cast<double>(),
+            1.0 / static_cast<double>(data.features().rows())) {}
 };
 
 /// One run: f(xbar) - f* after each epoch (NaN from a failure on) and the bytes all workers sent.
@@ -234,11 +193,11 @@ struct trace {
 template <class Opt>
 trace train(const problem& p, const settings& s, int seed, double lr0, typename Opt::topology_type ring,
             typename Opt::compressor_type c) {
-  const Eigen::Index d = p.a.cols();
+  const Eigen::Index d = p.ref.a.cols();
   const auto n = static_cast<std::size_t>(s.workers);
   const auto seed32 = static_cast<std::uint32_t>(seed);
   // Random split: a seeded shuffle of the rows in n parts of m/n (the last takes the remainder).
-  std::vector<std::size_t> rows(static_cast<std::size_t>(p.a.rows()));
+  std::vector<std::size_t> rows(static_cast<std::size_t>(p.ref.a.rows()));
   for (std::size_t i = 0; i < rows.size(); ++i) rows[i] = i;
   distopt::rng shuffle(seed32, 0, 0, distopt::purpose::sampling);
   for (std::size_t k = rows.size(); k > 1; --k)
@@ -247,7 +206,7 @@ trace train(const problem& p, const settings& s, int seed, double lr0, typename 
   Eigen::VectorXf x0(d);
   distopt::rng init(seed32, 0, 0, distopt::purpose::user);
   for (Eigen::Index i = 0; i < d; ++i) x0(i) = 0.01f * init.normal();
-  auto lr = [&](std::size_t t) { return static_cast<float>(lr0 / (p.lambda * static_cast<double>(t + d))); };
+  auto lr = [&](std::size_t t) { return static_cast<float>(lr0 / (p.ref.lambda * static_cast<double>(t + d))); };
 
   std::vector<std::vector<Eigen::VectorXf>> models(static_cast<std::size_t>(s.epochs), std::vector<Eigen::VectorXf>(n));
   std::vector<std::uint64_t> bytes(n, 0);
@@ -286,7 +245,7 @@ trace train(const problem& p, const settings& s, int seed, double lr0, typename 
       if (m.size() != d) complete = false;
       if (complete) avg += m.cast<double>();
     }
-    out.sub.push_back(complete ? p.loss(avg / static_cast<double>(n)) - p.fstar : nan);
+    out.sub.push_back(complete ? p.ref.loss(Eigen::VectorXd(avg / static_cast<double>(n))) - p.ref.fstar : nan);
   }
   for (auto b : bytes) out.bytes += b;
   return out;
@@ -350,14 +309,15 @@ int main(int argc, char** argv) try {
   auto raw = epsilon_like(s.samples, s.dim, 1.2f);
   problem p(distopt::problems::logistic_regression(std::move(raw.features), std::move(raw.targets),
                                                    1.0f / static_cast<float>(s.samples)));
-  p.solve();
-  const double f0 = p.loss(Eigen::VectorXd::Zero(s.dim));
+  p.ref.solve();
+  const double f0 = p.ref.loss(Eigen::VectorXd(Eigen::VectorXd::Zero(s.dim)));
   const long per = s.samples / s.workers;
   std::printf(
       "choco_ring: %d workers on a ring, logistic regression m = %ld, d = %ld, lambda = 1/m, %d epochs of %ld "
       "steps, seeds 1..%d\n",
       s.workers, s.samples, s.dim, s.epochs, per, s.seeds);
-  std::printf("f* = %.10f (Newton in double, %d steps), f(0) - f* = %.4g\n", p.fstar, p.newton_steps, f0 - p.fstar);
+  std::printf("f* = %.10f (Newton in double, %d steps), f(0) - f* = %.4g\n", p.ref.fstar, p.ref.newton_steps,
+              f0 - p.ref.fstar);
 
   const long k = std::max(1L, static_cast<long>(std::ceil(0.01 * static_cast<double>(s.dim))));
   const dc::qsgd<5> whole{.bucket = static_cast<std::size_t>(s.dim)};  // one norm for the whole vector
@@ -423,42 +383,30 @@ int main(int argc, char** argv) try {
                 note.c_str());
   }
 
-  // The paper's claim.
-  int failed = 0;
-  auto check = [&](bool ok, const std::string& what) {
-    std::printf("check %-6s %s\n", ok ? "ok" : "FAILED", what.c_str());
-    if (!ok) ++failed;
-  };
-  auto fmt = [](double v) {
-    char b[32];
-    std::snprintf(b, sizeof b, "%.3e", v);
-    return std::string(b);
-  };
+  // The paper's claim (claims.hpp prints each verdict).
   std::printf("\n");
+  reproduce::claims claims("choco_ring");
   const double exact_final = over_seeds(runs[0], last).mean;
-  check(exact_final < 0.1 * (f0 - p.fstar),
-        "exact D-PSGD converges: final f - f* " + fmt(exact_final) + " < (f(0) - f*)/10 = " + fmt((f0 - p.fstar) / 10));
+  claims.at_most("exact D-PSGD converges: final f - f*", exact_final, (f0 - p.ref.fstar) / 10, "(f(0) - f*)/10");
   for (std::size_t j = 0; j < methods.size(); ++j) {
     const auto& m = methods[j];
-    const double fin = over_seeds(runs[j], last).mean, ratio = bytes_per_run(0) / bytes_per_run(j);
-    if (m.kind == family::choco) {
-      check(fin <= 2.0 * exact_final,
-            m.name + " tracks exact D-PSGD: final f - f* " + fmt(fin) + " <= 2 x exact's = " + fmt(2.0 * exact_final));
-      check(ratio >= m.against.byte_ratio,
-            m.name + " sends " + fmt(ratio) + "x fewer bytes than exact, >= " + fmt(m.against.byte_ratio) + "x");
-    }
+    if (m.kind != family::choco) continue;
+    claims.at_most(m.name + " tracks exact D-PSGD: final f - f*", over_seeds(runs[j], last).mean, 2.0 * exact_final,
+                   "2 x exact's: at most twice the epochs with lr ~ 1/t");
+    claims.at_least(m.name + ": times fewer bytes than exact", bytes_per_run(0) / bytes_per_run(j),
+                    m.against.byte_ratio);
   }
   for (std::size_t j = 0; j < methods.size(); ++j) {
     const auto& m = methods[j];
     if (m.kind != family::dcd && m.kind != family::ecd) continue;
     const double fin = over_seeds(runs[j], last).mean;
     const auto& choco = methods[m.against.versus];
-    const double bar = 10.0 * over_seeds(runs[m.against.versus], last).mean;
     if (!std::isfinite(fin))
-      check(true, m.name + " diverged (a run stopped or its f - f* is not finite): far worse than " + choco.name);
+      claims.holds(m.name + " ends far worse than " + choco.name, true,
+                   "diverged (a run stopped or its f - f* is not finite)");
     else
-      check(fin >= bar, m.name + " ends far worse than " + choco.name + ": final f - f* " + fmt(fin) + " >= 10 x " +
-                            choco.name + "'s = " + fmt(bar));
+      claims.at_least(m.name + " ends far worse than " + choco.name + ": final f - f*", fin,
+                      10.0 * over_seeds(runs[m.against.versus], last).mean, "10 x " + choco.name + "'s");
   }
 
   if (!s.csv.empty()) {
@@ -471,9 +419,7 @@ int main(int argc, char** argv) try {
               << ',' << runs[j][r].bytes << '\n';
     std::printf("wrote %s\n", s.csv.c_str());
   }
-  std::printf("choco_ring: %s\n",
-              failed ? "the paper's claim FAILED (see the checks above)" : "the paper's claim holds");
-  return failed ? 1 : 0;
+  return claims.exit_status();
 } catch (const std::exception& e) {
   std::fprintf(stderr, "choco_ring: %s\n", e.what());
   return 2;

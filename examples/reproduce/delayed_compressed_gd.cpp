@@ -99,6 +99,7 @@
 #include <distopt/problems.hpp>
 
 #include "claims.hpp"
+#include "logistic_reference.hpp"
 
 namespace {
 
@@ -146,63 +147,24 @@ settings parse(int argc, char** argv) {
   return s;
 }
 
-/// The full objective in double precision, its minimiser and constants.
-struct reference {
-  Eigen::MatrixXd a;
-  Eigen::VectorXd y;
-  double lambda = 0;
-  Eigen::VectorXd xstar;
-  double fstar = 0, grad_norm = 0, smoothness = 0, mu = 0, hessian_max = 0;  // mu, hessian_max: of the Hessian at x*
-  int newton_steps = 0;
+/// The full objective in double precision and its minimiser (logistic_reference.hpp), with the
+/// constants the step sizes and checks use: mu and hessian_max, the extreme eigenvalues of the
+/// Hessian at x*, and L = lambda_max(A^T A)/(4N) + lambda, the global smoothness constant.
+struct reference : reproduce::logistic_reference {
+  double smoothness = 0, mu = 0, hessian_max = 0;
 
-  static double softplus(double z) { return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z)); }
-  static double sigmoid(double z) { return z >= 0 ? 1.0 / (1.0 + std::exp(-z)) : std::exp(z) / (1.0 + std::exp(z)); }
+  using logistic_reference::logistic_reference;
 
-  double loss(const Eigen::VectorXd& x) const {
-    const Eigen::VectorXd margins = y.cwiseProduct(a * x);
-    double sum = 0.0;
-    for (Eigen::Index i = 0; i < margins.size(); ++i) sum += softplus(-margins(i));
-    return sum / static_cast<double>(a.rows()) + 0.5 * lambda * x.squaredNorm();
-  }
-  double loss(const Eigen::VectorXf& x) const { return loss(Eigen::VectorXd(x.cast<double>())); }
-
-  /// Newton's method with backtracking, from 0, until ||grad|| < 1e-10.
   void solve() {
-    const auto n = static_cast<double>(a.rows());
-    const Eigen::Index d = a.cols();
-    Eigen::VectorXd x = Eigen::VectorXd::Zero(d), p(a.rows()), g(d);
-    Eigen::MatrixXd h(d, d);
-    for (newton_steps = 0; newton_steps < 100; ++newton_steps) {
-      const Eigen::VectorXd margins = y.cwiseProduct(a * x);
-      for (Eigen::Index i = 0; i < p.size(); ++i) p(i) = sigmoid(-margins(i));
-      g = -(a.transpose() * y.cwiseProduct(p)) / n + lambda * x;
-      if (g.norm() < 1e-10) break;
-      const Eigen::VectorXd w = p.cwiseProduct(Eigen::VectorXd::Ones(p.size()) - p);
-      h = a.transpose() * w.asDiagonal() * a / n;
-      h.diagonal().array() += lambda;
-      const Eigen::VectorXd dx = h.ldlt().solve(g);
-      double t = 1.0;
-      const double f0 = loss(x);
-      while (t > 1e-12 && loss(Eigen::VectorXd(x - t * dx)) > f0 - 0.25 * t * g.dot(dx)) t *= 0.5;
-      x -= t * dx;
-    }
-    xstar = x;
-    fstar = loss(x);
-    grad_norm = g.norm();
-    // mu: the smallest eigenvalue of the Hessian at x*.
-    const Eigen::VectorXd margins = y.cwiseProduct(a * x);
-    for (Eigen::Index i = 0; i < p.size(); ++i) p(i) = sigmoid(-margins(i));
-    const Eigen::VectorXd w = p.cwiseProduct(Eigen::VectorXd::Ones(p.size()) - p);
-    h = a.transpose() * w.asDiagonal() * a / n;
-    h.diagonal().array() += lambda;
+    logistic_reference::solve();
     const Eigen::VectorXd spectrum =
-        Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(h, Eigen::EigenvaluesOnly).eigenvalues();
+        Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(hessian(xstar), Eigen::EigenvaluesOnly).eigenvalues();
     mu = spectrum(0);
-    hessian_max = spectrum(d - 1);
-    // L: the global smoothness constant, lambda_max(A^T A)/(4N) + lambda.
-    const Eigen::MatrixXd gram = a.transpose() * a / n;
+    hessian_max = spectrum(spectrum.size() - 1);
+    const Eigen::MatrixXd gram = a.transpose() * a / static_cast<double>(a.rows());
     smoothness =
-        Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(gram, Eigen::EigenvaluesOnly).eigenvalues()(d - 1) / 4.0 +
+        Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(gram, Eigen::EigenvaluesOnly).eigenvalues()(gram.rows() - 1) /
+            4.0 +
         lambda;
   }
 };
