@@ -7,10 +7,12 @@
 //                                      them one way on one stream, which is what a 2-rank
 //                                      allreduce must at least do (each rank sends and
 //                                      receives (n-1)/n * 2 * bytes = bytes)
+//   exchange <bytes> <microseconds>    <bytes> each way at once on that socket
 //   allreduce <bytes> <microseconds per call>   for 4 KiB, 64 KiB, 1 MiB, 16 MiB, 64 MiB
 // Each size: 2 warm-up calls, then as many timed calls as fit in ~--seconds (at least 5).
 // --sizes a,b,... replaces the sizes (bytes); --repeat k runs the allreduce sizes k times;
-// --floor 0 skips the round trips and the floor (to profile the allreduce alone).
+// --segment F sets the ring's segment (floats); --floor 0 skips the round trips and the floor (to profile the allreduce
+// alone).
 //
 //   scripts/distopt-launch -n 2 -- build/bench/allreduce_tcp [--seconds S] [--sizes B,...]
 
@@ -27,6 +29,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -101,6 +104,26 @@ void raw_recv(int fd, std::byte* p, std::size_t n) {
   }
 }
 
+// Sends n bytes and receives n bytes at once, in one thread: non-blocking calls, poll()
+// for whichever direction can move.
+void raw_exchange(int fd, const std::byte* out, std::byte* in, std::size_t n) {
+  std::size_t sent = 0, got = 0;
+  while (sent < n || got < n) {
+    if (sent < n) {
+      const ssize_t k = ::send(fd, out + sent, n - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+      check(k > 0 || errno == EAGAIN, "raw socket: send");
+      if (k > 0) sent += static_cast<std::size_t>(k);
+    }
+    if (got < n) {
+      const ssize_t k = ::recv(fd, in + got, n - got, MSG_DONTWAIT);
+      check(k > 0 || (k < 0 && errno == EAGAIN), "raw socket: recv");
+      if (k > 0) got += static_cast<std::size_t>(k);
+    }
+    pollfd p{fd, static_cast<short>((sent < n ? POLLOUT : 0) | (got < n ? POLLIN : 0)), 0};
+    if (sent < n || got < n) ::poll(&p, 1, 1000);
+  }
+}
+
 std::vector<std::size_t> parse_sizes(const std::string& s) {
   std::vector<std::size_t> out;
   for (std::size_t at = 0; at < s.size();) {
@@ -117,6 +140,7 @@ int main(int argc, char** argv) try {
   double seconds = 1.0;
   int repeat = 1;
   bool floor = true;
+  std::size_t segment = distopt::collective::allreduce_workspace{}.segment_floats;
   std::vector<std::size_t> sizes{std::size_t{4} << 10, std::size_t{64} << 10, std::size_t{1} << 20,
                                  std::size_t{16} << 20, std::size_t{64} << 20};
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -125,9 +149,11 @@ int main(int argc, char** argv) try {
     if (arg == "--sizes") sizes = parse_sizes(argv[i + 1]);
     if (arg == "--repeat") repeat = std::max(1, std::atoi(argv[i + 1]));
     if (arg == "--floor") floor = std::atoi(argv[i + 1]) != 0;
+    if (arg == "--segment") segment = std::strtoull(argv[i + 1], nullptr, 10);
   }
   auto t = distopt::tcp_transport::from_environment({"bench/compare/allreduce_tcp", 0, 0});
   distopt::collective::allreduce_workspace ws;
+  ws.segment_floats = segment;
   // The call count rank 0 picked, summed over the ranks (the others contribute 0).
   const auto agree = [&](int n) {
     std::vector<float> c{t.rank() == 0 ? static_cast<float>(n) : 0.0f};
@@ -162,9 +188,12 @@ int main(int argc, char** argv) try {
     };
     const double raw_rtt = time_calls(seconds, ping_pong(8, 100), agree) / 100;
     if (t.rank() == 0) std::printf("rtt %.2f\nraw_rtt %.2f\n", rtt, raw_rtt);
+    std::vector<std::byte> incoming(buffer.size());
     for (const std::size_t bytes : sizes) {
       const double us = time_calls(seconds, ping_pong(bytes, 1), agree) / 2;
-      if (t.rank() == 0) std::printf("floor %zu %.2f\n", bytes, us);
+      const double both = time_calls(
+          seconds, [&] { raw_exchange(fd, buffer.data(), incoming.data(), bytes); }, agree);
+      if (t.rank() == 0) std::printf("floor %zu %.2f\nexchange %zu %.2f\n", bytes, us, bytes, both);
     }
     ::close(fd);
   }

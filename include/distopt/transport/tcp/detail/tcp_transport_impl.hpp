@@ -277,6 +277,7 @@ inline void tcp_transport::read_loop(int peer) {
     mark(peer, link_state::failed, std::move(reason));
     ::shutdown(fd, SHUT_RDWR);  // the peer sees the connection end instead of waiting on a broken stream
   };
+  constexpr std::size_t checksum_piece = std::size_t{64} << 10;
   std::array<std::byte, t::header_bytes> header{};
   for (;;) {
     auto r = t::read_exact(fd, header.data(), header.size(), stopping_);
@@ -318,14 +319,21 @@ inline void tcp_transport::read_loop(int peer) {
     } catch (const std::exception& e) {  // bad header, or no memory for a frame within the limit
       return fail(e.what());
     }
-    r = t::read_exact(fd, payload.data(), payload.size(), stopping_);
-    if (r.status == t::io_status::stopped) return;
-    if (r.status != t::io_status::ok)
-      return fail("the connection to " + from + " ended inside a frame: " + std::to_string(r.done) + " of " +
-                  std::to_string(h.length) + " payload bytes arrived (truncated frame; " + t::errno_text(r.error) +
-                  ")");
+    // The checksum runs over each piece as it lands, in cache, while the next is on its way.
+    t::checksum_check check(header);
+    for (std::size_t at = 0; at < payload.size();) {
+      const std::size_t n = std::min(checksum_piece, payload.size() - at);
+      r = t::read_exact(fd, payload.data() + at, n, stopping_);
+      if (r.status == t::io_status::stopped) return;
+      if (r.status != t::io_status::ok)
+        return fail("the connection to " + from + " ended inside a frame: " + std::to_string(at + r.done) + " of " +
+                    std::to_string(h.length) + " payload bytes arrived (truncated frame; " + t::errno_text(r.error) +
+                    ")");
+      check.update({payload.data() + at, n});
+      at += n;
+    }
     try {
-      t::verify_checksum(header, payload, from);
+      check.verify(from);
     } catch (const transport_error& e) {
       return fail(e.what());
     }
