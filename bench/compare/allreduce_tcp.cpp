@@ -9,6 +9,7 @@
 //                                      receives (n-1)/n * 2 * bytes = bytes)
 //   exchange <bytes> <microseconds>    <bytes> each way at once on that socket
 //   allreduce <bytes> <microseconds per call>   for 4 KiB, 64 KiB, 1 MiB, 16 MiB, 64 MiB
+//   cpu <bytes> <microseconds per call>         rank 0's CPU time (all threads, user + system)
 // Each size: 2 warm-up calls, then as many timed calls as fit in ~--seconds (at least 5).
 // --sizes a,b,... replaces the sizes (bytes); --repeat k runs the allreduce sizes k times;
 // --segment F sets the ring's segment (floats); --floor 0 skips the round trips and the floor (to profile the allreduce
@@ -30,6 +31,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -40,18 +42,31 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-// Calls f as many times as fit in ~`seconds` (at least 5, after 2 warm-ups) and returns
-// microseconds per call. Rank 0's estimate of the count is shared through `agree`, so
-// every rank makes the same calls.
-double time_calls(double seconds, const std::function<void()>& f, const std::function<int(int)>& agree) {
+double cpu_seconds() {  // this process's, all threads, user + system
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  const auto seconds = [](timeval v) { return static_cast<double>(v.tv_sec) + static_cast<double>(v.tv_usec) * 1e-6; };
+  return seconds(u.ru_utime) + seconds(u.ru_stime);
+}
+
+struct timing {
+  double wall_us;  // per call
+  double cpu_us;   // this process's CPU time per call
+};
+
+// Calls f as many times as fit in ~`seconds` (at least 5, after 2 warm-ups). Rank 0's
+// estimate of the count is shared through `agree`, so every rank makes the same calls.
+timing time_calls(double seconds, const std::function<void()>& f, const std::function<int(int)>& agree) {
   for (int i = 0; i < 2; ++i) f();
   const auto probe = clock_type::now();
   f();
   const double calls = seconds / std::max(1e-7, std::chrono::duration<double>(clock_type::now() - probe).count());
   const int n = agree(static_cast<int>(std::min(20000.0, std::max(5.0, calls))));
+  const double cpu = cpu_seconds();
   const auto start = clock_type::now();
   for (int i = 0; i < n; ++i) f();
-  return std::chrono::duration<double, std::micro>(clock_type::now() - start).count() / n;
+  return {std::chrono::duration<double, std::micro>(clock_type::now() - start).count() / n,
+          (cpu_seconds() - cpu) * 1e6 / n};
 }
 
 void check(bool ok, const char* what) {
@@ -174,7 +189,7 @@ int main(int argc, char** argv) try {
         if (t.rank() == 1) t.send(other, ping, eight);
       }
     };
-    const double rtt = time_calls(seconds, through_transport, agree) / 100;
+    const double rtt = time_calls(seconds, through_transport, agree).wall_us / 100;
     const int fd = raw_connection(t);
     std::vector<std::byte> buffer(std::max<std::size_t>(8, *std::max_element(sizes.begin(), sizes.end())));
     const auto ping_pong = [&](std::size_t n, int rounds) {
@@ -186,13 +201,14 @@ int main(int argc, char** argv) try {
         }
       };
     };
-    const double raw_rtt = time_calls(seconds, ping_pong(8, 100), agree) / 100;
+    const double raw_rtt = time_calls(seconds, ping_pong(8, 100), agree).wall_us / 100;
     if (t.rank() == 0) std::printf("rtt %.2f\nraw_rtt %.2f\n", rtt, raw_rtt);
     std::vector<std::byte> incoming(buffer.size());
     for (const std::size_t bytes : sizes) {
-      const double us = time_calls(seconds, ping_pong(bytes, 1), agree) / 2;
+      const double us = time_calls(seconds, ping_pong(bytes, 1), agree).wall_us / 2;
       const double both = time_calls(
-          seconds, [&] { raw_exchange(fd, buffer.data(), incoming.data(), bytes); }, agree);
+                              seconds, [&] { raw_exchange(fd, buffer.data(), incoming.data(), bytes); }, agree)
+                              .wall_us;
       if (t.rank() == 0) std::printf("floor %zu %.2f\nexchange %zu %.2f\n", bytes, us, bytes, both);
     }
     ::close(fd);
@@ -201,9 +217,9 @@ int main(int argc, char** argv) try {
   for (int k = 0; k < repeat; ++k)
     for (const std::size_t bytes : sizes) {
       std::vector<float> x(bytes / sizeof(float), 1.0f);
-      const double us = time_calls(
+      const timing r = time_calls(
           seconds, [&] { distopt::collective::ring_allreduce(t, x, distopt::collective::reduce_op::sum, ws); }, agree);
-      if (t.rank() == 0) std::printf("allreduce %zu %.2f\n", bytes, us);
+      if (t.rank() == 0) std::printf("allreduce %zu %.2f\ncpu %zu %.2f\n", bytes, r.wall_us, bytes, r.cpu_us);
     }
   return 0;
 } catch (const std::exception& e) {
