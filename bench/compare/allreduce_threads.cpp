@@ -54,7 +54,8 @@ int main(int argc, char** argv) try {
               const auto probe = clock::now();
               call();
               // Rank 0's count, on every rank.
-              const double guess = seconds / std::max(1e-7, std::chrono::duration<double>(clock::now() - probe).count());
+              const double guess =
+                  seconds / std::max(1e-7, std::chrono::duration<double>(clock::now() - probe).count());
               distopt::byte_buffer count;
               if (t.rank() == 0) {
                 const int c = static_cast<int>(std::min(20000.0, std::max(5.0, guess)));

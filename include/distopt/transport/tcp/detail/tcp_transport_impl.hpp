@@ -277,7 +277,6 @@ inline void tcp_transport::read_loop(int peer) {
     mark(peer, link_state::failed, std::move(reason));
     ::shutdown(fd, SHUT_RDWR);  // the peer sees the connection end instead of waiting on a broken stream
   };
-  constexpr std::size_t checksum_piece = std::size_t{64} << 10;
   std::array<std::byte, t::header_bytes> header{};
   for (;;) {
     auto r = t::read_exact(fd, header.data(), header.size(), stopping_);
@@ -321,17 +320,14 @@ inline void tcp_transport::read_loop(int peer) {
     }
     // The checksum runs over each piece as it lands, in cache, while the next is on its way.
     t::checksum_check check(header);
-    for (std::size_t at = 0; at < payload.size();) {
-      const std::size_t n = std::min(checksum_piece, payload.size() - at);
-      r = t::read_exact(fd, payload.data() + at, n, stopping_);
-      if (r.status == t::io_status::stopped) return;
-      if (r.status != t::io_status::ok)
-        return fail("the connection to " + from + " ended inside a frame: " + std::to_string(at + r.done) + " of " +
-                    std::to_string(h.length) + " payload bytes arrived (truncated frame; " + t::errno_text(r.error) +
-                    ")");
-      check.update({payload.data() + at, n});
-      at += n;
-    }
+    r = t::read_exact(fd, payload.data(), payload.size(), stopping_, [&](const std::byte* p, std::size_t n) {
+      check.update({p, n});
+    });
+    if (r.status == t::io_status::stopped) return;
+    if (r.status != t::io_status::ok)
+      return fail("the connection to " + from + " ended inside a frame: " + std::to_string(r.done) + " of " +
+                  std::to_string(h.length) + " payload bytes arrived (truncated frame; " + t::errno_text(r.error) +
+                  ")");
     try {
       check.verify(from);
     } catch (const transport_error& e) {
