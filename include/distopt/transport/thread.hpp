@@ -19,9 +19,9 @@
 // Native allreduce (thread_options::native_allreduce): the workers publish their
 // arrays and meet at a barrier; worker r sums chunk r (the ring's chunks) straight
 // from the peers' arrays in the ring's order, ((x_r + x_{r+1}) + ...) + x_{r+n-1},
-// then / n, into its own output; after a second barrier each copies the other
-// chunks from their owners' outputs, and a third barrier keeps every array alive
-// until nobody reads it. The result is the ring's, bit for bit. Each barrier waits
+// then / n, block by block into its own output and every peer's; a second barrier
+// keeps every array alive until nobody writes or reads it. The result is the
+// ring's, bit for bit. Each barrier waits
 // at most the timeout; a worker that times out, fails or returns makes every
 // worker in the allreduce throw transport_error, and none leaves while a peer may
 // still be reading its arrays.
@@ -76,9 +76,6 @@ inline std::string describe_tag(tag tg) {
 
 /// Payloads of at least this many bytes are copied with streaming stores (copy_payload).
 inline constexpr std::size_t streaming_copy_bytes = std::size_t{64} << 10;
-
-/// Arrays of at least this many bytes are copied out of the native allreduce with streaming stores.
-inline constexpr std::size_t streaming_allreduce_bytes = std::size_t{8} << 20;
 
 /// Copies a payload into a message buffer. A pooled buffer was last read on the
 /// receiver's core; when the two cores share no cache, ordinary stores must first
@@ -155,21 +152,7 @@ class thread_world {
       }
     const auto chunk_begin = [&](int c) { return len * static_cast<std::size_t>(c) / static_cast<std::size_t>(n); };
     sum_chunk(self, chunk_begin(self), chunk_begin(self + 1));
-    meet(self, deadline, true, "to finish summing");
-    // Streaming stores only when the arrays outgrow the caches: measured on 2 workers, they
-    // cost 60 % more CPU at 4 MiB and save 10 % at 16 MiB.
-    const bool stream = len * sizeof(float) >= streaming_allreduce_bytes;
-    for (int c = 0; c < n; ++c) {
-      if (c == self) continue;
-      const float* from = shared_.out[static_cast<std::size_t>(c)] + chunk_begin(c);
-      const std::size_t m = chunk_begin(c + 1) - chunk_begin(c);
-      if (stream)
-        copy_payload(reinterpret_cast<std::byte*>(out.data() + chunk_begin(c)),
-                     reinterpret_cast<const std::byte*>(from), m * sizeof(float));
-      else
-        std::copy(from, from + m, out.data() + chunk_begin(c));
-    }
-    meet(self, deadline, true, "to finish copying", false);
+    meet(self, deadline, true, "to finish", false);
   }
 
   int size() const noexcept { return static_cast<int>(mailboxes_.size()); }
@@ -349,8 +332,11 @@ class thread_world {
   // ---- native allreduce --------------------------------------------------------------
 
   /// Rank self's chunk [b, e) of the mean, summed in the ring's order and with its operands
-  /// in the ring's order (the partial sum first): ((x_s + x_{s+1}) + ...) + x_{s+n-1}, / n.
-  /// Blocks of 4096 floats stay in the L1 cache across the n - 1 additions.
+  /// in the ring's order (the partial sum first): ((x_s + x_{s+1}) + ...) + x_{s+n-1}, / n,
+  /// into its own output and then into every peer's. Blocks of 4096 floats stay in the L1
+  /// cache across the n - 1 additions and the copies. Writing a peer's output is safe before
+  /// the final barrier: only this rank reads chunk s of the inputs (which an in-place output
+  /// overwrites), and only after it has summed that block.
   void sum_chunk(int self, std::size_t b, std::size_t e) {
     const int n = size();
     const auto in = [&](int k) { return shared_.in[static_cast<std::size_t>((self + k) % n)]; };
@@ -373,6 +359,7 @@ class thread_world {
         for (int k = 2; k < n - 1; ++k) allreduce_accumulate(o, in(k) + at, m);
         allreduce_accumulate_divide(o, in(n - 1) + at, m, divisor);
       }
+      for (int k = 1; k < n; ++k) std::copy(o, o + m, shared_.out[static_cast<std::size_t>((self + k) % n)] + at);
     }
   }
 
