@@ -1,5 +1,6 @@
-// Ring allreduce (reduce_op::sum) over the thread transport, 2 and 4 workers,
-// 4 KiB to 64 MiB per rank, against memcpy of the same bytes in the same binary.
+// Ring allreduce (reduce_op::sum) over the thread transport, and its native shared-memory
+// allreduce (the mean), 2 and 4 workers, 4 KiB to 64 MiB per rank, against memcpy of the
+// same bytes in the same binary.
 //
 // Counters: bytes_per_second is the algorithm bandwidth (vector bytes / time);
 // bus_bw = algbw * 2(n-1)/n, as nccl-tests define it, so that it compares with the
@@ -32,12 +33,19 @@ namespace {
 
 namespace dc = distopt::collective;
 
-void ring_allreduce_sum(benchmark::State& st, int workers, std::size_t floats) {
-  distopt::run_threads(workers, [&](distopt::transport_ref t) {
-    std::vector<float> data(floats, 0.0f);  // touched here, reused by every round
-    dc::allreduce_workspace ws;
-    distopt_bench::lock_step(st, t, [&] { dc::ring_allreduce(t, data, dc::reduce_op::sum, ws); });
-  });
+/// `native`: the thread transport's shared-memory mean (thread_options::native_allreduce)
+/// instead of the ring's sum over messages.
+void ring_allreduce_sum(benchmark::State& st, int workers, std::size_t floats, bool native) {
+  distopt::run_threads(workers,
+                       [&](distopt::transport_ref t) {
+                         std::vector<float> data(floats, 0.0f);  // touched here, reused by every round
+                         dc::allreduce_workspace ws;
+                         distopt_bench::lock_step(st, t, [&] {
+                           if (!native || !t.native_allreduce_mean(data))
+                             dc::ring_allreduce(t, data, dc::reduce_op::sum, ws);
+                         });
+                       },
+                       {.native_allreduce = native});
   const double bytes = static_cast<double>(floats * sizeof(float));
   const double n = workers;
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations()) * static_cast<std::int64_t>(bytes));
@@ -94,12 +102,14 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("reference/cross_core_handoff/" + std::to_string(floats)).c_str(),
                                  [floats](benchmark::State& st) { cross_core_handoff(st, floats); })
         ->UseRealTime();
-    for (int workers : {2, 4}) {
-      const std::string name = "ring_allreduce/workers:" + std::to_string(workers) + "/" + std::to_string(floats);
-      benchmark::RegisterBenchmark(name.c_str(), [workers, floats](benchmark::State& st) {
-        ring_allreduce_sum(st, workers, floats);
-      })->UseRealTime();
-    }
+    for (const bool native : {false, true})
+      for (int workers : {2, 4}) {
+        const std::string name = std::string(native ? "native_allreduce" : "ring_allreduce") +
+                                 "/workers:" + std::to_string(workers) + "/" + std::to_string(floats);
+        benchmark::RegisterBenchmark(name.c_str(), [workers, floats, native](benchmark::State& st) {
+          ring_allreduce_sum(st, workers, floats, native);
+        })->UseRealTime();
+      }
   }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -83,7 +83,7 @@ struct run_result {
 // Runs n workers; each builds its optimizer with make(t) and calls body(rank, opt);
 // gathers every rank's parameters and statistics under a mutex.
 template <class Make, class Body>
-run_result run_workers(int n, Make&& make, Body&& body) {
+run_result run_workers(int n, Make&& make, Body&& body, const distopt::thread_options& threads = k_threads) {
   run_result out;
   out.x.resize(static_cast<std::size_t>(n));
   out.stats.resize(static_cast<std::size_t>(n));
@@ -97,15 +97,16 @@ run_result run_workers(int n, Make&& make, Body&& body) {
         out.x[static_cast<std::size_t>(t.rank())] = opt.parameters();
         out.stats[static_cast<std::size_t>(t.rank())] = opt.stats();
       },
-      k_threads);
+      threads);
   return out;
 }
 
 // The same, each rank constructing Opt(t, x0, o).
 template <class Opt, class Body>
-run_result run_workers(int n, const Eigen::VectorXf& x0, const distopt::options& o, Body&& body) {
+run_result run_workers(int n, const Eigen::VectorXf& x0, const distopt::options& o, Body&& body,
+                       const distopt::thread_options& threads = k_threads) {
   return run_workers(
-      n, [&](distopt::transport_ref t) { return Opt(t, x0, o); }, std::forward<Body>(body));
+      n, [&](distopt::transport_ref t) { return Opt(t, x0, o); }, std::forward<Body>(body), threads);
 }
 
 // An optimizer's checkpoint as bytes, and loading it back (optimizer::save / load).

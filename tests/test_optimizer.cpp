@@ -283,20 +283,25 @@ TEST_CASE("optimizer: n workers equal a hand-written loop averaging in the docum
         }
         opt.finish();
       };
-      {
-        std::vector<Eigen::VectorXf> scratch;
-        const Eigen::VectorXf expected =
-            hand_written_minibatch_sgd(problems, make_samplers(160, n, seed), x0, r, steps, scratch);
-        const run_result got = run_workers<distopt::algorithms::minibatch_sgd>(n, x0, o, body);
-        for (int k = 0; k < n; ++k) CHECK(same_bits(got.x[static_cast<std::size_t>(k)], expected));
-      }
-      {
-        Eigen::VectorXf scratch;
-        const auto expected = hand_written_local_sgd(problems, make_samplers(160, n, seed), x0, r, 3, steps, scratch);
-        const run_result got = run_workers<distopt::algorithms::local_sgd<3>>(n, x0, o, body);
-        for (int k = 0; k < n; ++k) {
-          CHECK(same_bits(expected[static_cast<std::size_t>(k)], expected[0]));
-          CHECK(same_bits(got.x[static_cast<std::size_t>(k)], expected[0]));
+      // Also with the thread transport's shared-memory allreduce, which must sum in the same order.
+      for (const bool native : {false, true}) {
+        CAPTURE(native);
+        const distopt::thread_options threads{.timeout = k_timeout, .native_allreduce = native};
+        {
+          std::vector<Eigen::VectorXf> scratch;
+          const Eigen::VectorXf expected =
+              hand_written_minibatch_sgd(problems, make_samplers(160, n, seed), x0, r, steps, scratch);
+          const run_result got = run_workers<distopt::algorithms::minibatch_sgd>(n, x0, o, body, threads);
+          for (int k = 0; k < n; ++k) CHECK(same_bits(got.x[static_cast<std::size_t>(k)], expected));
+        }
+        {
+          Eigen::VectorXf scratch;
+          const auto expected = hand_written_local_sgd(problems, make_samplers(160, n, seed), x0, r, 3, steps, scratch);
+          const run_result got = run_workers<distopt::algorithms::local_sgd<3>>(n, x0, o, body, threads);
+          for (int k = 0; k < n; ++k) {
+            CHECK(same_bits(expected[static_cast<std::size_t>(k)], expected[0]));
+            CHECK(same_bits(got.x[static_cast<std::size_t>(k)], expected[0]));
+          }
         }
       }
     }

@@ -153,6 +153,14 @@ TEST_CASE("tcp wire: CRC32C matches the published check value and the portable t
     CAPTURE(n);
     CHECK(w::crc32c({bytes.data(), n}) == ~w::crc32c_update_portable(~0u, bytes.data(), n));
   }
+  // Lengths on either side of the three-stream blocks (3 x 256 and 3 x 8192 bytes), from an odd
+  // address and continued from a running state, as the frame checksum continues the header's.
+  const auto long_bytes = conformance::pattern(3, 4, 100'003);
+  for (const std::size_t n : {767u, 768u, 769u, 1543u, 24'575u, 24'576u, 24'577u, 49'929u, 100'002u}) {
+    CAPTURE(n);
+    const std::span<const std::byte> odd(long_bytes.data() + 1, n);
+    CHECK(w::crc32c_update(0x1234567u, odd) == w::crc32c_update_portable(0x1234567u, odd.data(), n));
+  }
 }
 
 TEST_CASE("tcp wire: a header round-trips; bad magic, version, kind, length and checksum are refused") {

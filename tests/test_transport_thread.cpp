@@ -9,10 +9,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <vector>
 
+#include <distopt/collective/ring_allreduce.hpp>
 #include <distopt/transport/thread.hpp>
 
 namespace {
@@ -207,5 +211,140 @@ TEST_CASE("thread transport: woken and exited-peer errors say why, so they are n
                            }
                          },
                          {.timeout = 30s});
+  }
+}
+
+// ---- native allreduce on shared memory ------------------------------------------------
+
+namespace {
+
+/// Irregular floats of mixed sign and magnitude, so that the order of their sums shows in the bits.
+float native_value(int rank, std::size_t i) {
+  const auto h = conformance::splitmix64(i * 131 + static_cast<std::uint64_t>(rank) * 7919);
+  return static_cast<float>(static_cast<double>(h >> 11) * 0x1.0p-53 * 2.0 - 1.0) * static_cast<float>(1u << (h % 13));
+}
+
+}  // namespace
+
+TEST_CASE("thread transport: the native allreduce is the ring's mean, bit for bit, on every rank") {
+  for (const int n : {1, 2, 3, 4, 8}) {
+    for (const std::size_t len :
+         {std::size_t{0}, std::size_t{1}, std::size_t{5}, std::size_t{4099}, std::size_t{100'003}}) {
+      for (const bool in_place : {true, false}) {
+        CAPTURE(n);
+        CAPTURE(len);
+        CAPTURE(in_place);
+        std::atomic<std::size_t> mismatches{0}, differs_from_other_order{0};
+        distopt::run_threads(
+            n,
+            [&](distopt::transport_ref t) {
+              std::vector<float> input(len), ring(len), native(len);
+              for (std::size_t i = 0; i < len; ++i) input[i] = native_value(t.rank(), i);
+              distopt::collective::allreduce_workspace ws;
+              ws.segment_floats = 1000;  // several segments per chunk
+              distopt::collective::ring_allreduce(t, input, ring, distopt::collective::reduce_op::mean, ws);
+              if (in_place) native = input;
+              const bool used = in_place ? t.native_allreduce_mean(native)
+                                         : t.native_allreduce_mean(std::span<const float>(input), native);
+              CHECK(used);
+              std::size_t bad = 0, other = 0;
+              for (std::size_t i = 0; i < len; ++i) {
+                if (!in_place) bad += input[i] != native_value(t.rank(), i);  // read, never written
+                bad += std::memcmp(&ring[i], &native[i], sizeof(float)) != 0;
+                // Summed from rank 0 up, whatever the chunk: the order the test must be able to tell apart.
+                float s = native_value(0, i);
+                for (int k = 1; k < n; ++k) s += native_value(k, i);
+                s /= static_cast<float>(n);
+                other += std::memcmp(&s, &native[i], sizeof(float)) != 0;
+              }
+              mismatches += bad;
+              differs_from_other_order += other;
+            },
+            {.timeout = 30s, .native_allreduce = true});
+        CHECK(mismatches.load() == 0);
+        if (n >= 3 && len >= 4099) CHECK(differs_from_other_order.load() > 0);  // the comparison can fail
+      }
+    }
+  }
+}
+
+TEST_CASE("thread transport: the native allreduce is offered only when asked for") {
+  distopt::run_threads(2, [](distopt::transport_ref t) {
+    std::vector<float> v(10, 1.0f);
+    CHECK_FALSE(t.native_allreduce_mean(v));
+    CHECK(v[0] == 1.0f);  // untouched when refused
+  });
+}
+
+TEST_CASE("thread transport: a native allreduce that cannot complete throws transport_error on every waiting rank") {
+  SUBCASE("a worker throws instead of joining: the others are woken by the abort") {
+    std::atomic<int> woken{0};
+    CHECK_THROWS_AS(distopt::run_threads(3,
+                                         [&](distopt::transport_ref t) {
+                                           std::vector<float> v(1000, 1.0f);
+                                           if (t.rank() == 1)
+                                             throw conformance::injected_failure("injected failure on rank 1");
+                                           try {
+                                             (void)t.native_allreduce_mean(v);
+                                           } catch (const distopt::transport_error& e) {
+                                             INFO("what(): ", e.what());
+                                             CHECK(conformance::contains(e.what(), "injected failure on rank 1"));
+                                             ++woken;
+                                           }
+                                         },
+                                         {.timeout = 30s, .native_allreduce = true}),
+                    conformance::injected_failure);
+    CHECK(woken.load() == 2);
+  }
+  SUBCASE("a worker returns instead of joining: the others learn it at once") {
+    std::atomic<int> told{0};
+    distopt::run_threads(3,
+                         [&](distopt::transport_ref t) {
+                           if (t.rank() == 2) return;
+                           std::vector<float> v(1000, 1.0f);
+                           try {
+                             (void)t.native_allreduce_mean(v);
+                           } catch (const distopt::transport_error& e) {
+                             INFO("what(): ", e.what());
+                             CHECK(conformance::contains(e.what(), "already returned"));
+                             ++told;
+                           }
+                         },
+                         {.timeout = 30s, .native_allreduce = true});
+    CHECK(told.load() == 2);
+  }
+  SUBCASE("a worker is late past the deadline: the ones waiting give up, and so does the late one") {
+    std::atomic<int> expired{0}, late_refused{0};
+    distopt::run_threads(2,
+                         [&](distopt::transport_ref t) {
+                           std::vector<float> v(1000, 1.0f);
+                           if (t.rank() == 1) std::this_thread::sleep_for(400ms);
+                           try {
+                             (void)t.native_allreduce_mean(v);
+                           } catch (const distopt::transport_error& e) {
+                             INFO("what(): ", e.what());
+                             if (conformance::contains(e.what(), "waited 100 ms")) ++expired;
+                             if (t.rank() == 1) ++late_refused;  // arrives at an abandoned allreduce
+                           }
+                         },
+                         {.timeout = 100ms, .native_allreduce = true});
+    CHECK(expired.load() == 2);  // rank 0's own error, and the reason rank 1 is given
+    CHECK(late_refused.load() == 1);
+  }
+  SUBCASE("lengths differ: config_error on every rank") {
+    std::atomic<int> refused{0};
+    distopt::run_threads(2,
+                         [&](distopt::transport_ref t) {
+                           std::vector<float> v(t.rank() == 0 ? 10 : 11, 1.0f);
+                           try {
+                             (void)t.native_allreduce_mean(v);
+                           } catch (const distopt::config_error& e) {
+                             INFO("what(): ", e.what());
+                             CHECK(conformance::contains(e.what(), "same length"));
+                             ++refused;
+                           }
+                         },
+                         {.timeout = 30s, .native_allreduce = true});
+    CHECK(refused.load() == 2);
   }
 }

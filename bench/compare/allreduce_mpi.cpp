@@ -1,12 +1,14 @@
-// bench/compare/allreduce_mpi: the mean of a float vector over all MPI ranks, three ways,
+// bench/compare/allreduce_mpi: the mean of a float vector over all MPI ranks, several ways,
 // in one run, so the results read as ratios:
 //   raw     MPI_Allreduce(MPI_IN_PLACE, ..., MPI_SUM) alone: the reference
 //   sum     distopt::mpi_transport::allreduce_sum: the same through the transport
-//   mean    distopt::mpi_transport::allreduce_mean: MPI_Allreduce, then x 1/n (the
-//           native path the optimizer would take)
+//   mean    distopt::mpi_transport::allreduce_mean, in place
+//   raw in>out   MPI_Allreduce(source, v, ...): out of place, the reference for
+//   mean in>out  transport_ref::native_allreduce_mean(source, v): the native path the
+//                optimizer takes (it averages a const gradient into a scratch vector)
 //   ring    distopt::collective::ring_allreduce over mpi_transport (point-to-point,
 //           bit-reproducible, the same code as on threads and TCP)
-// Sizes 4 KiB to 64 MiB (x4). For each size the four run in turn, once per
+// Sizes 4 KiB to 64 MiB (x4). For each size the six run in turn, once per
 // repetition, in a rotating order; a call's time is the slowest rank's (barrier before), and the table
 // shows the median over repetitions. Rank 0 prints it.
 //
@@ -29,7 +31,7 @@ namespace {
 struct settings {
   std::size_t min_bytes = std::size_t{4} << 10;
   std::size_t max_bytes = std::size_t{64} << 20;
-  double seconds = 1.0;  // budget per size, for all four methods together
+  double seconds = 1.0;  // budget per size, for all methods together
 };
 
 settings parse(int argc, char** argv) {
@@ -77,18 +79,23 @@ std::string human_time(double s) {
 int main(int argc, char** argv) try {
   distopt::mpi_session mpi(argc, argv);
   const settings s = parse(argc, argv);
-  distopt::mpi_transport t;
+  distopt::mpi_transport t(MPI_COMM_WORLD, {.native_allreduce = true});
   const int n = t.size();
   distopt::collective::allreduce_workspace ring_workspace;
 
-  enum method { raw, sum, mean, ring, methods };
-  auto call = [&](method m, std::vector<float>& v) {
+  enum method { raw, sum, mean, raw_from, mean_from, ring, methods };
+  auto call = [&](method m, std::vector<float>& v, const std::vector<float>& source) {
+    const int count = static_cast<int>(v.size());
     if (m == raw)
-      MPI_Allreduce(MPI_IN_PLACE, v.data(), static_cast<int>(v.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+      MPI_Allreduce(MPI_IN_PLACE, v.data(), count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     else if (m == sum)
       t.allreduce_sum(v);
     else if (m == mean)
       t.allreduce_mean(v);
+    else if (m == raw_from)
+      MPI_Allreduce(source.data(), v.data(), count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    else if (m == mean_from)
+      (void)distopt::transport_ref(t).native_allreduce_mean(source, v);
     else
       distopt::collective::ring_allreduce(t, v, distopt::collective::reduce_op::mean, ring_workspace);
   };
@@ -97,7 +104,7 @@ int main(int argc, char** argv) try {
     std::copy(source.begin(), source.end(), v.begin());
     MPI_Barrier(MPI_COMM_WORLD);
     const auto start = std::chrono::steady_clock::now();
-    call(m, v);
+    call(m, v, source);
     return slowest_rank(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   };
 
@@ -110,9 +117,10 @@ int main(int argc, char** argv) try {
     std::printf("\nallreduce (mean of floats), %d ranks, %s; median time of one call, slowest rank\n", n,
                 library.c_str());
     std::printf("busbw = 2(n-1)/n * bytes / time\n\n");
-    std::printf("%8s | %10s %7s | %10s %6s | %10s %6s | %10s %7s %6s | %5s\n", "size", "raw MPI", "busbw", "sum",
-                "/raw", "mean", "/raw", "ring", "busbw", "/raw", "reps");
-    std::printf("%s\n", std::string(8 + 3 + 18 + 3 + 17 + 3 + 17 + 3 + 25 + 3 + 5, '-').c_str());
+    std::printf("%8s | %10s %7s | %10s %6s | %10s %6s | %10s | %10s %6s | %10s %7s %6s | %5s\n", "size", "raw MPI",
+                "busbw", "sum", "/raw", "mean", "/raw", "raw in>out", "mean in>out", "/raw", "ring", "busbw", "/raw",
+                "reps");
+    std::printf("%s\n", std::string(8 + 3 + 18 + 3 + 17 + 3 + 17 + 3 + 10 + 3 + 17 + 3 + 25 + 3 + 5, '-').c_str());
   }
   for (std::size_t bytes = s.min_bytes; bytes <= s.max_bytes; bytes *= 4) {
     const std::size_t len = bytes / sizeof(float);
@@ -132,10 +140,11 @@ int main(int argc, char** argv) try {
     double med[methods];
     for (int m = 0; m < methods; ++m) med[m] = median(times[m]);
     auto busbw = [&](double sec) { return 2.0 * (n - 1) / n * static_cast<double>(bytes) / sec / 1e9; };
-    std::printf("%8s | %10s %5.2f G | %10s %5.2fx | %10s %5.2fx | %10s %5.2f G %5.2fx | %5d\n",
+    std::printf("%8s | %10s %5.2f G | %10s %5.2fx | %10s %5.2fx | %10s | %10s %5.2fx | %10s %5.2f G %5.2fx | %5d\n",
                 human_bytes(bytes).c_str(), human_time(med[raw]).c_str(), busbw(med[raw]), human_time(med[sum]).c_str(),
-                med[sum] / med[raw], human_time(med[mean]).c_str(), med[mean] / med[raw], human_time(med[ring]).c_str(),
-                busbw(med[ring]), med[ring] / med[raw], reps);
+                med[sum] / med[raw], human_time(med[mean]).c_str(), med[mean] / med[raw],
+                human_time(med[raw_from]).c_str(), human_time(med[mean_from]).c_str(), med[mean_from] / med[raw_from],
+                human_time(med[ring]).c_str(), busbw(med[ring]), med[ring] / med[raw], reps);
     std::fflush(stdout);
   }
   return 0;

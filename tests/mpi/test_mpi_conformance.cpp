@@ -174,6 +174,23 @@ TEST_CASE("mpi transport: the native allreduce agrees with an exact sum, on ever
     }
     CHECK(exact_wrong == 0);
     CHECK(bound_exceeded == 0);
+    // The mean is the sum times 1/n, bit for bit, in place and from a const input into another
+    // array (the optimizer's path, through transport_ref): a power-of-two n scales the inputs
+    // before the sum, which must not change a bit.
+    std::vector<float> input(len), from(len);
+    for (std::size_t i = 0; i < len; ++i) input[i] = value(t.rank(), i);
+    distopt::mpi_transport native(MPI_COMM_WORLD, {.timeout = conformance::normal_timeout, .native_allreduce = true});
+    CHECK(distopt::transport_ref(native).native_allreduce_mean(input, from));
+    const float scale = 1.0f / static_cast<float>(n);
+    std::size_t not_scaled_sum = 0, from_differs = 0;
+    for (std::size_t i = 0; i < len; ++i) {
+      const float expected = sum[i] * scale;
+      not_scaled_sum += std::memcmp(&mean[i], &expected, sizeof(float)) != 0;
+      from_differs += std::memcmp(&from[i], &mean[i], sizeof(float)) != 0;
+    }
+    CHECK(not_scaled_sum == 0);
+    CHECK(from_differs == 0);
+    CHECK(input[len - 1] == value(t.rank(), len - 1));  // read, never written
     // Every rank must hold the same result, or the workers' models would drift apart.
     std::vector<float> first(mean);
     MPI_Bcast(first.data(), static_cast<int>(len), MPI_FLOAT, 0, t.communicator());

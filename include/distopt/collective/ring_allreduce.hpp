@@ -20,33 +20,9 @@
 
 #include "distopt/collective/detail/float_bytes.hpp"
 #include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/float_sum.hpp"
 #include "distopt/core/tag.hpp"
 #include "distopt/core/transport_ref.hpp"
-
-namespace distopt::detail {
-
-// x[i] = a[i] + x[i] (then / divisor): the operand order of the documented sum. The
-// arrays never overlap (a is a received message), which __restrict tells the
-// compiler so that it vectorises without run-time alias checks. Division, not
-// multiplication by 1/n, so that the mean is bit-identical to the reference.
-inline void allreduce_add(float* __restrict x, const float* __restrict a, std::size_t m) noexcept {
-  for (std::size_t i = 0; i < m; ++i) x[i] = a[i] + x[i];
-}
-inline void allreduce_add_divide(float* __restrict x, const float* __restrict a, std::size_t m,
-                                 float divisor) noexcept {
-  for (std::size_t i = 0; i < m; ++i) x[i] = (a[i] + x[i]) / divisor;
-}
-// Out of place: x[i] = a[i] + own[i] (then / divisor); x, own and a are three arrays.
-inline void allreduce_add(float* __restrict x, const float* __restrict own, const float* __restrict a,
-                          std::size_t m) noexcept {
-  for (std::size_t i = 0; i < m; ++i) x[i] = a[i] + own[i];
-}
-inline void allreduce_add_divide(float* __restrict x, const float* __restrict own, const float* __restrict a,
-                                 std::size_t m, float divisor) noexcept {
-  for (std::size_t i = 0; i < m; ++i) x[i] = (a[i] + own[i]) / divisor;
-}
-
-}  // namespace distopt::detail
 
 namespace distopt::collective {
 

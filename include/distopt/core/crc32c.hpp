@@ -35,19 +35,73 @@ inline std::uint32_t crc32c_update_portable(std::uint32_t state, const std::byte
 }
 
 #if defined(__x86_64__)
-// SSE4.2 has a CRC32C instruction: 8 bytes per instruction, ~10x the table, so the
-// checksum costs little next to the copies it accompanies.
+// SSE4.2 has a CRC32C instruction (8 bytes each). Its latency is 3 cycles and its throughput
+// 1 per cycle, so three independent streams over adjacent blocks run 3x as fast as one chain;
+// their states are joined by linearity: crc(s, A B) = shift_|B|(crc(s, A)) ^ crc(0, B), where
+// shift_L advances a raw state over L zero bytes (Adler's crc32c.c).
+namespace crc32c_sse42 {
+
+inline constexpr std::size_t long_block = 8192;  // bytes per stream in the main loop
+inline constexpr std::size_t short_block = 256;  // for what is left of a long run
+
+/// shift_L as four byte-indexed tables: shift_L is linear, so it is the xor of its value on each state byte.
+using shift_table = std::array<std::array<std::uint32_t, 256>, 4>;
+
+__attribute__((target("sse4.2"))) inline shift_table make_shift_table(std::size_t zeros) noexcept {
+  std::array<std::uint32_t, 32> basis{};  // shift_L of each single-bit state
+  for (std::size_t b = 0; b < 32; ++b) {
+    std::uint64_t s = std::uint64_t{1} << b;
+    for (std::size_t i = 0; i < zeros; i += 8) s = _mm_crc32_u64(s, 0);
+    basis[b] = static_cast<std::uint32_t>(s);
+  }
+  shift_table t{};
+  for (std::size_t k = 0; k < 4; ++k)
+    for (std::uint32_t v = 0; v < 256; ++v)
+      for (std::size_t bit = 0; bit < 8; ++bit)
+        if ((v >> bit) & 1u) t[k][v] ^= basis[8 * k + bit];
+  return t;
+}
+
+inline std::uint64_t shift(const shift_table& t, std::uint64_t s) noexcept {
+  return t[0][s & 0xFFu] ^ t[1][(s >> 8) & 0xFFu] ^ t[2][(s >> 16) & 0xFFu] ^ t[3][(s >> 24) & 0xFFu];
+}
+
+inline std::uint64_t word(const std::byte* p) noexcept {
+  std::uint64_t w;
+  std::memcpy(&w, p, 8);
+  return w;
+}
+
+/// Three streams over consecutive blocks of `block` bytes while 3 * block bytes remain.
+__attribute__((target("sse4.2"))) inline std::uint64_t interleaved(std::uint64_t s, const std::byte*& p, std::size_t& n,
+                                                                   std::size_t block, const shift_table& t) noexcept {
+  for (; n >= 3 * block; p += 3 * block, n -= 3 * block) {
+    std::uint64_t s1 = 0, s2 = 0;
+    for (std::size_t i = 0; i < block; i += 8) {
+      s = _mm_crc32_u64(s, word(p + i));
+      s1 = _mm_crc32_u64(s1, word(p + block + i));
+      s2 = _mm_crc32_u64(s2, word(p + 2 * block + i));
+    }
+    s = shift(t, shift(t, s) ^ s1) ^ s2;
+  }
+  return s;
+}
+
+}  // namespace crc32c_sse42
+
 __attribute__((target("sse4.2"))) inline std::uint32_t crc32c_update_sse42(std::uint32_t state, const std::byte* p,
                                                                            std::size_t n) noexcept {
+  namespace h = crc32c_sse42;
   std::uint64_t s = state;
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    std::uint64_t word;
-    std::memcpy(&word, p + i, 8);
-    s = _mm_crc32_u64(s, word);
+  if (n >= 3 * h::short_block) {
+    static const h::shift_table long_shift = h::make_shift_table(h::long_block);
+    static const h::shift_table short_shift = h::make_shift_table(h::short_block);
+    s = h::interleaved(s, p, n, h::long_block, long_shift);
+    s = h::interleaved(s, p, n, h::short_block, short_shift);
   }
+  for (; n >= 8; p += 8, n -= 8) s = _mm_crc32_u64(s, h::word(p));
   auto s32 = static_cast<std::uint32_t>(s);
-  for (; i < n; ++i) s32 = _mm_crc32_u8(s32, std::to_integer<std::uint8_t>(p[i]));
+  for (std::size_t i = 0; i < n; ++i) s32 = _mm_crc32_u8(s32, std::to_integer<std::uint8_t>(p[i]));
   return s32;
 }
 #endif

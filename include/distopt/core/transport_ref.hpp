@@ -100,8 +100,12 @@ class transport_ref {
           return t.native_allreduce_mean(in, out);  // a wrapper that forwards (metered_transport)
         } else if constexpr (native_allreduce_transport<T>) {
           if (!t.native_allreduce()) return false;
-          if (in.data() != out.data()) std::copy(in.begin(), in.end(), out.begin());
-          t.allreduce_mean(out);
+          if constexpr (requires { t.allreduce_mean(in, out); }) {
+            t.allreduce_mean(in, out);  // reads `in` itself: no copy first
+          } else {
+            if (in.data() != out.data()) std::copy(in.begin(), in.end(), out.begin());
+            t.allreduce_mean(out);
+          }
           return true;
         } else {
           return false;

@@ -15,6 +15,16 @@
 // run_threads rethrows the first exception once all threads have ended. A
 // receive from a worker that has already returned fails at once instead of
 // waiting for the deadline.
+//
+// Native allreduce (thread_options::native_allreduce): the workers publish their
+// arrays and meet at a barrier; worker r sums chunk r (the ring's chunks) straight
+// from the peers' arrays in the ring's order, ((x_r + x_{r+1}) + ...) + x_{r+n-1},
+// then / n, block by block into its own output and every peer's; a second barrier
+// keeps every array alive until nobody writes or reads it. The result is the
+// ring's, bit for bit. Each barrier waits
+// at most the timeout; a worker that times out, fails or returns makes every
+// worker in the allreduce throw transport_error, and none leaves while a peer may
+// still be reading its arrays.
 
 #include <algorithm>
 #include <atomic>
@@ -41,14 +51,19 @@
 
 #include "distopt/core/byte_buffer.hpp"
 #include "distopt/core/errors.hpp"
+#include "distopt/core/float_sum.hpp"
 #include "distopt/core/tag.hpp"
 #include "distopt/core/transport_ref.hpp"
 
 namespace distopt {
 
 struct thread_options {
-  /// Default deadline of a receive.
+  /// Default deadline of a receive (and of each wait inside the native allreduce).
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
+  /// Let the optimizer's uncompressed averaging use the shared-memory allreduce
+  /// (thread_transport::allreduce_mean) instead of the ring's messages: the same bits,
+  /// without copying through mailboxes. Statistics count it as the ring it replaces.
+  bool native_allreduce = false;
 };
 
 namespace detail {
@@ -96,11 +111,48 @@ inline void copy_payload(std::byte* dst, const std::byte* src, std::size_t n) no
 /// Shared state of one run: a mailbox per receiving rank.
 class thread_world {
  public:
-  thread_world(int size, std::chrono::milliseconds timeout)
+  thread_world(int size, std::chrono::milliseconds timeout, bool native_allreduce = false)
       : timeout_(timeout),
+        native_allreduce_(native_allreduce),
         mailboxes_(static_cast<std::size_t>(size)),
         spin_(size > 1 && static_cast<unsigned>(size) <= std::thread::hardware_concurrency()) {
     for (auto& box : mailboxes_) box.peer_exited.assign(static_cast<std::size_t>(size), 0);
+    shared_.in.resize(static_cast<std::size_t>(size));
+    shared_.out.resize(static_cast<std::size_t>(size));
+    shared_.length.resize(static_cast<std::size_t>(size));
+  }
+
+  bool native_allreduce() const noexcept { return native_allreduce_; }
+
+  /// The mean over all ranks of each rank's `in`, into its `out` (`in` itself or a disjoint
+  /// array of the same length), bit-identical to collective::ring_allreduce (header comment).
+  void allreduce_mean(int self, std::span<const float> in, std::span<float> out) {
+    const int n = size();
+    if (n == 1) {  // the ring's answer: x / 1 == x
+      if (in.data() != out.data()) std::copy(in.begin(), in.end(), out.begin());
+      return;
+    }
+    const auto r = static_cast<std::size_t>(self);
+    const auto deadline = std::chrono::steady_clock::now() + timeout_;
+    {
+      std::lock_guard lock(shared_.mutex);
+      shared_.in[r] = in.data();
+      shared_.out[r] = out.data();
+      shared_.length[r] = out.size();
+    }
+    meet(self, deadline, false, "to start");
+    const std::size_t len = out.size();
+    for (int k = 0; k < n; ++k)
+      if (shared_.length[static_cast<std::size_t>(k)] != len) {
+        meet(self, deadline, true, "to agree on the length", false);  // nobody reads a peer's arrays any more
+        throw config_error("thread transport: allreduce of " + std::to_string(len) + " floats on rank " +
+                           std::to_string(self) + " but " +
+                           std::to_string(shared_.length[static_cast<std::size_t>(k)]) + " on rank " +
+                           std::to_string(k) + "; every rank must pass the same length");
+      }
+    const auto chunk_begin = [&](int c) { return len * static_cast<std::size_t>(c) / static_cast<std::size_t>(n); };
+    sum_chunk(self, chunk_begin(self), chunk_begin(self + 1));
+    meet(self, deadline, true, "to finish", false);
   }
 
   int size() const noexcept { return static_cast<int>(mailboxes_.size()); }
@@ -195,6 +247,11 @@ class thread_world {
       }
       box.arrived.notify_all();
     }
+    {
+      std::lock_guard lock(shared_.mutex);
+      ++shared_.exited;
+    }
+    shared_.met.notify_all();
   }
 
   /// Returns a spent buffer to the receiver's pool, for the next sends to it.
@@ -268,9 +325,113 @@ class thread_world {
       }
       box.arrived.notify_all();
     }
+    { std::lock_guard lock(shared_.mutex); }  // the same for the allreduce's barrier
+    shared_.met.notify_all();
   }
 
+  // ---- native allreduce --------------------------------------------------------------
+
+  /// Rank self's chunk [b, e) of the mean, summed in the ring's order and with its operands
+  /// in the ring's order (the partial sum first): ((x_s + x_{s+1}) + ...) + x_{s+n-1}, / n,
+  /// into its own output and then into every peer's. Blocks of 4096 floats stay in the L1
+  /// cache across the n - 1 additions and the copies. Writing a peer's output is safe before
+  /// the final barrier: only this rank reads chunk s of the inputs (which an in-place output
+  /// overwrites), and only after it has summed that block.
+  void sum_chunk(int self, std::size_t b, std::size_t e) {
+    const int n = size();
+    const auto in = [&](int k) { return shared_.in[static_cast<std::size_t>((self + k) % n)]; };
+    float* const out = shared_.out[static_cast<std::size_t>(self)];
+    const float divisor = static_cast<float>(n);
+    constexpr std::size_t block = 4096;
+    for (std::size_t at = b; at < e; at += block) {
+      const std::size_t m = std::min(block, e - at);
+      float* const o = out + at;
+      const bool in_place = o == in(0) + at;
+      if (n == 2 && in_place)
+        allreduce_accumulate_divide(o, in(1) + at, m, divisor);
+      else if (n == 2)
+        allreduce_add_divide(o, in(1) + at, in(0) + at, m, divisor);
+      else {
+        if (in_place)
+          allreduce_accumulate(o, in(1) + at, m);
+        else
+          allreduce_add(o, in(1) + at, in(0) + at, m);
+        for (int k = 2; k < n - 1; ++k) allreduce_accumulate(o, in(k) + at, m);
+        allreduce_accumulate_divide(o, in(n - 1) + at, m, divisor);
+      }
+      for (int k = 1; k < n; ++k) std::copy(o, o + m, shared_.out[static_cast<std::size_t>((self + k) % n)] + at);
+    }
+  }
+
+  /// The allreduce's barrier. `from_phase`: the caller comes from reading or writing the
+  /// peers' arrays; `phase_follows`: it will again once everyone is here. A worker that
+  /// cannot wait any longer (deadline, failed run, a peer returned) abandons the allreduce
+  /// for everyone, but first waits until no peer is inside a phase (pure computation, so
+  /// short), because a peer may be reading its arrays.
+  void meet(int self, std::chrono::steady_clock::time_point deadline, bool from_phase, const char* what,
+            bool phase_follows = true) {
+    auto& c = shared_;
+    std::unique_lock lock(c.mutex);
+    if (from_phase) --c.busy;
+    const std::uint64_t generation = c.generation.load(std::memory_order_relaxed);
+    if (++c.arrived == size()) {
+      c.arrived = 0;
+      c.busy = phase_follows ? size() : 0;
+      c.generation.store(generation + 1, std::memory_order_release);
+      lock.unlock();
+      c.met.notify_all();
+      return;
+    }
+    const auto done = [&] { return c.generation.load(std::memory_order_relaxed) != generation; };
+    bool spinning = spin_;
+    const auto spin_until = std::chrono::steady_clock::now() + spin_limit;
+    for (;;) {
+      if (done()) return;
+      std::string why;
+      if (!c.abandoned.empty())
+        why = c.abandoned;
+      else if (failed_.load(std::memory_order_acquire))
+        why = "the run was aborted";
+      else if (c.exited > 0)
+        why = "a worker has already returned; every worker must take part in the same communication rounds";
+      else if (std::chrono::steady_clock::now() >= deadline)
+        why = "rank " + std::to_string(self) + " waited " + std::to_string(timeout_.count()) +
+              " ms for the other workers " + what + " and they did not come (raise the timeout if they are only slow)";
+      if (!why.empty()) {
+        if (c.abandoned.empty()) c.abandoned = why;
+        --c.arrived;
+        c.met.notify_all();
+        c.met.wait(lock, [&] { return c.busy == 0; });
+        lock.unlock();
+        throw_if_failed();
+        throw transport_error("thread transport: native allreduce abandoned: " + why);
+      }
+      if (spinning) {  // as in recv: a peer with a core of its own is often microseconds away
+        lock.unlock();
+        spinning = spin_while_equal(c.generation, generation, spin_until);
+        lock.lock();
+        continue;
+      }
+      c.met.wait_until(lock, deadline);
+    }
+  }
+
+  struct shared_arrays {
+    std::mutex mutex;
+    std::condition_variable met;
+    std::vector<const float*> in;  // each rank's input, output and length, published before the first barrier
+    std::vector<float*> out;
+    std::vector<std::size_t> length;
+    std::atomic<std::uint64_t> generation{0};  // bumped under `mutex` when the last worker arrives
+    int arrived = 0;                           // workers waiting at the barrier
+    int busy = 0;                              // workers between a barrier and the next, touching peers' arrays
+    int exited = 0;                            // workers that have returned
+    std::string abandoned;                     // why the allreduce was given up; then it is given up for good
+  };
+
   std::chrono::milliseconds timeout_;
+  bool native_allreduce_;
+  shared_arrays shared_;
   std::vector<mailbox> mailboxes_;
   bool spin_;  // receivers poll briefly before blocking: only when every worker can have a core
   std::atomic<bool> failed_{false};
@@ -300,6 +461,13 @@ class thread_transport {
     }
     world_->recycle(rank_, std::move(previous));
   }
+  /// True if thread_options::native_allreduce asked the optimizer to average with allreduce_mean.
+  bool native_allreduce() const noexcept { return world_->native_allreduce(); }
+  /// The mean over all workers of `in` into `out` (`in` itself or a disjoint array of the same
+  /// length) on shared memory; the same bits as collective::ring_allreduce's mean. Every
+  /// worker must call it, with the same length.
+  void allreduce_mean(std::span<const float> in, std::span<float> out) { world_->allreduce_mean(rank_, in, out); }
+  void allreduce_mean(std::span<float> data) { allreduce_mean(data, data); }
   /// A counter that changes whenever a message arrives for this rank (transport_ref::arrivals).
   std::uint64_t arrivals() const { return world_->arrivals(rank_); }
   bool try_recv(int peer, tag tg, byte_buffer& out) {
@@ -328,7 +496,7 @@ void run_threads(int n, F&& fn, thread_options opts = {}) {
   if (opts.timeout.count() <= 0)
     throw config_error("run_threads: thread_options.timeout must be > 0 ms, got " +
                        std::to_string(opts.timeout.count()));
-  detail::thread_world world(n, opts.timeout);
+  detail::thread_world world(n, opts.timeout, opts.native_allreduce);
   std::mutex first_mutex;
   std::exception_ptr first;
   auto body = [&](int rank) {

@@ -9,6 +9,7 @@
 //   detail::tcp::socket_fd fd(released_descriptor);
 //   auto r = detail::tcp::write_all(fd.get(), header, payload, deadline);   // r.status
 //   auto s = detail::tcp::read_exact(fd.get(), buffer, n, stopping);
+//   read_exact(fd.get(), buffer, n, stopping, [&](const std::byte* p, std::size_t k) { check(p, k); });
 
 #include <atomic>
 #include <cerrno>
@@ -124,11 +125,14 @@ inline io_result write_all(int fd, std::span<const std::byte> a, std::span<const
 
 /// Reads exactly n bytes into p. Waits as long as it takes, checking `stopping`
 /// every 100 ms (a closing transport also shuts the socket down, which wakes it at once).
-inline io_result read_exact(int fd, std::byte* p, std::size_t n, const std::atomic<bool>& stopping) {
+/// landed(first, count) sees each piece as it arrives, while it is in cache.
+template <class Landed>
+io_result read_exact(int fd, std::byte* p, std::size_t n, const std::atomic<bool>& stopping, Landed&& landed) {
   std::size_t done = 0;
   while (done < n) {
     const ssize_t got = ::recv(fd, p + done, n - done, 0);
     if (got > 0) {
+      landed(p + done, static_cast<std::size_t>(got));
       done += static_cast<std::size_t>(got);
       continue;
     }
@@ -145,6 +149,9 @@ inline io_result read_exact(int fd, std::byte* p, std::size_t n, const std::atom
     return {is_disconnect(e) ? io_status::closed : io_status::failed, done, e};
   }
   return {io_status::ok, done, 0};
+}
+inline io_result read_exact(int fd, std::byte* p, std::size_t n, const std::atomic<bool>& stopping) {
+  return read_exact(fd, p, n, stopping, [](const std::byte*, std::size_t) {});
 }
 
 /// True while bytes (or the FIN) written on `fd` are not yet acknowledged by the

@@ -318,14 +318,18 @@ inline void tcp_transport::read_loop(int peer) {
     } catch (const std::exception& e) {  // bad header, or no memory for a frame within the limit
       return fail(e.what());
     }
-    r = t::read_exact(fd, payload.data(), payload.size(), stopping_);
+    // The checksum runs over each piece as it lands, in cache, while the next is on its way.
+    t::checksum_check check(header);
+    r = t::read_exact(fd, payload.data(), payload.size(), stopping_, [&](const std::byte* p, std::size_t n) {
+      check.update({p, n});
+    });
     if (r.status == t::io_status::stopped) return;
     if (r.status != t::io_status::ok)
       return fail("the connection to " + from + " ended inside a frame: " + std::to_string(r.done) + " of " +
                   std::to_string(h.length) + " payload bytes arrived (truncated frame; " + t::errno_text(r.error) +
                   ")");
     try {
-      t::verify_checksum(header, payload, from);
+      check.verify(from);
     } catch (const transport_error& e) {
       return fail(e.what());
     }

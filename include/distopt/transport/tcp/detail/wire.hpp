@@ -9,7 +9,7 @@
 //   8  u32 tag                         12 u32 CRC32C of header bytes [0,12) and [16,24), then the payload
 //   16 u64 length
 // The receiver checks magic, version, kind and length <= its maximum before it
-// allocates anything, and the checksum after the payload has arrived.
+// allocates anything, and the checksum as the payload arrives (checksum_check).
 //
 //   detail::tcp::frame_header h{.kind = frame_kind::data, .tag = 3, .length = n};
 //   auto bytes = detail::tcp::encode_header(h, payload);    // checksum filled in
@@ -64,11 +64,13 @@ T load(const std::byte* p) noexcept {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
+/// The raw CRC state after a header's bytes other than its checksum field.
+inline std::uint32_t header_state(const std::byte* header) noexcept {
+  return crc32c_update(crc32c_update(~0u, {header, 12}), {header + 16, 8});
+}
 /// The checksum of a header (without its checksum field) continued over the payload.
 inline std::uint32_t frame_checksum(const std::byte* header, std::span<const std::byte> payload) noexcept {
-  std::uint32_t s = crc32c_update(~0u, {header, 12});
-  s = crc32c_update(s, {header + 16, 8});
-  return ~crc32c_update(s, payload);
+  return ~crc32c_update(header_state(header), payload);
 }
 }  // namespace wire_detail
 
@@ -113,13 +115,35 @@ inline frame_header decode_header(std::span<const std::byte, header_bytes> h, st
   return out;
 }
 
+/// Checks a frame's checksum over its payload fed in pieces, so that a receiver checks each
+/// piece as it arrives, while it is in cache, instead of in a second pass over the whole frame.
+class checksum_check {
+ public:
+  explicit checksum_check(std::span<const std::byte, header_bytes> h) noexcept
+      : expected_(wire_detail::load<std::uint32_t>(h.data() + 12)), state_(wire_detail::header_state(h.data())) {}
+  void update(std::span<const std::byte> piece) noexcept {
+    state_ = crc32c_update(state_, piece);
+    length_ += piece.size();
+  }
+  /// Throws transport_error unless the pieces so far match the header's checksum.
+  void verify(std::string_view from) const {
+    if (~state_ != expected_)
+      throw transport_error("tcp transport: bad frame from " + std::string(from) + ": checksum mismatch on a " +
+                            std::to_string(length_) + "-byte frame; the stream is corrupted");
+  }
+
+ private:
+  std::uint32_t expected_;
+  std::uint32_t state_;
+  std::size_t length_ = 0;
+};
+
 /// Throws transport_error unless the checksum in `h` matches the header and payload.
 inline void verify_checksum(std::span<const std::byte, header_bytes> h, std::span<const std::byte> payload,
                             std::string_view from) {
-  const std::uint32_t expected = wire_detail::load<std::uint32_t>(h.data() + 12);
-  if (wire_detail::frame_checksum(h.data(), payload) != expected)
-    throw transport_error("tcp transport: bad frame from " + std::string(from) + ": checksum mismatch on a " +
-                          std::to_string(payload.size()) + "-byte frame; the stream is corrupted");
+  checksum_check c(h);
+  c.update(payload);
+  c.verify(from);
 }
 
 // ---- handshake message codec -------------------------------------------------------
