@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -68,6 +70,58 @@ TEST_CASE("gossip: exact gossip on static graphs equals W^t X0, keeps the averag
   check_static_exact(topo::custom{distopt::graph::from_edges(5, {{0, 1}, {0, 2}, {0, 3}, {0, 4}})}, 5, 20);
   check_static_exact(topo::custom{distopt::graph::from_edges(4, {{0, 1}, {1, 2}, {2, 3}})}, 4, 20);
   check_static_exact(topo::custom{distopt::graph::random_regular(9, 4, 2)}, 9, 10);
+}
+
+// The mixer alone, against a serial float reference of its documented order (self first,
+// then peers in increasing rank; the build has no FMA contraction, so the bits must match):
+// models of 0 to 1000 floats cut into segments of 1 to 65536 floats (several per model,
+// a short last one, exactly one), in place and into another array.
+TEST_CASE("gossip: exact_mixer in segments sums self first, then peers in rank order, bit for bit") {
+  const std::vector<std::size_t> lengths{0, 1, 37, 1000};
+  const std::vector<std::size_t> segments{1, 7, 64, 1000, std::size_t{1} << 16};
+  for (const distopt::graph& g : {distopt::graph::ring(5), distopt::graph::complete(3), distopt::graph::ring(2)}) {
+    const int n = g.size();
+    CAPTURE(n);
+    for (const std::size_t len : lengths) {
+      CAPTURE(len);
+      std::vector<std::vector<float>> models(static_cast<std::size_t>(n));
+      for (int r = 0; r < n; ++r) {
+        const Eigen::VectorXf v =
+            gossip_test::seeded_normal(static_cast<Eigen::Index>(len), 5, static_cast<std::uint32_t>(r));
+        models[static_cast<std::size_t>(r)].assign(v.data(), v.data() + v.size());
+      }
+      for (const std::size_t seg : segments)
+        for (const bool in_place : {true, false}) {
+          CAPTURE(seg);
+          CAPTURE(in_place);
+          std::vector<std::vector<float>> mixed(static_cast<std::size_t>(n));
+          distopt::run_threads(n, [&](distopt::transport_ref t) {
+            const auto r = static_cast<std::size_t>(t.rank());
+            distopt::mixing_row row;
+            row.assign(g, t.rank());
+            distopt::protocols::exact_mixer mixer;
+            mixer.segment_floats = seg;
+            std::vector<float> v = models[r], out(len, -1.0f);
+            mixer.mix(t, row, v, in_place ? std::span<float>(v) : std::span<float>(out));
+            mixed[r] = in_place ? v : out;
+          });
+          for (int r = 0; r < n; ++r) {
+            CAPTURE(r);
+            distopt::mixing_row row;
+            row.assign(g, r);
+            bool same = true;
+            for (std::size_t i = 0; i < len; ++i) {
+              float expected = row.self_weight * models[static_cast<std::size_t>(r)][i];
+              for (std::size_t k = 0; k < row.peers.size(); ++k)
+                expected = expected + row.weights[k] * models[static_cast<std::size_t>(row.peers[k])][i];
+              same = same && std::bit_cast<std::uint32_t>(expected) ==
+                                 std::bit_cast<std::uint32_t>(mixed[static_cast<std::size_t>(r)][i]);
+            }
+            CHECK(same);
+          }
+        }
+    }
+  }
 }
 
 TEST_CASE("gossip: one_peer_exponential pairs i with i xor 2^(t mod tau) and averages exactly in log2 n rounds") {

@@ -16,12 +16,12 @@
 //                  everywhere (CHOCO/DCD: a = b = 1; ECD: a = 1 - 2/(t+1), b = 2/(t+1);
 //                  DeepSqueeze: a = 0, b = 1). weighted_sum() = sum_j W_ij xh_j.
 //
-// Messages: one per peer per round on an internal tag, sent before any is received,
-// so no order of ranks can deadlock (sends queue; every receive has the transport's
-// deadline). Memory: (degree + 1) copies of the model for the public-copy schemes.
-// The wire carries exactly C's encoding (identity: 4 bytes per float).
-// Compressors that decode against a reference (decode(bytes, reference, out), e.g. a
-// lattice quantizer) are not wired in yet and are refused at compile time.
+// Messages: one per peer per round on an internal tag (exact_mixer: one per segment of
+// segment_floats), each sent before the matching one is received, so no order of ranks
+// can deadlock (sends queue; every receive has the transport's deadline). Memory: (degree + 1) copies of the model for
+// the public-copy schemes. The wire carries exactly C's encoding (identity: 4 bytes per float). Compressors that decode
+// against a reference (decode(bytes, reference, out), e.g. a lattice quantizer) are not wired in yet and are refused at
+// compile time.
 //
 // The consensus step of CHOCO and DeepSqueeze is the scheme's, or when unset
 // topology::default_consensus_step for C's guaranteed contraction (compress::delta_bound).
@@ -80,17 +80,36 @@ inline void scaled_copy(float* x, float w, const float* y, std::size_t n) noexce
 namespace distopt::protocols {
 
 /// Exact gossip: out = W_ii v + sum_k W_{i,p_k} v_{p_k}. `out` may alias `v`.
+/// A model longer than `segment_floats` travels in segments, like the ring allreduce's:
+/// segment s + 1 is sent before segment s is received and mixed, so a peer can copy the
+/// next piece while this worker adds the last, and each piece is still in cache when it
+/// is read. The sum per entry is the same (self first, then peers in increasing rank)
+/// whatever the segment size.
 class exact_mixer {
  public:
+  /// Floats per message (the ring allreduce's default).
+  std::size_t segment_floats = std::size_t{1} << 16;
+
   void mix(transport_ref t, const mixing_row& row, std::span<const float> v, std::span<float> out) {
-    for (int p : row.peers) t.send(p, gossip_tag, std::as_bytes(v));
     const std::size_t n = v.size();
-    detail::scaled_copy(out.data(), row.self_weight, v.data(), n);
-    for (std::size_t k = 0; k < row.peers.size(); ++k) {
-      t.recv(row.peers[k], gossip_tag, incoming_);
-      const auto theirs =
-          distopt::detail::received_floats(incoming_, n, "protocols::exact_mixer", t.rank(), row.peers[k]);
-      detail::scale_add(out.data(), 1.0f, row.weights[k], theirs.data(), n);
+    const std::size_t seg = std::max<std::size_t>(segment_floats, 1);
+    const std::size_t segments = n == 0 ? 1 : (n + seg - 1) / seg;  // an empty model is one empty message
+    auto piece = [&](std::size_t s) { return v.subspan(s * seg, std::min(seg, n - s * seg)); };
+    auto send = [&](std::size_t s) {
+      for (int p : row.peers) t.send(p, gossip_tag, std::as_bytes(piece(s)));
+    };
+    send(0);
+    for (std::size_t s = 0; s < segments; ++s) {
+      if (s + 1 < segments) send(s + 1);  // peers copy the next piece while this one is mixed
+      const std::span<const float> mine = piece(s);
+      float* const dst = out.data() + s * seg;
+      detail::scaled_copy(dst, row.self_weight, mine.data(), mine.size());
+      for (std::size_t k = 0; k < row.peers.size(); ++k) {
+        t.recv(row.peers[k], gossip_tag, incoming_);
+        const auto theirs =
+            distopt::detail::received_floats(incoming_, mine.size(), "protocols::exact_mixer", t.rank(), row.peers[k]);
+        detail::scale_add(dst, 1.0f, row.weights[k], theirs.data(), mine.size());
+      }
     }
   }
 
