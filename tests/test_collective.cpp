@@ -232,6 +232,15 @@ TEST_CASE("ring_allreduce: ranks passing different lengths get transport_error, 
                              distopt::collective::ring_allreduce(t, data, reduce_op::sum, ws);
                            }),
                        doctest::Contains("same length"), distopt::transport_error);
+  // An input shorter than the output is refused on the rank that passes it, before it is read.
+  CHECK_THROWS_WITH_AS(run(1,
+                           [](distopt::transport_ref t) {
+                             distopt::collective::allreduce_workspace ws;
+                             const std::vector<float> in(10, 1.0f);
+                             std::vector<float> out(100);
+                             distopt::collective::ring_allreduce(t, in, out, reduce_op::sum, ws);
+                           }),
+                       doctest::Contains("same length"), distopt::config_error);
 }
 
 TEST_CASE("broadcast: every root, sizes 0 B, 1 B, 4 KiB, n = 1..8") {

@@ -347,4 +347,21 @@ TEST_CASE("thread transport: a native allreduce that cannot complete throws tran
                          {.timeout = 30s, .native_allreduce = true});
     CHECK(refused.load() == 2);
   }
+  SUBCASE("input and output of different lengths: config_error before any peer reads the input") {
+    std::atomic<int> refused{0};
+    distopt::run_threads(2,
+                         [&](distopt::transport_ref t) {
+                           const std::vector<float> in(10, 1.0f);
+                           std::vector<float> out(1000);  // a peer summing 1000 floats of `in` would overrun it
+                           try {
+                             (void)t.native_allreduce_mean(in, out);
+                           } catch (const distopt::config_error& e) {
+                             INFO("what(): ", e.what());
+                             CHECK(conformance::contains(e.what(), "same length"));
+                             ++refused;
+                           }
+                         },
+                         {.timeout = 30s, .native_allreduce = true});
+    CHECK(refused.load() == 2);
+  }
 }

@@ -17,9 +17,11 @@
 #include <algorithm>
 #include <cstddef>
 #include <span>
+#include <string>
 
 #include "distopt/collective/detail/float_bytes.hpp"
 #include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/errors.hpp"
 #include "distopt/core/float_sum.hpp"
 #include "distopt/core/tag.hpp"
 #include "distopt/core/transport_ref.hpp"
@@ -43,6 +45,10 @@ inline constexpr tag ring_allreduce_tag = detail::reserved_tag(detail::reserved:
 /// same length. With one rank, `data` = `in`.
 inline void ring_allreduce(transport_ref t, std::span<const float> in, std::span<float> data, reduce_op op,
                            allreduce_workspace& ws, tag tg = ring_allreduce_tag) {
+  if (in.size() != data.size())
+    throw config_error("ring_allreduce: the input has " + std::to_string(in.size()) + " floats and the output " +
+                       std::to_string(data.size()) + " on rank " + std::to_string(t.rank()) +
+                       "; they must have the same length");
   const int n = t.size();
   const int r = t.rank();
   const bool in_place = in.data() == data.data();

@@ -127,6 +127,10 @@ class thread_world {
   /// The mean over all ranks of each rank's `in`, into its `out` (`in` itself or a disjoint
   /// array of the same length), bit-identical to collective::ring_allreduce (header comment).
   void allreduce_mean(int self, std::span<const float> in, std::span<float> out) {
+    if (in.size() != out.size())  // before publishing: the peers would read past the end of `in`
+      throw config_error("thread transport: allreduce_mean of " + std::to_string(in.size()) + " floats into " +
+                         std::to_string(out.size()) + " on rank " + std::to_string(self) +
+                         "; the input and the output must have the same length");
     const int n = size();
     if (n == 1) {  // the ring's answer: x / 1 == x
       if (in.data() != out.data()) std::copy(in.begin(), in.end(), out.begin());

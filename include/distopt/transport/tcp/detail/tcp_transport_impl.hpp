@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <new>
 #include <optional>
 #include <utility>
 
@@ -315,7 +316,10 @@ inline void tcp_transport::read_loop(int peer) {
         }
       }
       payload.resize(static_cast<std::size_t>(h.length));
-    } catch (const std::exception& e) {  // bad header, or no memory for a frame within the limit
+    } catch (const std::bad_alloc&) {
+      return fail("no memory for a " + std::to_string(h.length) + "-byte message from " + from +
+                  " (within tcp_options.max_frame_bytes)");
+    } catch (const std::exception& e) {  // bad header
       return fail(e.what());
     }
     // The checksum runs over each piece as it lands, in cache, while the next is on its way.
@@ -333,13 +337,16 @@ inline void tcp_transport::read_loop(int peer) {
     } catch (const transport_error& e) {
       return fail(e.what());
     }
-    {
+    try {  // an exception must not leave this thread: it would end the process
       std::lock_guard lock(mutex_);
       if (h.kind == t::frame_kind::goodbye) {
         l.goodbye = h.tag == 0 ? 0 : 1;
         continue;
       }
       queues_[key(peer, tag{h.tag})].push_back(std::move(payload));
+    } catch (const std::bad_alloc&) {
+      return fail("no memory to queue a " + std::to_string(h.length) + "-byte message from " + from +
+                  " (this rank is not receiving what its peers send)");
     }
     arrived_.notify_all();
   }
