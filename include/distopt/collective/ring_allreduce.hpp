@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
 
@@ -36,6 +37,36 @@ struct allreduce_workspace {
   /// Floats per message; chunks larger than this are pipelined.
   std::size_t segment_floats = std::size_t{1} << 16;
 };
+
+/// What one rank sends and receives in one ring_allreduce.
+struct ring_traffic {
+  std::uint64_t bytes_sent = 0, messages_sent = 0, bytes_received = 0, messages_received = 0;
+};
+
+/// The traffic of rank r in ring_allreduce of `len` floats over n ranks in segments of
+/// `segment_floats` (for transports that replace the ring by a native allreduce and count
+/// it as the ring, metered_transport). Rank r sends every chunk once (its own, then the
+/// reduce-scatter's partial sums, the last of which starts the allgather) and forwards
+/// finished chunk c unless r is its last hop, (r - c) mod n = n - 2; a chunk travels in
+/// ceil(size / segment) messages, at least one. Rank r receives what rank r - 1 sends.
+inline ring_traffic ring_allreduce_traffic(std::size_t len, int n, int r,
+                                           std::size_t segment_floats = allreduce_workspace{}.segment_floats) {
+  ring_traffic out;
+  if (n == 1) return out;
+  const std::size_t seg = std::max<std::size_t>(segment_floats, 1);
+  const auto nn = static_cast<std::size_t>(n);
+  auto sent_by = [&](int rank, std::uint64_t& bytes, std::uint64_t& messages) {
+    for (int c = 0; c < n; ++c) {
+      const std::size_t size = len * static_cast<std::size_t>(c + 1) / nn - len * static_cast<std::size_t>(c) / nn;
+      const std::uint64_t sends = 1 + (((rank - c) % n + n) % n <= n - 3 ? 1 : 0);
+      bytes += sends * size * sizeof(float);
+      messages += sends * std::max<std::uint64_t>(1, (size + seg - 1) / seg);
+    }
+  };
+  sent_by(r, out.bytes_sent, out.messages_sent);
+  sent_by((r + n - 1) % n, out.bytes_received, out.messages_received);
+  return out;
+}
 
 inline constexpr tag ring_allreduce_tag = detail::reserved_tag(detail::reserved::ring_allreduce);
 

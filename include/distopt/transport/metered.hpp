@@ -7,6 +7,7 @@
 #include <optional>
 #include <span>
 
+#include "distopt/collective/ring_allreduce.hpp"
 #include "distopt/core/statistics.hpp"
 #include "distopt/core/transport_ref.hpp"
 
@@ -32,15 +33,15 @@ class metered_transport {
     count_received(out);
   }
   /// The backend's own mean allreduce, if it offers one (transport_ref::native_allreduce_mean);
-  /// counted as the bytes and messages of a ring allreduce of v, which is what it replaces.
+  /// counted as this rank's bytes and messages in the ring allreduce it replaces (default
+  /// segments), so statistics do not depend on the path. Time blocked is not recorded.
   bool native_allreduce_mean(std::span<const float> in, std::span<float> out) {
     if (!inner_.native_allreduce_mean(in, out)) return false;
-    const auto n = static_cast<std::uint64_t>(inner_.size());
-    const std::uint64_t bytes = n > 1 ? 2 * (n - 1) * (in.size() * sizeof(float)) / n : 0;
-    stats_->bytes_sent += bytes;
-    stats_->bytes_received += bytes;
-    stats_->messages_sent += 2 * (n - 1);
-    stats_->messages_received += 2 * (n - 1);
+    const collective::ring_traffic ring = collective::ring_allreduce_traffic(in.size(), size(), rank());
+    stats_->bytes_sent += ring.bytes_sent;
+    stats_->bytes_received += ring.bytes_received;
+    stats_->messages_sent += ring.messages_sent;
+    stats_->messages_received += ring.messages_received;
     return true;
   }
   std::optional<std::uint64_t> arrivals() const { return inner_.arrivals(); }

@@ -151,8 +151,8 @@ class thread_world {
         // Read before meeting: once past the barrier, a rank may start its next call and publish anew.
         meet(self, deadline, true, "to agree on the length", false);  // nobody reads a peer's arrays any more
         throw config_error("thread transport: allreduce of " + std::to_string(len) + " floats on rank " +
-                           std::to_string(self) + " but " + std::to_string(theirs) + " on rank " +
-                           std::to_string(k) + "; every rank must pass the same length");
+                           std::to_string(self) + " but " + std::to_string(theirs) + " on rank " + std::to_string(k) +
+                           "; every rank must pass the same length");
       }
     const auto chunk_begin = [&](int c) { return len * static_cast<std::size_t>(c) / static_cast<std::size_t>(n); };
     sum_chunk(self, chunk_begin(self), chunk_begin(self + 1));
