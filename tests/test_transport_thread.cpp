@@ -224,6 +224,25 @@ float native_value(int rank, std::size_t i) {
   return static_cast<float>(static_cast<double>(h >> 11) * 0x1.0p-53 * 2.0 - 1.0) * static_cast<float>(1u << (h % 13));
 }
 
+/// Runs call(t) on n workers with the native allreduce on; counts the workers on which it
+/// threw E with `text` in what().
+template <class E, class Call>
+int refusals(int n, const char* text, Call&& call) {
+  std::atomic<int> count{0};
+  distopt::run_threads(n,
+                       [&](distopt::transport_ref t) {
+                         try {
+                           call(t);
+                         } catch (const E& e) {
+                           INFO("what(): ", e.what());
+                           CHECK(conformance::contains(e.what(), text));
+                           ++count;
+                         }
+                       },
+                       {.timeout = 30s, .native_allreduce = true});
+  return count.load();
+}
+
 }  // namespace
 
 TEST_CASE("thread transport: the native allreduce is the ring's mean, bit for bit, on every rank") {
@@ -297,21 +316,11 @@ TEST_CASE("thread transport: a native allreduce that cannot complete throws tran
     CHECK(woken.load() == 2);
   }
   SUBCASE("a worker returns instead of joining: the others learn it at once") {
-    std::atomic<int> told{0};
-    distopt::run_threads(3,
-                         [&](distopt::transport_ref t) {
-                           if (t.rank() == 2) return;
-                           std::vector<float> v(1000, 1.0f);
-                           try {
-                             (void)t.native_allreduce_mean(v);
-                           } catch (const distopt::transport_error& e) {
-                             INFO("what(): ", e.what());
-                             CHECK(conformance::contains(e.what(), "already returned"));
-                             ++told;
-                           }
-                         },
-                         {.timeout = 30s, .native_allreduce = true});
-    CHECK(told.load() == 2);
+    CHECK(refusals<distopt::transport_error>(3, "already returned", [](distopt::transport_ref t) {
+            if (t.rank() == 2) return;
+            std::vector<float> v(1000, 1.0f);
+            (void)t.native_allreduce_mean(v);
+          }) == 2);
   }
   SUBCASE("a worker is late past the deadline: the ones waiting give up, and so does the late one") {
     std::atomic<int> expired{0}, late_refused{0};
@@ -332,36 +341,16 @@ TEST_CASE("thread transport: a native allreduce that cannot complete throws tran
     CHECK(late_refused.load() == 1);
   }
   SUBCASE("lengths differ: config_error on every rank") {
-    std::atomic<int> refused{0};
-    distopt::run_threads(2,
-                         [&](distopt::transport_ref t) {
-                           std::vector<float> v(t.rank() == 0 ? 10 : 11, 1.0f);
-                           try {
-                             (void)t.native_allreduce_mean(v);
-                           } catch (const distopt::config_error& e) {
-                             INFO("what(): ", e.what());
-                             CHECK(conformance::contains(e.what(), "same length"));
-                             ++refused;
-                           }
-                         },
-                         {.timeout = 30s, .native_allreduce = true});
-    CHECK(refused.load() == 2);
+    CHECK(refusals<distopt::config_error>(2, "same length", [](distopt::transport_ref t) {
+            std::vector<float> v(t.rank() == 0 ? 10 : 11, 1.0f);
+            (void)t.native_allreduce_mean(v);
+          }) == 2);
   }
   SUBCASE("input and output of different lengths: config_error before any peer reads the input") {
-    std::atomic<int> refused{0};
-    distopt::run_threads(2,
-                         [&](distopt::transport_ref t) {
-                           const std::vector<float> in(10, 1.0f);
-                           std::vector<float> out(1000);  // a peer summing 1000 floats of `in` would overrun it
-                           try {
-                             (void)t.native_allreduce_mean(in, out);
-                           } catch (const distopt::config_error& e) {
-                             INFO("what(): ", e.what());
-                             CHECK(conformance::contains(e.what(), "same length"));
-                             ++refused;
-                           }
-                         },
-                         {.timeout = 30s, .native_allreduce = true});
-    CHECK(refused.load() == 2);
+    CHECK(refusals<distopt::config_error>(2, "same length", [](distopt::transport_ref t) {
+            const std::vector<float> in(10, 1.0f);
+            std::vector<float> out(1000);  // a peer summing 1000 floats of `in` would overrun it
+            (void)t.native_allreduce_mean(in, out);
+          }) == 2);
   }
 }

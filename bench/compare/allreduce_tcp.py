@@ -20,18 +20,9 @@ import statistics
 import subprocess
 import sys
 
-here = os.path.dirname(os.path.abspath(__file__))
-root = os.path.dirname(os.path.dirname(here))
-args = sys.argv[1:]
-build = args.pop(0) if args and not args[0].startswith("--") else os.path.join(root, "build")
-
-
-def option(name, default):
-    return args[args.index(name) + 1] if name in args else default
-
+from arguments import build, here, option, root, runs
 
 seconds = option("--seconds", "1")
-runs = int(option("--runs", "3"))
 baseline = option("--baseline", None)
 launch = [os.path.join(root, "scripts", "distopt-launch"), "-n", "2", "--"]
 mpi_env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",

@@ -15,12 +15,9 @@ import statistics
 import subprocess
 import sys
 
-here = os.path.dirname(os.path.abspath(__file__))
-root = os.path.dirname(os.path.dirname(here))
-args = sys.argv[1:]
-build = args.pop(0) if args and not args[0].startswith("--") else os.path.join(root, "build")
-seconds = args[args.index("--seconds") + 1] if "--seconds" in args else "0.5"
-runs = int(args[args.index("--runs") + 1]) if "--runs" in args else 3
+from arguments import build, option, runs
+
+seconds = option("--seconds", "0.5")
 workers = [2, 4, 8]
 env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            OMPI_MCA_rmaps_base_oversubscribe="1")

@@ -18,14 +18,10 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 
-here = os.path.dirname(os.path.abspath(__file__))
-root = os.path.dirname(os.path.dirname(here))
-args = sys.argv[1:]
-build = args.pop(0) if args and not args[0].startswith("--") else os.path.join(root, "build")
-seconds = args[args.index("--seconds") + 1] if "--seconds" in args else "0.5"
-runs = int(args[args.index("--runs") + 1]) if "--runs" in args else 3
+from arguments import build, option, runs
+
+seconds = option("--seconds", "0.5")
 small, sizes = 4 << 10, [1 << 20, 16 << 20]
 floats = "|".join(str(b // 4) for b in [small] + sizes)
 
