@@ -100,6 +100,26 @@ TEST_CASE("thread transport: recv with an explicit timeout uses it instead of th
                        {.timeout = 30s});
 }
 
+TEST_CASE("thread transport: a deadline beyond the clock's range means wait, not expire at once") {
+  // 9.3 * 10^12 ms (295 years) as "never": now + timeout would overflow the steady clock's
+  // 64-bit nanoseconds (292 years) and wrap into the past (core/deadline.hpp saturates it). The
+  // message comes 50 ms late; every wait, the native allreduce's barriers included, must take it.
+  constexpr std::chrono::milliseconds never{9'300'000'000'000};
+  for (const bool native : {false, true})
+    distopt::run_threads(2,
+                         [&](distopt::transport_ref t) {
+                           distopt::byte_buffer out;
+                           if (t.rank() == 1) std::this_thread::sleep_for(50ms);
+                           if (t.rank() == 1) t.send(0, conformance::tag_a, {});
+                           if (t.rank() == 0) CHECK_NOTHROW(t.recv(1, conformance::tag_a, out));
+                           if (t.rank() == 0) CHECK_NOTHROW(t.recv(1, conformance::tag_b, out, never));
+                           if (t.rank() == 1) t.send(0, conformance::tag_b, {});
+                           std::vector<float> v(100, 1.0f);
+                           if (native) CHECK_NOTHROW((void)t.native_allreduce_mean(v));
+                         },
+                         {.timeout = never, .native_allreduce = native});
+}
+
 TEST_CASE("transport_ref: over a transport without a timeout overload, recv(..., timeout) uses its own deadline") {
   // The wrapped world's deadline is 200 ms; the requested 30 s cannot be honoured
   // by minimal_transport, so the receive must end with the 200 ms one.

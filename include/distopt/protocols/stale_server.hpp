@@ -91,6 +91,7 @@
 #include <string>
 #include <vector>
 
+#include "distopt/core/deadline.hpp"
 #include "distopt/protocols/detail/async_shard_server.hpp"
 #include "distopt/protocols/detail/async_wait.hpp"
 #include "distopt/core/byte_buffer.hpp"
@@ -194,7 +195,7 @@ class async_parameter_server {
     if (server_) server_->finish_local();
     // A server may first wait options.timeout for a silent worker: allow twice that.
     detail::poll_backoff backoff(stats);
-    const auto deadline = std::chrono::steady_clock::now() + 2 * timeout_;
+    const auto deadline = distopt::detail::deadline_after(2 * timeout_);
     for (shard& s : shards_) {
       while (!is_local(s) && !s.final) {
         if (receive(t, s)) {
@@ -235,7 +236,7 @@ class async_parameter_server {
     answered_now_ = false;
     detail::poll_backoff backoff(stats);
     const auto limit = 2 * timeout_;  // a barrier: the slowest worker may still be a timeout from its push
-    const auto deadline = std::chrono::steady_clock::now() + limit;
+    const auto deadline = distopt::detail::deadline_after(limit);
     for (shard& s : shards_) {
       for (bool cut = false; !cut;) {
         if (is_local(s)) {
@@ -494,7 +495,7 @@ class async_parameter_server {
     if (!blocked()) return;
     detail::poll_backoff backoff(stats);
     const auto limit = server_ ? timeout_ : 2 * timeout_;
-    const auto deadline = std::chrono::steady_clock::now() + limit;
+    const auto deadline = distopt::detail::deadline_after(limit);
     while (blocked()) {
       if (std::chrono::steady_clock::now() > deadline) {
         const shard& s = *std::min_element(shards_.begin(), shards_.end(),

@@ -62,6 +62,7 @@
 #include <vector>
 
 #include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/deadline.hpp"
 #include "distopt/core/errors.hpp"
 #include "distopt/core/tag.hpp"
 #include "distopt/core/transport_ref.hpp"
@@ -390,7 +391,7 @@ class mpi_transport {
   /// one received by then are abandoned: their requests are freed and their buffers
   /// deliberately leaked, because MPI may still read them.
   void drain() noexcept {
-    const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+    const auto deadline = distopt::detail::deadline_after(options_.timeout);
     try {
       for (unsigned polls = 0; !requests_.empty() && std::chrono::steady_clock::now() < deadline; ++polls) {
         reap();

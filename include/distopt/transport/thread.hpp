@@ -50,6 +50,7 @@
 #endif
 
 #include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/deadline.hpp"
 #include "distopt/core/errors.hpp"
 #include "distopt/core/float_sum.hpp"
 #include "distopt/core/tag.hpp"
@@ -137,7 +138,7 @@ class thread_world {
       return;
     }
     const auto r = static_cast<std::size_t>(self);
-    const auto deadline = std::chrono::steady_clock::now() + timeout_;
+    const auto deadline = distopt::detail::deadline_after(timeout_);
     {
       std::lock_guard lock(shared_.mutex);
       shared_.in[r] = in.data();
@@ -199,7 +200,7 @@ class thread_world {
   void recv(int self, int from, tag tg, byte_buffer& out, std::chrono::milliseconds timeout) {
     check_peer(self, from, "receive from");
     mailbox& box = mailboxes_[static_cast<std::size_t>(self)];
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto deadline = distopt::detail::deadline_after(timeout);
     std::unique_lock lock(box.mutex);
     bool spinning = spin_;
     const auto spin_until = spinning ? std::min(deadline, std::chrono::steady_clock::now() + spin_limit)

@@ -45,6 +45,7 @@
 #include <boost/asio/write.hpp>
 
 #include "distopt/core/byte_buffer.hpp"
+#include "distopt/core/deadline.hpp"
 #include "distopt/core/errors.hpp"
 #include "distopt/transport/tcp/detail/handshake.hpp"
 #include "distopt/transport/tcp/detail/socket.hpp"
@@ -333,7 +334,7 @@ class listener {
     live_.push_back(c);
     c->address = remote.address().to_string();
     c->who = "the process at " + describe_endpoint(remote);
-    c->timer.expires_at(std::min(clock::now() + c_.handshake_timeout, c_.deadline));
+    c->timer.expires_at(std::min(distopt::detail::deadline_after(c_.handshake_timeout), c_.deadline));
     c->timer.async_wait([c](const boost::system::error_code& e) {
       if (e || c->finished) return;
       c->timed_out = true;

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 
+#include "distopt/core/deadline.hpp"
 #include "distopt/transport/thread.hpp"  // detail::describe_tag
 
 namespace distopt {
@@ -131,7 +132,7 @@ inline void tcp_transport::rendezvous() {
   if (size_ == 1) return;
   const auto [host, port] = t::parse_host_port(options_.coordinator);
   t::timed_io io;
-  const auto deadline = t::clock::now() + options_.connect_timeout;
+  const auto deadline = distopt::detail::deadline_after(options_.connect_timeout);
   const t::handshake_identity me{rank_, size_, options_.token, options_.library_version, &options_.run};
 
   // Ranks 0..size-2 accept the ranks above them, from the start (rank 0: everyone, with the port
@@ -411,7 +412,7 @@ inline void tcp_transport::send(int peer, tag tg, std::span<const std::byte> byt
   t::io_result r;
   {
     std::lock_guard lock(l.send_mutex);
-    r = t::write_all(l.fd.get(), header, bytes, t::clock::now() + options_.timeout);
+    r = t::write_all(l.fd.get(), header, bytes, distopt::detail::deadline_after(options_.timeout));
   }
   if (r.status == t::io_status::ok) return;
   if (r.status == t::io_status::timed_out)
@@ -429,7 +430,7 @@ inline void tcp_transport::send(int peer, tag tg, std::span<const std::byte> byt
 
 inline void tcp_transport::recv(int peer, tag tg, byte_buffer& out, std::chrono::milliseconds timeout) {
   check_peer(peer, "receive from");
-  const auto deadline = detail::tcp::clock::now() + timeout;
+  const auto deadline = distopt::detail::deadline_after(timeout);
   std::unique_lock lock(mutex_);
   for (;;) {
     if (take(peer, tg, out)) return;
@@ -464,7 +465,7 @@ inline void tcp_transport::close_links() noexcept {
   // while the reader threads keep draining the input.
   const std::uint32_t code = std::uncaught_exceptions() > 0 ? 1u : 0u;
   const auto deadline =
-      t::clock::now() + std::min<std::chrono::milliseconds>(options_.timeout, std::chrono::seconds(5));
+      distopt::detail::deadline_after(std::min<std::chrono::milliseconds>(options_.timeout, std::chrono::seconds(5)));
   const auto goodbye = t::encode_header(t::frame_kind::goodbye, code, {});
   for (auto& l : links_) {
     if (!l || !l->reader.joinable()) continue;
