@@ -1,7 +1,8 @@
 #pragma once
 // deadline_after(timeout): now + timeout on the steady clock, saturating. The clock counts
-// nanoseconds in 64 bits (292 years); a timeout meant as "never" (DISTOPT_TIMEOUT_MS set to
-// 10^14) would overflow that sum and land in the past, so every wait would expire at once.
+// nanoseconds in 64 bits (292 years); a longer timeout meant as "never" (DISTOPT_TIMEOUT_MS
+// set to 10^13) would overflow that sum, which could land in the past: every wait would then
+// expire at once.
 
 #include <chrono>
 

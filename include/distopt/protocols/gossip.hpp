@@ -18,10 +18,11 @@
 //
 // Messages: one per peer per round on an internal tag (exact_mixer: one per segment of
 // segment_floats), each sent before the matching one is received, so no order of ranks
-// can deadlock (sends queue; every receive has the transport's deadline). Memory: (degree + 1) copies of the model for
-// the public-copy schemes. The wire carries exactly C's encoding (identity: 4 bytes per float). Compressors that decode
-// against a reference (decode(bytes, reference, out), e.g. a lattice quantizer) are not wired in yet and are refused at
-// compile time.
+// can deadlock (sends queue; every receive has the transport's deadline).
+// Memory: (degree + 1) copies of the model for the public-copy schemes.
+// The wire carries exactly C's encoding (identity: 4 bytes per float).
+// Compressors that decode against a reference (decode(bytes, reference, out), e.g. a
+// lattice quantizer) are not wired in yet and are refused at compile time.
 //
 // The consensus step of CHOCO and DeepSqueeze is the scheme's, or when unset
 // topology::default_consensus_step for C's guaranteed contraction (compress::delta_bound).
