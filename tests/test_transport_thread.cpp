@@ -367,10 +367,18 @@ TEST_CASE("thread transport: a native allreduce that cannot complete throws tran
           }) == 2);
   }
   SUBCASE("input and output of different lengths: config_error before any peer reads the input") {
-    CHECK(refusals<distopt::config_error>(2, "same length", [](distopt::transport_ref t) {
-            const std::vector<float> in(10, 1.0f);
-            std::vector<float> out(1000);  // a peer summing 1000 floats of `in` would overrun it
-            (void)t.native_allreduce_mean(in, out);
-          }) == 2);
+    const std::vector<float> in(10, 1.0f);
+    std::vector<float> out(1000);  // a peer summing 1000 floats of `in` would overrun it
+    CHECK(refusals<distopt::config_error>(
+              2, "same length", [&](distopt::transport_ref t) { (void)t.native_allreduce_mean(in, out); }) == 2);
+    // The backend's own call refuses it too, before it publishes anything (one rank: no barrier is reached).
+    distopt::detail::thread_world world(2, 30s, true);
+    distopt::thread_transport rank0(world, 0);
+    CHECK_THROWS_WITH_AS(rank0.allreduce_mean(in, out), doctest::Contains("same length"), distopt::config_error);
+    // And transport_ref refuses it whatever the backend, also one without a native allreduce.
+    distopt::run_threads(1, [&](distopt::transport_ref t) {
+      CHECK_THROWS_WITH_AS((void)t.native_allreduce_mean(in, out), doctest::Contains("same length"),
+                           distopt::config_error);
+    });
   }
 }

@@ -191,6 +191,10 @@ TEST_CASE("mpi transport: the native allreduce agrees with an exact sum, on ever
     CHECK(not_scaled_sum == 0);
     CHECK(from_differs == 0);
     CHECK(input[len - 1] == value(t.rank(), len - 1));  // read, never written
+    // An input shorter than the output would be read past its end: refused on the rank that passes it.
+    std::vector<float> longer(len + 1);
+    CHECK_THROWS_WITH_AS(native.allreduce_sum(input, longer), doctest::Contains("same length"), distopt::config_error);
+    CHECK_THROWS_WITH_AS(native.allreduce_mean(input, longer), doctest::Contains("same length"), distopt::config_error);
     // Every rank must hold the same result, or the workers' models would drift apart.
     std::vector<float> first(mean);
     MPI_Bcast(first.data(), static_cast<int>(len), MPI_FLOAT, 0, t.communicator());

@@ -24,6 +24,7 @@
 #include "distopt/core/byte_buffer.hpp"
 #include "distopt/core/errors.hpp"
 #include "distopt/core/float_sum.hpp"
+#include "distopt/core/ring_schedule.hpp"
 #include "distopt/core/tag.hpp"
 #include "distopt/core/transport_ref.hpp"
 
@@ -35,38 +36,8 @@ enum class reduce_op { sum, mean };
 struct allreduce_workspace {
   byte_buffer incoming;
   /// Floats per message; chunks larger than this are pipelined.
-  std::size_t segment_floats = std::size_t{1} << 16;
+  std::size_t segment_floats = distopt::detail::ring_segment_floats;
 };
-
-/// What one rank sends and receives in one ring_allreduce.
-struct ring_traffic {
-  std::uint64_t bytes_sent = 0, messages_sent = 0, bytes_received = 0, messages_received = 0;
-};
-
-/// The traffic of rank r in ring_allreduce of `len` floats over n ranks in segments of
-/// `segment_floats` (for transports that replace the ring by a native allreduce and count
-/// it as the ring, metered_transport). Rank r sends every chunk once (its own, then the
-/// reduce-scatter's partial sums, the last of which starts the allgather) and forwards
-/// finished chunk c unless r is its last hop, (r - c) mod n = n - 2; a chunk travels in
-/// ceil(size / segment) messages, at least one. Rank r receives what rank r - 1 sends.
-inline ring_traffic ring_allreduce_traffic(std::size_t len, int n, int r,
-                                           std::size_t segment_floats = allreduce_workspace{}.segment_floats) {
-  ring_traffic out;
-  if (n == 1) return out;
-  const std::size_t seg = std::max<std::size_t>(segment_floats, 1);
-  const auto nn = static_cast<std::size_t>(n);
-  auto sent_by = [&](int rank, std::uint64_t& bytes, std::uint64_t& messages) {
-    for (int c = 0; c < n; ++c) {
-      const std::size_t size = len * static_cast<std::size_t>(c + 1) / nn - len * static_cast<std::size_t>(c) / nn;
-      const std::uint64_t sends = 1 + (((rank - c) % n + n) % n <= n - 3 ? 1 : 0);
-      bytes += sends * size * sizeof(float);
-      messages += sends * std::max<std::uint64_t>(1, (size + seg - 1) / seg);
-    }
-  };
-  sent_by(r, out.bytes_sent, out.messages_sent);
-  sent_by((r + n - 1) % n, out.bytes_received, out.messages_received);
-  return out;
-}
 
 inline constexpr tag ring_allreduce_tag = detail::reserved_tag(detail::reserved::ring_allreduce);
 
@@ -76,10 +47,7 @@ inline constexpr tag ring_allreduce_tag = detail::reserved_tag(detail::reserved:
 /// same length. With one rank, `data` = `in`.
 inline void ring_allreduce(transport_ref t, std::span<const float> in, std::span<float> data, reduce_op op,
                            allreduce_workspace& ws, tag tg = ring_allreduce_tag) {
-  if (in.size() != data.size())
-    throw config_error("ring_allreduce: the input has " + std::to_string(in.size()) + " floats and the output " +
-                       std::to_string(data.size()) + " on rank " + std::to_string(t.rank()) +
-                       "; they must have the same length");
+  distopt::detail::check_allreduce_lengths("ring_allreduce", in.size(), data.size(), t.rank());
   const int n = t.size();
   const int r = t.rank();
   const bool in_place = in.data() == data.data();
@@ -91,8 +59,10 @@ inline void ring_allreduce(transport_ref t, std::span<const float> in, std::span
   const int prev = (r + n - 1) % n;
   const std::size_t len = data.size();
   const std::size_t seg = std::max<std::size_t>(ws.segment_floats, 1);
-  auto chunk_begin = [&](int c) { return len * static_cast<std::size_t>(c) / static_cast<std::size_t>(n); };
-  auto chunk = [&](int c) { return data.subspan(chunk_begin(c), chunk_begin(c + 1) - chunk_begin(c)); };
+  auto chunk = [&](int c) {
+    const std::size_t b = distopt::detail::ring_chunk_begin(len, n, c);
+    return data.subspan(b, distopt::detail::ring_chunk_begin(len, n, c + 1) - b);
+  };
   // The caller's own values under an output segment.
   auto own = [&](std::span<float> piece) { return in.data() + (piece.data() - data.data()); };
   auto send = [&](std::span<const float> piece) { t.send(next, tg, std::as_bytes(piece)); };

@@ -16,13 +16,25 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <type_traits>
 
 #include "distopt/core/byte_buffer.hpp"
 #include "distopt/core/concepts.hpp"
+#include "distopt/core/errors.hpp"
 #include "distopt/core/tag.hpp"
 
 namespace distopt {
+
+namespace detail {
+/// An allreduce from `in` into `out` needs them of the same length: a shorter `in` would be
+/// read past its end, by this rank or (in shared memory) by its peers. `who` names the call.
+inline void check_allreduce_lengths(const char* who, std::size_t in, std::size_t out, int rank) {
+  if (in != out)
+    throw config_error(std::string(who) + ": the input has " + std::to_string(in) + " floats and the output " +
+                       std::to_string(out) + " on rank " + std::to_string(rank) + "; they must have the same length");
+}
+}  // namespace detail
 
 /// A transport whose receives accept an explicit timeout (besides its default deadline).
 template <class T>
@@ -60,8 +72,10 @@ class transport_ref {
   /// true, if the backend offers one and was asked to use it; otherwise returns false.
   bool native_allreduce_mean(std::span<float> v) const { return native_allreduce_mean(v, v); }
   /// The same, reading `in` and writing the mean to `out` (`in` itself or an array of the
-  /// same length); nothing is read or written when it returns false.
+  /// same length: a config_error otherwise, on every backend); nothing is read or written
+  /// when it returns false.
   bool native_allreduce_mean(std::span<const float> in, std::span<float> out) const {
+    detail::check_allreduce_lengths("native allreduce", in.size(), out.size(), rank());
     return vtable_->native_allreduce_mean(object_, in, out);
   }
   /// A counter that changes whenever a message may have arrived for this rank, if the backend

@@ -48,6 +48,7 @@
 #include "distopt/core/checkpoint.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/protocol.hpp"
+#include "distopt/core/ring_schedule.hpp"
 #include "distopt/core/rng.hpp"
 #include "distopt/core/tag.hpp"
 #include "distopt/core/traits.hpp"
@@ -89,7 +90,7 @@ namespace distopt::protocols {
 class exact_mixer {
  public:
   /// Floats per message (the ring allreduce's default).
-  std::size_t segment_floats = std::size_t{1} << 16;
+  std::size_t segment_floats = distopt::detail::ring_segment_floats;
 
   void mix(transport_ref t, const mixing_row& row, std::span<const float> v, std::span<float> out) {
     const std::size_t n = v.size();

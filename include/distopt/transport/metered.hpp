@@ -7,7 +7,7 @@
 #include <optional>
 #include <span>
 
-#include "distopt/collective/ring_allreduce.hpp"
+#include "distopt/core/ring_schedule.hpp"
 #include "distopt/core/statistics.hpp"
 #include "distopt/core/transport_ref.hpp"
 
@@ -37,7 +37,7 @@ class metered_transport {
   /// segments), so statistics do not depend on the path. Time blocked is not recorded.
   bool native_allreduce_mean(std::span<const float> in, std::span<float> out) {
     if (!inner_.native_allreduce_mean(in, out)) return false;
-    const collective::ring_traffic ring = collective::ring_allreduce_traffic(in.size(), size(), rank());
+    const detail::ring_traffic ring = detail::ring_allreduce_traffic(in.size(), size(), rank());
     stats_->bytes_sent += ring.bytes_sent;
     stats_->bytes_received += ring.bytes_received;
     stats_->messages_sent += ring.messages_sent;

@@ -264,6 +264,7 @@ class mpi_transport {
   /// Native MPI_Allreduce (sum) of `in` over all ranks into `out` (`in` itself, or an array of
   /// the same length). See the header comment: not bit-identical to the ring, no deadline.
   void allreduce_sum(std::span<const float> in, std::span<float> out) {
+    distopt::detail::check_allreduce_lengths("mpi transport: allreduce_sum", in.size(), out.size(), rank_);
     const bool in_place = in.data() == out.data();
     // MPI counts are int: reduce in parts of at most INT_MAX floats.
     for (std::size_t off = 0; off < out.size(); off += static_cast<std::size_t>(INT_MAX)) {
@@ -283,6 +284,7 @@ class mpi_transport {
   /// scale the sum. A multiplication, not the ring's division: this path is not
   /// bit-identical to the ring anyway.
   void allreduce_mean(std::span<const float> in, std::span<float> out) {
+    distopt::detail::check_allreduce_lengths("mpi transport: allreduce_mean", in.size(), out.size(), rank_);
     const float scale = 1.0f / static_cast<float>(size_);
     if ((size_ & (size_ - 1)) == 0) {
       for (std::size_t i = 0; i < out.size(); ++i) out[i] = in[i] * scale;

@@ -53,6 +53,7 @@
 #include "distopt/core/deadline.hpp"
 #include "distopt/core/errors.hpp"
 #include "distopt/core/float_sum.hpp"
+#include "distopt/core/ring_schedule.hpp"
 #include "distopt/core/tag.hpp"
 #include "distopt/core/transport_ref.hpp"
 
@@ -128,10 +129,8 @@ class thread_world {
   /// The mean over all ranks of each rank's `in`, into its `out` (`in` itself or a disjoint
   /// array of the same length), bit-identical to collective::ring_allreduce (header comment).
   void allreduce_mean(int self, std::span<const float> in, std::span<float> out) {
-    if (in.size() != out.size())  // before publishing: the peers would read past the end of `in`
-      throw config_error("thread transport: allreduce_mean of " + std::to_string(in.size()) + " floats into " +
-                         std::to_string(out.size()) + " on rank " + std::to_string(self) +
-                         "; the input and the output must have the same length");
+    // Before publishing: the peers would read past the end of `in`.
+    distopt::detail::check_allreduce_lengths("thread transport: allreduce_mean", in.size(), out.size(), self);
     const int n = size();
     if (n == 1) {  // the ring's answer: x / 1 == x
       if (in.data() != out.data()) std::copy(in.begin(), in.end(), out.begin());
@@ -155,8 +154,8 @@ class thread_world {
                            std::to_string(self) + " but " + std::to_string(theirs) + " on rank " + std::to_string(k) +
                            "; every rank must pass the same length");
       }
-    const auto chunk_begin = [&](int c) { return len * static_cast<std::size_t>(c) / static_cast<std::size_t>(n); };
-    sum_chunk(self, chunk_begin(self), chunk_begin(self + 1));
+    sum_chunk(self, distopt::detail::ring_chunk_begin(len, n, self),
+              distopt::detail::ring_chunk_begin(len, n, self + 1));
     meet(self, deadline, true, "to finish", false);
   }
 
