@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <mutex>
 #include <span>
 #include <utility>
@@ -180,13 +181,18 @@ TEST_CASE("throttled: a short run's wall time agrees with the simulated time wit
     std::lock_guard lock(mu);
     simulated = std::max(simulated, sim.now());
   });
-  const auto start = std::chrono::steady_clock::now();
-  distopt::run_threads(3, [&](distopt::transport_ref t) {
-    distopt::throttled_transport slow(t, model);
-    body(slow);
-  });
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  MESSAGE("simulated " << simulated << " s, throttled wall time " << wall << " s");
+  // A loaded host only ever makes the run late (a stall of 38 ms is 15 %): the best of three
+  // runs is compared, which a systematic error (a delay counted twice, or not at all) still fails.
+  double wall = std::numeric_limits<double>::infinity();
+  for (int attempt = 0; attempt < 3 && std::abs(wall - simulated) > 0.15 * simulated; ++attempt) {
+    const auto start = std::chrono::steady_clock::now();
+    distopt::run_threads(3, [&](distopt::transport_ref t) {
+      distopt::throttled_transport slow(t, model);
+      body(slow);
+    });
+    wall = std::min(wall, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  MESSAGE("simulated " << simulated << " s, throttled wall time (best of up to 3) " << wall << " s");
   CHECK(std::abs(wall - simulated) <= 0.15 * simulated);
 }
 

@@ -122,7 +122,7 @@ TEST_CASE("asynchronous: runs ahead of the bound, so the SSP lag is observed abo
 
 namespace {
 
-// n workers, worker `slow` sleeps 10x longer per step than the others; the fast ones take
+// n workers, worker `slow` sleeps 30x longer per step than the others; the fast ones take
 // `steps` steps; the slow one steps until they are all done. Returns the slow worker's count.
 template <class Opt>
 std::uint64_t slow_worker_steps(int n, int slow, int steps, std::vector<distopt::statistics>& stats) {
@@ -137,7 +137,7 @@ std::uint64_t slow_worker_steps(int n, int slow, int steps, std::vector<distopt:
         Opt opt(t, Eigen::VectorXf::Zero(6), {.learning_rate = 0.1f, .timeout = k_timeout});
         const bool is_slow = t.rank() == slow;
         for (int c = 0; is_slow ? fast_done.load() < n - 1 : c < steps; ++c) {
-          std::this_thread::sleep_for(is_slow ? 10ms : 1ms);
+          std::this_thread::sleep_for(is_slow ? 30ms : 1ms);
           opt.step(opt.parameters() - target);
           if (is_slow) slow_steps = static_cast<std::uint64_t>(c + 1);
         }
@@ -152,10 +152,10 @@ std::uint64_t slow_worker_steps(int n, int slow, int steps, std::vector<distopt:
 
 }  // namespace
 
-TEST_CASE("asynchronous: one worker 10x slower does not hold the others back (steps counted, not time)") {
+TEST_CASE("asynchronous: one worker 30x slower does not hold the others back (steps counted, not time)") {
   // If the fast workers waited for the slow one, it would have taken ~steps steps when they
-  // finish; not waiting, it has taken ~steps/10. The bound steps/3 leaves 3x room for a
-  // loaded machine delaying the fast ones.
+  // finish; not waiting, it has taken ~steps/30. The bound steps/3 = 20 slow steps (600 ms)
+  // leaves room for a loaded machine, or a sanitizer, delaying the fast ones' 60 ms by 0.5 s.
   constexpr int steps = 60;
   std::vector<distopt::statistics> stats;
   SUBCASE("async parameter server, the slow worker is the server") {
@@ -449,6 +449,7 @@ namespace {
 // with `gradient` until the message fails it. Returns the error's text.
 template <class Opt>
 std::string error_after_bad_message(distopt::tag tg, const std::vector<std::byte>& bad, float gradient) {
+  std::atomic<bool> sent{false};
   try {
     distopt::run_threads(
         2,
@@ -456,8 +457,12 @@ std::string error_after_bad_message(distopt::tag tg, const std::vector<std::byte
           Opt opt(t, Eigen::VectorXf::Zero(2), {.timeout = 2s});
           if (t.rank() == 1) {
             t.send(0, tg, bad);
+            sent = true;
             return;
           }
+          // The message is in rank 0's queue before its steps begin, however late rank 1 runs.
+          const auto guard = std::chrono::steady_clock::now() + 10s;
+          while (!sent.load() && std::chrono::steady_clock::now() < guard) std::this_thread::sleep_for(1ms);
           for (int k = 0; k < 1000; ++k) {
             opt.step(Eigen::VectorXf::Constant(2, gradient));
             std::this_thread::sleep_for(100us);

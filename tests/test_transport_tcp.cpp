@@ -697,8 +697,9 @@ TEST_CASE(
       [&](int, distopt::tcp_options& o) { o.run = job.run(); });
 
   // Long enough for a real rank's handshake (and the wrong-token strangers') under TSan on a
-  // loaded machine, short enough that the silent and slow strangers are refused within seconds.
-  constexpr auto handshake_timeout = 1s;
+  // loaded machine, with 100 stranger threads starting meanwhile; short enough that the silent
+  // and slow strangers are refused within seconds (play() waits 10 s for the refusal).
+  constexpr auto handshake_timeout = 3s;
   std::promise<std::uint16_t> listening[2];
   std::promise<void> strangers_done;
   auto done = strangers_done.get_future().share();

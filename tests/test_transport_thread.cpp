@@ -131,6 +131,10 @@ TEST_CASE("transport_ref: over a transport without a timeout overload, recv(...,
                          CHECK(t.size() == 2);
                          distopt::byte_buffer out;
                          t.send(peer, conformance::tag_a, conformance::pattern(t.rank(), peer, 4096));
+                         // The peer's message is queued once its rendezvous message is (the 200 ms
+                         // deadline then does not depend on when the peer's thread runs).
+                         inner.send(peer, conformance::tag_c, {});
+                         inner.recv(peer, conformance::tag_c, out, 10s);
                          t.recv(peer, conformance::tag_a, out, 30s);
                          CHECK(conformance::same_bytes(out, conformance::pattern(peer, t.rank(), 4096)));
                          CHECK_THROWS_AS(t.recv(peer, conformance::tag_never, out, 30s), distopt::transport_error);
@@ -344,14 +348,20 @@ TEST_CASE("thread transport: a native allreduce that cannot complete throws tran
   }
   SUBCASE("a worker is late past the deadline: the ones waiting give up, and so does the late one") {
     std::atomic<int> expired{0}, late_refused{0};
+    std::atomic<bool> rank0_gave_up{false};
     distopt::run_threads(2,
                          [&](distopt::transport_ref t) {
                            std::vector<float> v(1000, 1.0f);
-                           if (t.rank() == 1) std::this_thread::sleep_for(400ms);
+                           if (t.rank() == 1) {  // late: comes only after rank 0 has given up (10 s guard)
+                             const auto guard = std::chrono::steady_clock::now() + 10s;
+                             while (!rank0_gave_up.load() && std::chrono::steady_clock::now() < guard)
+                               std::this_thread::sleep_for(1ms);
+                           }
                            try {
                              (void)t.native_allreduce_mean(v);
                            } catch (const distopt::transport_error& e) {
                              INFO("what(): ", e.what());
+                             if (t.rank() == 0) rank0_gave_up = true;
                              if (conformance::contains(e.what(), "waited 100 ms")) ++expired;
                              if (t.rank() == 1) ++late_refused;  // arrives at an abandoned allreduce
                            }
