@@ -25,7 +25,8 @@
 // frames into per-(peer, tag) queues; recv waits on them with a deadline. A peer
 // that closes, dies, or sends a bad frame is marked failed, and every receive from
 // it (and send to it) throws transport_error naming it: queued messages it sent
-// before are still delivered first. The destructor says goodbye to every peer,
+// before are still delivered first. A bad frame's sender is told (a goodbye saying
+// "refused"), so its error names the refusal, not a lost connection. The destructor says goodbye to every peer,
 // waits (at most 5 s) until they have received what was sent, and joins every thread.
 //
 //   auto t = distopt::tcp_transport::from_environment(distopt::describe_run<sgd>(dim, opts));
@@ -44,6 +45,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -170,9 +172,9 @@ class tcp_transport {
     detail::tcp::socket_fd fd;
     std::mutex send_mutex;  // one frame at a time on the stream
     std::thread reader;
-    link_state state = link_state::open;  // guarded by tcp_transport::mutex_
-    std::string reason;                   // why it is not open; guarded by mutex_
-    int goodbye = -1;                     // the peer's goodbye code, -1 if none; guarded by mutex_
+    link_state state = link_state::open;               // guarded by tcp_transport::mutex_
+    std::string reason;                                // why it is not open; guarded by mutex_
+    std::optional<detail::tcp::goodbye_code> goodbye;  // the peer's, if it said goodbye; guarded by mutex_
   };
 
   void rendezvous();

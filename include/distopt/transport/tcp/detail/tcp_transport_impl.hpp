@@ -275,32 +275,48 @@ inline void tcp_transport::read_loop(int peer) {
   link& l = *links_[static_cast<std::size_t>(peer)];
   const int fd = l.fd.get();
   const std::string from = name_of(peer);
-  auto fail = [&](std::string reason) {
+  // Fails the link. A frame refused is said to the peer first, so that its error points here
+  // rather than at a lost connection (before mark(): once woken, this rank may close the
+  // socket), unless a send is under way: a goodbye cannot go inside its frame, and waiting for
+  // it could wait for the peer, which this thread no longer reads.
+  auto fail = [&](std::string reason, bool refused_frame = false) {
+    if (std::unique_lock lock(l.send_mutex, std::defer_lock); refused_frame && lock.try_lock()) {
+      (void)t::write_all(
+          fd, t::encode_header(t::frame_kind::goodbye, static_cast<std::uint32_t>(t::goodbye_code::refused), {}), {},
+          distopt::detail::deadline_after(
+              std::min<std::chrono::milliseconds>(options_.timeout, std::chrono::seconds(1))));
+    }
     mark(peer, link_state::failed, std::move(reason));
     ::shutdown(fd, SHUT_RDWR);  // the peer sees the connection end instead of waiting on a broken stream
   };
+  const auto refuse = [&](std::string reason) { fail(std::move(reason), true); };
   std::array<std::byte, t::header_bytes> header{};
   for (;;) {
     auto r = t::read_exact(fd, header.data(), header.size(), stopping_);
     if (r.status == t::io_status::stopped) return;
     if (r.status != t::io_status::ok) {
       if (r.done != 0)
-        return fail("the connection to " + from + " ended inside a frame header (" + std::to_string(r.done) +
-                    " of 24 bytes: truncated frame; " + t::errno_text(r.error) + ")");
-      int goodbye = -1;
+        return refuse("the connection to " + from + " ended inside a frame header (" + std::to_string(r.done) +
+                      " of 24 bytes: truncated frame; " + t::errno_text(r.error) + ")");
+      std::optional<t::goodbye_code> goodbye;
       {
         std::lock_guard lock(mutex_);
         goodbye = l.goodbye;
       }
-      if (goodbye == 0)
+      if (goodbye == t::goodbye_code::returned)
         return mark(peer, link_state::closed,
                     from +
                         " has closed its transport (it returned) and sends nothing more; every rank must take "
                         "part in the same communication rounds");
-      if (goodbye == 1)
+      if (goodbye == t::goodbye_code::failing)
         return mark(
             peer, link_state::closed,
             from + " closed its transport while failing (an exception was propagating there); see its own error");
+      if (goodbye == t::goodbye_code::refused)
+        return mark(peer, link_state::failed,
+                    from + " refused a frame rank " + std::to_string(rank_) +
+                        " sent it (malformed, or corrupted on the way; its own error says which) and closed the "
+                        "connection");
       return mark(peer, link_state::failed,
                   "lost the connection to " + from + " without a goodbye (" + t::errno_text(r.error) +
                       "): its process ended or the network failed");
@@ -321,7 +337,7 @@ inline void tcp_transport::read_loop(int peer) {
       return fail("no memory for a " + std::to_string(h.length) + "-byte message from " + from +
                   " (within tcp_options.max_frame_bytes)");
     } catch (const std::exception& e) {  // bad header
-      return fail(e.what());
+      return refuse(e.what());
     }
     // The checksum runs over each piece as it lands, in cache, while the next is on its way.
     t::checksum_check check(header);
@@ -330,18 +346,19 @@ inline void tcp_transport::read_loop(int peer) {
     });
     if (r.status == t::io_status::stopped) return;
     if (r.status != t::io_status::ok)
-      return fail("the connection to " + from + " ended inside a frame: " + std::to_string(r.done) + " of " +
-                  std::to_string(h.length) + " payload bytes arrived (truncated frame; " + t::errno_text(r.error) +
-                  ")");
+      return refuse("the connection to " + from + " ended inside a frame: " + std::to_string(r.done) + " of " +
+                    std::to_string(h.length) + " payload bytes arrived (truncated frame; " + t::errno_text(r.error) +
+                    ")");
     try {
       check.verify(from);
     } catch (const transport_error& e) {
-      return fail(e.what());
+      return refuse(e.what());
     }
     try {  // an exception must not leave this thread: it would end the process
       std::lock_guard lock(mutex_);
       if (h.kind == t::frame_kind::goodbye) {
-        l.goodbye = h.tag == 0 ? 0 : 1;
+        l.goodbye = h.tag <= static_cast<std::uint32_t>(t::goodbye_code::refused) ? static_cast<t::goodbye_code>(h.tag)
+                                                                                  : t::goodbye_code::failing;
         continue;
       }
       queues_[key(peer, tag{h.tag})].push_back(std::move(payload));
@@ -463,7 +480,8 @@ inline void tcp_transport::close_links() noexcept {
   // connection, which can destroy data this rank sent but the peer has not yet
   // received; so first wait (at most 5 s) until the peers have acknowledged it all,
   // while the reader threads keep draining the input.
-  const std::uint32_t code = std::uncaught_exceptions() > 0 ? 1u : 0u;
+  const auto code =
+      static_cast<std::uint32_t>(std::uncaught_exceptions() > 0 ? t::goodbye_code::failing : t::goodbye_code::returned);
   const auto deadline =
       distopt::detail::deadline_after(std::min<std::chrono::milliseconds>(options_.timeout, std::chrono::seconds(5)));
   const auto goodbye = t::encode_header(t::frame_kind::goodbye, code, {});

@@ -43,7 +43,14 @@ inline constexpr std::size_t header_bytes = 24;
 
 enum class frame_kind : std::uint8_t {
   data = 1,     ///< a message on `tag`
-  goodbye = 2,  ///< the sender is closing; tag 0: it returned normally, 1: it is failing
+  goodbye = 2,  ///< the sender is closing the connection; the tag says why (goodbye_code)
+};
+
+/// Why a goodbye's sender closes (its tag). A code this version does not know reads as `failing`.
+enum class goodbye_code : std::uint32_t {
+  returned = 0,  ///< it returned normally
+  failing = 1,   ///< an exception was propagating there
+  refused = 2,   ///< it refused a frame this rank sent it (malformed or corrupted), and sends nothing more
 };
 
 struct frame_header {
