@@ -634,13 +634,13 @@ std::string play(stranger k, std::uint16_t port, int claims, std::uint64_t seed,
       return {};
     case stranger::silent:
       break;
-    case stranger::slow_hello: {  // the start of a valid hello, one byte every 50 ms, never finished
+    case stranger::slow_hello: {  // the start of a valid hello, one byte every 200 ms, never finished
       namespace w = distopt::detail::tcp;
       const std::uint32_t length = w::hello_bytes, magic = w::hello_magic;
       send_bytes(&length, sizeof length);
-      for (int i = 0; i < 40 && !closed_now(fd); ++i) {
+      for (int i = 0; i < 40 && !closed_now(fd); ++i) {  // 8 s: still trickling at any handshake deadline used here
         send_bytes(reinterpret_cast<const char*>(&magic) + (i % 4), 1);
-        std::this_thread::sleep_for(50ms);
+        std::this_thread::sleep_for(200ms);
       }
       break;
     }

@@ -25,8 +25,9 @@
 // frames into per-(peer, tag) queues; recv waits on them with a deadline. A peer
 // that closes, dies, or sends a bad frame is marked failed, and every receive from
 // it (and send to it) throws transport_error naming it: queued messages it sent
-// before are still delivered first. A bad frame's sender is told (a goodbye saying
-// "refused"), so its error names the refusal, not a lost connection. The destructor says goodbye to every peer,
+// before are still delivered first. A bad frame's sender is told, when no send is
+// under way on that link (a goodbye saying "refused"), so its error names the refusal, not a
+// lost connection. The destructor says goodbye to every peer,
 // waits (at most 5 s) until they have received what was sent, and joins every thread.
 //
 //   auto t = distopt::tcp_transport::from_environment(distopt::describe_run<sgd>(dim, opts));

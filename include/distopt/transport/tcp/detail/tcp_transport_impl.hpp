@@ -275,17 +275,23 @@ inline void tcp_transport::read_loop(int peer) {
   link& l = *links_[static_cast<std::size_t>(peer)];
   const int fd = l.fd.get();
   const std::string from = name_of(peer);
-  // Fails the link. A frame refused is said to the peer first, so that its error points here
-  // rather than at a lost connection (before mark(): once woken, this rank may close the
-  // socket), unless a send is under way: a goodbye cannot go inside its frame, and waiting for
-  // it could wait for the peer, which this thread no longer reads.
+  // Fails the link. A refused frame is said to the peer, best effort, so that its error points
+  // here rather than at a lost connection: before mark() (once woken, this rank may close its
+  // transport, shutting the socket) and under the send lock until the link is failed (no other
+  // goodbye, and no frame, follows it). Not while a send holds the lock (a goodbye cannot go
+  // inside its frame, and waiting could wait for the peer, which nobody reads any more), nor
+  // after another failure of the link.
   auto fail = [&](std::string reason, bool refused_frame = false) {
-    if (std::unique_lock lock(l.send_mutex, std::defer_lock); refused_frame && lock.try_lock()) {
+    std::unique_lock send_lock(l.send_mutex, std::defer_lock);
+    const auto still_open = [&] {
+      std::lock_guard lock(mutex_);
+      return l.state == link_state::open;
+    };
+    if (refused_frame && send_lock.try_lock() && still_open())
       (void)t::write_all(
           fd, t::encode_header(t::frame_kind::goodbye, static_cast<std::uint32_t>(t::goodbye_code::refused), {}), {},
           distopt::detail::deadline_after(
               std::min<std::chrono::milliseconds>(options_.timeout, std::chrono::seconds(1))));
-    }
     mark(peer, link_state::failed, std::move(reason));
     ::shutdown(fd, SHUT_RDWR);  // the peer sees the connection end instead of waiting on a broken stream
   };
@@ -296,8 +302,9 @@ inline void tcp_transport::read_loop(int peer) {
     if (r.status == t::io_status::stopped) return;
     if (r.status != t::io_status::ok) {
       if (r.done != 0)
-        return refuse("the connection to " + from + " ended inside a frame header (" + std::to_string(r.done) +
-                      " of 24 bytes: truncated frame; " + t::errno_text(r.error) + ")");
+        return fail("the connection to " + from + " ended inside a frame header (" + std::to_string(r.done) +
+                        " of 24 bytes: truncated frame; " + t::errno_text(r.error) + ")",
+                    r.error == 0);  // a clean end: the peer can still read the refusal
       std::optional<t::goodbye_code> goodbye;
       {
         std::lock_guard lock(mutex_);
@@ -315,8 +322,8 @@ inline void tcp_transport::read_loop(int peer) {
       if (goodbye == t::goodbye_code::refused)
         return mark(peer, link_state::failed,
                     from + " refused a frame rank " + std::to_string(rank_) +
-                        " sent it (malformed, or corrupted on the way; its own error says which) and closed the "
-                        "connection");
+                        " sent it (malformed, corrupted on the way, or longer than its tcp_options.max_frame_bytes; "
+                        "its own error says which) and closed the connection");
       return mark(peer, link_state::failed,
                   "lost the connection to " + from + " without a goodbye (" + t::errno_text(r.error) +
                       "): its process ended or the network failed");
@@ -346,9 +353,10 @@ inline void tcp_transport::read_loop(int peer) {
     });
     if (r.status == t::io_status::stopped) return;
     if (r.status != t::io_status::ok)
-      return refuse("the connection to " + from + " ended inside a frame: " + std::to_string(r.done) + " of " +
-                    std::to_string(h.length) + " payload bytes arrived (truncated frame; " + t::errno_text(r.error) +
-                    ")");
+      return fail("the connection to " + from + " ended inside a frame: " + std::to_string(r.done) + " of " +
+                      std::to_string(h.length) + " payload bytes arrived (truncated frame; " + t::errno_text(r.error) +
+                      ")",
+                  r.error == 0);
     try {
       check.verify(from);
     } catch (const transport_error& e) {
@@ -426,21 +434,21 @@ inline void tcp_transport::send(int peer, tag tg, std::span<const std::byte> byt
     if (l.state != link_state::open) throw_unusable(peer, tg);
   }
   const auto header = t::encode_header(t::frame_kind::data, static_cast<std::uint32_t>(tg), bytes);
-  t::io_result r;
   {
-    std::lock_guard lock(l.send_mutex);
-    r = t::write_all(l.fd.get(), header, bytes, distopt::detail::deadline_after(options_.timeout));
+    // Held until the link is marked failed: nothing (a refusal's goodbye) may follow a partial frame.
+    std::lock_guard send_lock(l.send_mutex);
+    const t::io_result r = t::write_all(l.fd.get(), header, bytes, distopt::detail::deadline_after(options_.timeout));
+    if (r.status == t::io_status::ok) return;
+    if (r.status == t::io_status::timed_out)
+      mark(peer, link_state::failed,
+           "a send of " + std::to_string(bytes.size()) + " bytes to " + name_of(peer) + " stayed blocked for " +
+               std::to_string(options_.timeout.count()) + " ms: that rank is not reading (stuck or stopped)");
+    else
+      mark(peer, link_state::failed,
+           "lost the connection to " + name_of(peer) + " while sending (" + t::errno_text(r.error) +
+               "): its process ended or the network failed");
+    ::shutdown(l.fd.get(), SHUT_RDWR);  // a partly written frame leaves the stream unusable
   }
-  if (r.status == t::io_status::ok) return;
-  if (r.status == t::io_status::timed_out)
-    mark(peer, link_state::failed,
-         "a send of " + std::to_string(bytes.size()) + " bytes to " + name_of(peer) + " stayed blocked for " +
-             std::to_string(options_.timeout.count()) + " ms: that rank is not reading (stuck or stopped)");
-  else
-    mark(peer, link_state::failed,
-         "lost the connection to " + name_of(peer) + " while sending (" + t::errno_text(r.error) +
-             "): its process ended or the network failed");
-  ::shutdown(l.fd.get(), SHUT_RDWR);  // a partly written frame leaves the stream unusable
   std::lock_guard lock(mutex_);
   throw_unusable(peer, tg);
 }
@@ -487,11 +495,11 @@ inline void tcp_transport::close_links() noexcept {
   const auto goodbye = t::encode_header(t::frame_kind::goodbye, code, {});
   for (auto& l : links_) {
     if (!l || !l->reader.joinable()) continue;
+    std::lock_guard send_lock(l->send_mutex);  // before the state: a refusal's goodbye may be going out
     {
       std::lock_guard lock(mutex_);
       if (l->state == link_state::failed) continue;
     }
-    std::lock_guard lock(l->send_mutex);
     (void)t::write_all(l->fd.get(), goodbye, {}, deadline);
     ::shutdown(l->fd.get(), SHUT_WR);
   }
