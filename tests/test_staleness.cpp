@@ -40,6 +40,14 @@ using harness::k_timeout;
 
 constexpr float counting_eta = 0.5f;
 
+// Waits, polling every millisecond, until `ready()` or 10 s (a guard: the tests' own checks
+// then fail rather than hang).
+template <class Ready>
+void wait_until(Ready ready) {
+  const auto guard = std::chrono::steady_clock::now() + 10s;
+  while (!ready() && std::chrono::steady_clock::now() < guard) std::this_thread::sleep_for(1ms);
+}
+
 // Rounds of each worker held by a model of the counting problem.
 std::vector<long> rounds_held(Eigen::Ref<const Eigen::VectorXf> x, int n) {
   std::vector<long> held(static_cast<std::size_t>(n));
@@ -460,9 +468,7 @@ std::string error_after_bad_message(distopt::tag tg, const std::vector<std::byte
             sent = true;
             return;
           }
-          // The message is in rank 0's queue before its steps begin, however late rank 1 runs.
-          const auto guard = std::chrono::steady_clock::now() + 10s;
-          while (!sent.load() && std::chrono::steady_clock::now() < guard) std::this_thread::sleep_for(1ms);
+          wait_until([&] { return sent.load(); });  // queued before rank 0 steps, however late rank 1 runs
           for (int k = 0; k < 1000; ++k) {
             opt.step(Eigen::VectorXf::Constant(2, gradient));
             std::this_thread::sleep_for(100us);
@@ -941,9 +947,7 @@ TEST_CASE(
               }
               open = true;  // the control took every step: let the answers through to finish
             } else {
-              const auto deadline = std::chrono::steady_clock::now() + 10s;
-              while (progress.load() < (bound == 3 ? 3 : 10) && std::chrono::steady_clock::now() < deadline)
-                std::this_thread::sleep_for(1ms);
+              wait_until([&] { return progress.load() >= (bound == 3 ? 3 : 10); });
               std::this_thread::sleep_for(100ms);  // time to run past the bound, if it could
               progress_while_withheld = progress.load();
               open = true;
@@ -982,9 +986,7 @@ TEST_CASE(
             if (bound == 4) {
               std::this_thread::sleep_for(300ms);
             } else {
-              const auto deadline = std::chrono::steady_clock::now() + 10s;
-              while (!steps_done.load() && std::chrono::steady_clock::now() < deadline)
-                std::this_thread::sleep_for(1ms);
+              wait_until([&] { return steps_done.load(); });
             }
             partner_awake = true;
             opt.poll();  // answers rank 0's request
