@@ -300,13 +300,18 @@ TEST_CASE(
   // Noise-free least squares (every shard's minimiser is x*), full-batch shard gradients,
   // H = 2 local steps, complete graph, 4 workers. Interactions move models by opposite
   // amounts, so the mean model obeys full gradient descent on the average of the workers'
-  // gradients, up to the spread of the models, which the gradient steps contract.
+  // gradients, up to the spread of the models, which the gradient steps contract. The bounds
+  // hold when the workers end together: one that finished its steps while another lagged far
+  // behind (a thread starved under TSan) would keep a last half-step toward an unconverged model,
+  // so the test keeps the workers within 50 steps of each other (pacing, not communication;
+  // each answers requests with poll() while it waits).
   const auto d = distopt::problems::synthetic_regression(240, 8, 0.0f, 23);
   const Eigen::VectorXd x_star = harness::least_squares_solution(d);
   auto shards = harness::ls_shards(d, 4, 6);
   auto run = [&]<class Opt>(std::type_identity<Opt>, auto... extra) {
     std::vector<Eigen::VectorXf> xs(4);
     std::mutex m;
+    std::array<std::atomic<int>, 4> steps_taken{};
     distopt::run_threads(
         4,
         [&](distopt::transport_ref t) {
@@ -314,8 +319,13 @@ TEST_CASE(
                   extra...);
           Eigen::VectorXf g(d.features.cols());
           for (int k = 0; k < 600; ++k) {
+            wait_until([&] {
+              opt.poll();
+              return std::ranges::all_of(steps_taken, [&](const std::atomic<int>& s) { return s.load() >= k - 50; });
+            });
             shards[static_cast<std::size_t>(t.rank())].gradient(opt.parameters(), g);
             opt.step(g);
+            steps_taken[static_cast<std::size_t>(t.rank())] = k + 1;
             if (k % 8 == 0) std::this_thread::yield();
           }
           opt.finish();
